@@ -1,0 +1,176 @@
+//! The built-in hostcalls: their names (the `<name>` of `__HOSTCALL__<name>`)
+//! and how each packs its arguments. Both the device libc and the host
+//! handlers use these, so an argument's position is written down once.
+//!
+//! Conventions: paths and other strings travel as the inline payload, without
+//! a NUL; bulk data goes inline when it fits, else by a declared device
+//! region; small results (a `struct stat`, a random block, a cwd) come back in
+//! the reply data area.
+
+/// Decoding failed: the command's words do not form a valid request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadArgs;
+
+/// A typed request: `NAME` is the hostcall's name, the fields map onto the
+/// header's argument words.
+pub trait Request: Sized {
+    const NAME: &'static str;
+    fn to_args(&self) -> [u64; crate::ARG_WORDS];
+    fn from_args(args: [u64; crate::ARG_WORDS]) -> Result<Self, BadArgs>;
+}
+
+fn int(v: u64) -> Result<i32, BadArgs> {
+    i32::try_from(v as i64).map_err(|_| BadArgs)
+}
+fn uint(v: u64) -> Result<u32, BadArgs> {
+    u32::try_from(v).map_err(|_| BadArgs)
+}
+
+macro_rules! request {
+    ($(#[$m:meta])* $ty:ident = $name:literal { $($field:ident : $fty:ty => $conv:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $ty { $(pub $field: $fty),* }
+        impl Request for $ty {
+            const NAME: &'static str = $name;
+            #[allow(unused_mut, unused_assignments, unused_variables)]
+            fn to_args(&self) -> [u64; crate::ARG_WORDS] {
+                let mut a = [0u64; crate::ARG_WORDS];
+                let mut i = 0;
+                $( a[i] = request!(@enc $conv self.$field); i += 1; )*
+                a
+            }
+            #[allow(unused_mut, unused_assignments, unused_variables)]
+            fn from_args(args: [u64; crate::ARG_WORDS]) -> Result<Self, BadArgs> {
+                let mut i = 0;
+                $( let $field = request!(@dec $conv args[i])?; i += 1; )*
+                Ok($ty { $($field),* })
+            }
+        }
+    };
+    (@enc int $v:expr) => { $v as i64 as u64 };
+    (@enc uint $v:expr) => { $v as u64 };
+    (@enc word $v:expr) => { $v as u64 };
+    (@dec int $v:expr) => { int($v) };
+    (@dec uint $v:expr) => { uint($v) };
+    (@dec word $v:expr) => { Ok::<_, BadArgs>($v as _) };
+}
+
+request! {
+    /// `openat(dirfd, payload=path, flags, mode)` -> fd.
+    Open = "open" { dirfd: i32 => int, flags: i32 => int, mode: u32 => uint }
+}
+request! {
+    /// `read(fd)` into the reply data area (short read), or into the device
+    /// region when one is declared -> bytes read.
+    Read = "read" { fd: i32 => int }
+}
+request! {
+    /// `write(fd, payload or device region)` -> bytes written.
+    Write = "write" { fd: i32 => int }
+}
+request! {
+    /// `pread(fd, offset)`; data as for [`Read`].
+    Pread = "pread" { fd: i32 => int, offset: i64 => word }
+}
+request! {
+    /// `pwrite(fd, offset)`; data as for [`Write`].
+    Pwrite = "pwrite" { fd: i32 => int, offset: i64 => word }
+}
+request! {
+    /// `close(fd)` -> 0.
+    Close = "close" { fd: i32 => int }
+}
+request! {
+    /// `lseek(fd, offset, whence)` -> new offset.
+    Lseek = "lseek" { fd: i32 => int, offset: i64 => word, whence: i32 => int }
+}
+request! {
+    /// `fstat(fd)` -> 0, reply data = x86_64 `struct stat` (144 bytes).
+    Fstat = "fstat" { fd: i32 => int }
+}
+request! {
+    /// `statx(dirfd, payload=path, flags, mask)` -> 0, reply data = `struct
+    /// statx` (256 bytes). An empty path with `AT_EMPTY_PATH` stats `dirfd`.
+    Statx = "statx" { dirfd: i32 => int, flags: i32 => int, mask: u32 => uint }
+}
+request! {
+    /// `unlinkat(dirfd, payload=path, flags)` -> 0 (`AT_REMOVEDIR`: rmdir).
+    Unlink = "unlink" { dirfd: i32 => int, flags: i32 => int }
+}
+request! {
+    /// `mkdirat(dirfd, payload=path, mode)` -> 0.
+    Mkdir = "mkdir" { dirfd: i32 => int, mode: u32 => uint }
+}
+request! {
+    /// `rename(payload=old ++ new)`, `old_len` bytes of old path first -> 0.
+    Rename = "rename" { old_len: u32 => uint }
+}
+request! {
+    /// `getcwd()` -> length, reply data = the path (relative to the sandbox
+    /// root, shown as `/`-rooted).
+    Getcwd = "getcwd" {}
+}
+request! {
+    /// `getenv(payload=name)` -> value length, reply data = the value; ENOENT
+    /// when unset.
+    Getenv = "getenv" {}
+}
+request! {
+    /// The host's argument `index` -> its length, reply data = its bytes;
+    /// ENOENT past the end.
+    Arg = "arg" { index: u32 => uint }
+}
+request! {
+    /// `clock_gettime(clock)` for clocks the device cannot read itself
+    /// (REALTIME) -> nanoseconds since the epoch.
+    ClockGettime = "clock_gettime" { clock: i32 => int }
+}
+request! {
+    /// `getrandom(len, flags)` -> bytes, reply data = the random bytes.
+    Getrandom = "getrandom" { len: u32 => uint, flags: u32 => uint }
+}
+request! {
+    /// `exit(code)`: the kernel ends; the host process exits with `code`
+    /// once the kernel is gone. Never replied to.
+    Exit = "exit" { code: i32 => int }
+}
+request! {
+    /// `abort()`: as `exit(134)`, marked as an abnormal end.
+    Abort = "abort" {}
+}
+request! {
+    /// A device-side call the GPU cannot honour: payload = its name. The host
+    /// logs it under `HOSTCALL_DEBUG` and replies ENOSYS.
+    Unsupported = "unsupported" {}
+}
+request! {
+    /// Test-only: returns `args[0] ^ args[1]`, echoes the payload or device
+    /// region back into the reply data (or the region). Exercises the
+    /// protocol without real handlers.
+    Echo = "echo" { a: u64 => word, b: u64 => word }
+}
+
+/// Every built-in name, for registries and docs.
+pub const BUILTIN: &[&str] = &[
+    Open::NAME,
+    Read::NAME,
+    Write::NAME,
+    Pread::NAME,
+    Pwrite::NAME,
+    Close::NAME,
+    Lseek::NAME,
+    Fstat::NAME,
+    Statx::NAME,
+    Unlink::NAME,
+    Mkdir::NAME,
+    Rename::NAME,
+    Getcwd::NAME,
+    Getenv::NAME,
+    Arg::NAME,
+    ClockGettime::NAME,
+    Getrandom::NAME,
+    Exit::NAME,
+    Abort::NAME,
+    Unsupported::NAME,
+];
