@@ -61,17 +61,18 @@ request! {
     Open = "open" { dirfd: i32 => int, flags: i32 => int, mode: u32 => uint }
 }
 request! {
-    /// `read(fd)` into the reply data area (short read), or into the device
-    /// region when one is declared -> bytes read.
-    Read = "read" { fd: i32 => int }
+    /// `read(fd, len)` into the device region when one is declared (at most
+    /// `min(len, dev_len)` bytes), else into the reply data area (at most
+    /// `min(len, reply_data_size)`) -> bytes read.
+    Read = "read" { fd: i32 => int, len: u64 => word }
 }
 request! {
     /// `write(fd, payload or device region)` -> bytes written.
     Write = "write" { fd: i32 => int }
 }
 request! {
-    /// `pread(fd, offset)`; data as for [`Read`].
-    Pread = "pread" { fd: i32 => int, offset: i64 => word }
+    /// `pread(fd, offset, len)`; data as for [`Read`].
+    Pread = "pread" { fd: i32 => int, offset: i64 => word, len: u64 => word }
 }
 request! {
     /// `pwrite(fd, offset)`; data as for [`Write`].
@@ -131,12 +132,13 @@ request! {
     Getrandom = "getrandom" { len: u32 => uint, flags: u32 => uint }
 }
 request! {
-    /// `exit(code)`: the kernel ends; the host process exits with `code`
-    /// once the kernel is gone. Never replied to.
+    /// `exit(code)`: the host records `code` and replies 0; the device then
+    /// ends the kernel (`trap`) and the host process exits with `code`.
     Exit = "exit" { code: i32 => int }
 }
 request! {
-    /// `abort()`: as `exit(134)`, marked as an abnormal end.
+    /// `abort()`: as `exit(134)`, marked as an abnormal end (replied to
+    /// first, like [`Exit`], so the host has seen it before the trap).
     Abort = "abort" {}
 }
 request! {
