@@ -1,0 +1,111 @@
+//! `culinux`: the demo kernel. Plain std Rust; every line below that touches
+//! the outside world (`println!`, `File`, `stdin`, `env`, `SystemTime`) is a
+//! hostcall served by `hostcalls_bin`, and `Instant` reads the GPU's own
+//! `%globaltimer`.
+//!
+//! Entry points:
+//! * `culinux_main`: every thread says hello; global thread 0 then walks
+//!   through files, clocks, stdin, the environment and collections.
+//! * `culinux_panic`: panics on purpose, so the host shows the message and
+//!   its `file:line` and exits non-zero.
+#![feature(abi_ptx, stdarch_nvptx)]
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The file the demo writes, relative to the host's sandbox root.
+const OUT_FILE: &str = "culinux_out.txt";
+
+/// `(global thread id, block id, thread id in block)`, x dimension only: the
+/// demo is launched with 1-D grids.
+fn ids() -> (u32, u32, u32) {
+    use core::arch::nvptx::{_block_dim_x, _block_idx_x, _thread_idx_x};
+    // SAFETY: reading special registers has no preconditions on nvptx.
+    let (tid, bid, bdim) = unsafe { (_thread_idx_x(), _block_idx_x(), _block_dim_x()) };
+    (bid as u32 * bdim as u32 + tid as u32, bid as u32, tid as u32)
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn culinux_main() {
+    let (gid, block, thread) = ids();
+    println!("hello from thread {thread} of block {block} (global {gid})");
+    if gid != 0 {
+        return;
+    }
+    if let Err(e) = tour() {
+        eprintln!("culinux: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Everything thread 0 shows off, in order. Each step prints one line.
+fn tour() -> io::Result<()> {
+    let started = Instant::now();
+    eprintln!("culinux: this line goes to stderr");
+
+    // Files: create, write, seek, read back, metadata, remove.
+    let text = "written on the GPU\nsecond line\n";
+    let mut f = File::create(OUT_FILE)?;
+    f.write_all(text.as_bytes())?;
+    drop(f);
+    let back = fs::read_to_string(OUT_FILE)?;
+    println!("file: wrote {} bytes, read back {} bytes, equal: {}", text.len(), back.len(), back == text);
+    let mut f = File::open(OUT_FILE)?;
+    f.seek(SeekFrom::Start(11))?;
+    let mut tail = String::new();
+    f.read_to_string(&mut tail)?;
+    println!("file: after seek(11): {:?}", tail.trim_end());
+    let meta = fs::metadata(OUT_FILE)?;
+    println!("file: metadata len {} is_file {}", meta.len(), meta.is_file());
+    let scratch = "culinux_scratch.txt";
+    fs::write(scratch, b"temporary")?;
+    fs::remove_file(scratch)?;
+    println!("file: removed {scratch}: exists now: {}", fs::metadata(scratch).is_ok());
+
+    // A bigger write goes through a device region rather than inline lines.
+    let big: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    fs::write("culinux_big.bin", &big)?;
+    let big_back = fs::read("culinux_big.bin")?;
+    println!("file: 100000-byte round trip equal: {}", big_back == big);
+    fs::remove_file("culinux_big.bin")?;
+
+    // Clocks: SystemTime from the host, Instant from %globaltimer.
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_err(io::Error::other)?;
+    println!("time: SystemTime is {} s after the epoch (host clock)", since_epoch.as_secs());
+
+    // Environment and stdin.
+    match std::env::var("CULINUX_GREETING") {
+        Ok(v) => println!("env: CULINUX_GREETING={v}"),
+        Err(e) => println!("env: CULINUX_GREETING: {e}"),
+    }
+    let mut line = String::new();
+    let n = io::stdin().lock().read_line(&mut line)?;
+    if n == 0 {
+        println!("stdin: (empty)");
+    } else {
+        println!("stdin: {:?}", line.trim_end());
+    }
+
+    // Collections: HashMap's RandomState asks getrandom for its keys.
+    let mut words: HashMap<&str, usize> = HashMap::new();
+    for w in "the gpu reads the file and the gpu writes the file".split(' ') {
+        *words.entry(w).or_default() += 1;
+    }
+    let mut counts: Vec<_> = words.into_iter().collect();
+    counts.sort();
+    println!("collections: {counts:?}");
+
+    println!("time: the tour took {} us on the device clock", started.elapsed().as_micros());
+    Ok(())
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn culinux_panic() {
+    let (gid, _, _) = ids();
+    if gid == 0 {
+        let v: Vec<u32> = Vec::new();
+        panic!("culinux_panic on purpose: the vector has {} elements", v.len());
+    }
+}
