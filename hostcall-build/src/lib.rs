@@ -1,1 +1,114 @@
-//! placeholder
+//! Builds a Rust kernel crate (std or `no_std`) into one PTX module.
+//!
+//! The pipeline, each step cached under [`PtxOptions::cache_dir`]:
+//!
+//! 1. the pinned nightly from `stage0/channel`, installed through rustup
+//!    if missing ([`toolchain`]);
+//! 2. an nvptx sysroot: rust-src's `library/` with `fixups/` applied,
+//!    core/alloc/std/panic_abort built for `target_specs/` ([`sysroot`]);
+//! 3. the kernel crate and `libc-hostcall` built against that sysroot in one
+//!    cargo graph, so a kernel that itself depends on `libc-hostcall` gets
+//!    one copy of it;
+//! 4. the bitcode of every crate of that graph plus the sysroot crates
+//!    `llvm-link`ed together, `opt` internalizing everything but the
+//!    `ptx-kernel` entries and `__HOSTCALL*` globals, and `llc` lowering
+//!    the result to PTX.
+//!
+//! Safe to call from a `build.rs`: children never see the outer cargo's
+//! environment and use their own target directory. What it does not do:
+//! run or load the PTX (that is `hostcall-runtime`).
+
+mod archive;
+mod cargo;
+mod error;
+mod json;
+mod patch;
+mod pipeline;
+mod ptx;
+pub mod sha256;
+pub mod sysroot;
+pub mod toolchain;
+
+use std::path::PathBuf;
+
+pub use error::BuildError;
+pub use pipeline::build_ptx;
+pub use ptx::{find_ptxas, ptx_summary, repo_root, run_ptxas, PtxSummary, PtxasCheck};
+pub use sysroot::TARGET;
+pub use toolchain::channel;
+
+/// What to build and where. [`PtxOptions::new`] fills in this repository's
+/// defaults; every field may be changed afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtxOptions {
+    /// The kernel crate (a lib crate with `#[no_mangle] extern "ptx-kernel"`
+    /// entry points). It need not depend on `libc-hostcall`.
+    pub kernel_dir: PathBuf,
+    /// The device libc linked into every kernel (`<repo>/libc-hostcall`),
+    /// or `None` for kernels that need no libc (pure `no_std`).
+    pub libc_dir: Option<PathBuf>,
+    /// GPU architecture, `sm_90` by default.
+    pub arch: String,
+    /// Where the PTX is written.
+    pub out: PathBuf,
+    /// Sysroots, target dirs and intermediate bitcode live here.
+    pub cache_dir: PathBuf,
+    /// LLVM optimisation level for `opt` and `llc` (2 or 3).
+    pub opt_level: u8,
+    /// Symbols kept besides the defaults (every `ptx-kernel` entry and every
+    /// global whose name starts with `__HOSTCALL`).
+    pub keep: Vec<String>,
+    /// Print progress lines on stderr.
+    pub verbose: bool,
+}
+
+impl PtxOptions {
+    /// Options for `kernel_dir` with this repository's defaults: the repo's
+    /// `libc-hostcall`, `sm_90`, O3, cache in `<repo>/target/hostcall-build-cache`,
+    /// output `<cache>/<kernel dir name>.ptx`.
+    pub fn new(kernel_dir: impl Into<PathBuf>) -> Self {
+        let kernel_dir = kernel_dir.into();
+        let cache_dir = repo_root().join("target/hostcall-build-cache");
+        let stem = kernel_dir.file_name().and_then(|n| n.to_str()).unwrap_or("kernel").to_owned();
+        PtxOptions {
+            libc_dir: Some(repo_root().join("libc-hostcall")),
+            arch: "sm_90".into(),
+            out: cache_dir.join(format!("{stem}.ptx")),
+            cache_dir,
+            opt_level: 3,
+            keep: Vec::new(),
+            verbose: true,
+            kernel_dir,
+        }
+    }
+}
+
+/// The PTX a build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtxArtifact {
+    /// Where the PTX was written ([`PtxOptions::out`]).
+    pub path: PathBuf,
+    pub size: u64,
+    /// SHA-256 of the PTX bytes, lowercase hex.
+    pub sha256: String,
+    pub summary: PtxSummary,
+    /// Sources the PTX depends on beyond the toolchain: a `build.rs` prints
+    /// `cargo:rerun-if-changed=` for each.
+    pub inputs: Vec<PathBuf>,
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// One progress line on stderr (cargo shows a build script's stderr only on
+/// failure or with `-vv`, which is where a slow first build gets explained).
+pub(crate) fn progress(message: &str) {
+    if !QUIET.with(|q| q.get()) {
+        eprintln!("hostcall-build: {message}");
+    }
+}
+
+pub(crate) fn set_quiet(quiet: bool) {
+    QUIET.with(|q| q.set(quiet));
+}

@@ -1,0 +1,116 @@
+//! Runs the pinned toolchain's cargo for the nvptx target and reads back
+//! which rlibs it produced, from `--message-format=json`.
+
+use std::path::PathBuf;
+
+use crate::error::{tail, BuildError};
+use crate::json::{self, Json};
+use crate::toolchain::{describe, hermetic_command, Toolchain};
+
+/// One `cargo build --release --target <spec>` invocation.
+pub struct CargoBuild {
+    pub step: &'static str,
+    pub manifest: PathBuf,
+    /// `-p` arguments; empty builds the manifest's package.
+    pub packages: Vec<String>,
+    pub target_spec: PathBuf,
+    pub target_dir: PathBuf,
+    pub rustflags: Vec<String>,
+    /// `--config` arguments.
+    pub config: Vec<String>,
+    pub offline: bool,
+}
+
+/// An rlib cargo built (or found fresh).
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The crate name (`target.name` in cargo's message).
+    pub crate_name: String,
+    pub rlib: PathBuf,
+}
+
+pub fn build(toolchain: &Toolchain, build: &CargoBuild) -> Result<Vec<Artifact>, BuildError> {
+    let mut cmd = hermetic_command(&toolchain.cargo);
+    // Cargo finds `.cargo/config.toml` from the working directory: the
+    // manifest's own (rust-src's vendoring), never the caller's.
+    if let Some(dir) = build.manifest.parent() {
+        cmd.current_dir(dir);
+    }
+    cmd.arg("build")
+        .arg("-Zjson-target-spec")
+        .arg("--release")
+        .arg("--message-format=json")
+        .arg("--manifest-path")
+        .arg(&build.manifest)
+        .arg("--target")
+        .arg(&build.target_spec)
+        .arg("--target-dir")
+        .arg(&build.target_dir);
+    for package in &build.packages {
+        cmd.arg("-p").arg(package);
+    }
+    for config in &build.config {
+        cmd.arg("--config").arg(config);
+    }
+    if build.offline {
+        cmd.arg("--offline");
+    }
+    // The encoded form keeps flags with spaces (paths) intact.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", build.rustflags.join("\x1f"))
+        .env("RUSTC", &toolchain.rustc)
+        .env("RUSTUP_TOOLCHAIN", &toolchain.channel)
+        .env("CARGO_INCREMENTAL", "0")
+        .env("CARGO_TERM_COLOR", "never");
+
+    let output = cmd.output().map_err(|e| BuildError::Tool {
+        step: build.step.to_owned(),
+        command: describe(&cmd),
+        status: format!("could not start: {e}"),
+        stderr_tail: String::new(),
+    })?;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut artifacts = Vec::new();
+    let mut errors = Vec::new();
+    for message in stdout.lines().filter_map(json::parse) {
+        match message.get("reason").and_then(Json::as_str) {
+            Some("compiler-artifact") => {
+                let crate_name = message
+                    .get("target")
+                    .and_then(|t| t.get("name"))
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .replace('-', "_");
+                let files = message.get("filenames").map(Json::as_array).unwrap_or_default();
+                for file in files.iter().filter_map(Json::as_str) {
+                    if file.ends_with(".rlib") {
+                        artifacts.push(Artifact { crate_name: crate_name.clone(), rlib: file.into() });
+                    }
+                }
+            }
+            Some("compiler-message") => {
+                let diagnostic = message.get("message");
+                let level = diagnostic.and_then(|m| m.get("level")).and_then(Json::as_str);
+                if level == Some("error") {
+                    let rendered = diagnostic.and_then(|m| m.get("rendered")).and_then(Json::as_str);
+                    errors.push(rendered.unwrap_or("(no rendered message)").to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let mut text = errors.join("");
+        if !stderr.trim().is_empty() {
+            text.push_str(&tail(&stderr, 25));
+        }
+        return Err(BuildError::Tool {
+            step: build.step.to_owned(),
+            command: describe(&cmd),
+            status: output.status.to_string(),
+            stderr_tail: tail(&text, 60),
+        });
+    }
+    Ok(artifacts)
+}

@@ -1,0 +1,249 @@
+//! The nvptx sysroot: rust-src's `library/` copied into the cache, the
+//! `fixups/` applied, and core/alloc/std/panic_abort built for the target
+//! spec. One directory per hash of everything that shapes the rlibs, built
+//! under a `.partial` name and renamed into place, so a killed build never
+//! leaves a half sysroot that a later build would trust.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cargo::{self, CargoBuild};
+use crate::error::BuildError;
+use crate::sha256::Sha256;
+use crate::toolchain::Toolchain;
+
+/// Target name; the spec file must be called `<TARGET>.json`.
+pub const TARGET: &str = "nvptx64-vectorware-linux";
+
+/// The committed spec (for `sm_90`); other arches are derived from it.
+pub const BASE_SPEC: &str = include_str!("../../target_specs/nvptx64-vectorware-linux.json");
+
+/// The fixups, in the order they are applied: (file name, unified diff).
+pub const FIXUPS: &[(&str, &str)] = &[
+    (
+        "0001-libc-nvptx64-follows-x86_64-linux.patch",
+        include_str!("../../fixups/0001-libc-nvptx64-follows-x86_64-linux.patch"),
+    ),
+    ("0002-std-alloc-min-align.patch", include_str!("../../fixups/0002-std-alloc-min-align.patch")),
+    ("0003-std-linux-raw-stat.patch", include_str!("../../fixups/0003-std-linux-raw-stat.patch")),
+    (
+        "0004-unwind-private-data-size.patch",
+        include_str!("../../fixups/0004-unwind-private-data-size.patch"),
+    ),
+    (
+        "0005-std-personality-unwind-data-reg.patch",
+        include_str!("../../fixups/0005-std-personality-unwind-data-reg.patch"),
+    ),
+];
+
+/// Flags every nvptx crate is compiled with, sysroot and kernels alike.
+pub const RUSTFLAGS: &[&str] = &["-Zforce-unstable-if-unmarked", "-Cpanic=abort"];
+
+/// Bumped when the way a sysroot is laid out or built changes.
+const LAYOUT_VERSION: &str = "hostcall-sysroot-v1";
+
+/// The PTX ISA version LLVM should target for `arch`.
+pub fn ptx_features(arch: &str) -> &'static str {
+    let number: u32 = arch.trim_start_matches("sm_").trim_end_matches(['a', 'f']).parse().unwrap_or(90);
+    if number >= 100 {
+        "+ptx86"
+    } else {
+        "+ptx80"
+    }
+}
+
+/// The target spec text for `arch` (`sm_80`, `sm_90`, ...).
+pub fn spec_for_arch(arch: &str) -> Result<String, BuildError> {
+    let valid = arch.strip_prefix("sm_").is_some_and(|n| {
+        !n.is_empty() && n.trim_end_matches(['a', 'f']).chars().all(|c| c.is_ascii_digit())
+    });
+    if !valid {
+        return Err(BuildError::Invalid(format!("arch must look like sm_90, got {arch:?}")));
+    }
+    let mut out = String::new();
+    for line in BASE_SPEC.lines() {
+        let key = line.trim_start();
+        let indent = &line[..line.len() - key.len()];
+        if key.starts_with("\"cpu\":") {
+            out.push_str(&format!("{indent}\"cpu\": \"{arch}\",\n"));
+        } else if key.starts_with("\"features\":") {
+            out.push_str(&format!("{indent}\"features\": \"{}\",\n", ptx_features(arch)));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// A ready sysroot.
+#[derive(Debug, Clone)]
+pub struct Sysroot {
+    /// What to pass as `--sysroot`.
+    pub dir: PathBuf,
+    /// Short hash naming this sysroot; kernel target dirs are keyed by it.
+    pub hash: String,
+    /// The generated target spec (`<cache>/spec-<hash>/<TARGET>.json`).
+    pub spec: PathBuf,
+    /// The patched `library/` inside the sysroot.
+    pub library: PathBuf,
+}
+
+impl Sysroot {
+    /// Directory holding the target's rlibs.
+    pub fn lib_dir(&self) -> PathBuf {
+        self.dir.join("lib/rustlib").join(TARGET).join("lib")
+    }
+
+    /// The patched vendored libc, for `[patch.crates-io]` of kernel builds.
+    pub fn libc_src(&self) -> Result<PathBuf, BuildError> {
+        vendored_libc(&self.library)
+    }
+}
+
+fn vendored_libc(library: &Path) -> Result<PathBuf, BuildError> {
+    let vendor = library.join("vendor");
+    let entries = std::fs::read_dir(&vendor).map_err(|e| BuildError::io("read", &vendor, e))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libc-0.")))
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| BuildError::Toolchain(format!("no vendored libc under {}", vendor.display())))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), BuildError> {
+    std::fs::create_dir_all(to).map_err(|e| BuildError::io("create", to, e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| BuildError::io("read", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| BuildError::io("read", from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(|e| BuildError::io("stat", &src, e))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            // `copy` follows symlinks, so the copy is self-contained.
+            std::fs::copy(&src, &dst).map_err(|e| BuildError::io("copy", &src, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn sysroot_hash(toolchain: &Toolchain, spec: &str) -> String {
+    let mut h = Sha256::new();
+    h.field(LAYOUT_VERSION.as_bytes());
+    h.field(toolchain.channel.as_bytes());
+    h.field(toolchain.version.as_bytes());
+    h.field(spec.as_bytes());
+    for flag in RUSTFLAGS {
+        h.field(flag.as_bytes());
+    }
+    for (name, diff) in FIXUPS {
+        h.field(name.as_bytes());
+        h.field(diff.as_bytes());
+    }
+    h.hex()[..16].to_owned()
+}
+
+/// Returns the sysroot for `arch`, building it first when absent. The caller
+/// holds the cache lock.
+pub fn ensure_sysroot(toolchain: &Toolchain, arch: &str, cache: &Path) -> Result<Sysroot, BuildError> {
+    let spec_text = spec_for_arch(arch)?;
+    let hash = sysroot_hash(toolchain, &spec_text);
+
+    let spec_dir = cache.join(format!("spec-{hash}"));
+    let spec = spec_dir.join(format!("{TARGET}.json"));
+    if std::fs::read_to_string(&spec).ok().as_deref() != Some(spec_text.as_str()) {
+        std::fs::create_dir_all(&spec_dir).map_err(|e| BuildError::io("create", &spec_dir, e))?;
+        std::fs::write(&spec, &spec_text).map_err(|e| BuildError::io("write", &spec, e))?;
+    }
+
+    let dir = cache.join(format!("sysroot-{hash}"));
+    let sysroot = Sysroot {
+        library: dir.join("lib/rustlib/src/rust/library"),
+        dir: dir.clone(),
+        hash: hash.clone(),
+        spec: spec.clone(),
+    };
+    if dir.join(STAMP).is_file() {
+        return Ok(sysroot);
+    }
+
+    let started = Instant::now();
+    crate::progress(&format!(
+        "building the {arch} sysroot (core, alloc, std, panic_abort) into {} (first time, ~1 min)...",
+        dir.display()
+    ));
+    let partial = cache.join(format!("sysroot-{hash}.partial"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| BuildError::io("remove", &partial, e))?;
+    }
+    let src_root = partial.join("lib/rustlib/src/rust");
+    let library = src_root.join("library");
+    copy_tree(&toolchain.library_src(), &library)?;
+    for (name, diff) in FIXUPS {
+        crate::patch::apply(&src_root, diff)
+            .map_err(|reason| BuildError::Fixup { patch: (*name).to_owned(), reason })?;
+    }
+
+    let libc = vendored_libc(&library)?;
+    let build_dir = partial.join("build");
+    let mut rustflags: Vec<String> = RUSTFLAGS.iter().map(|f| f.to_string()).collect();
+    // The sysroot is built under `.partial` and used from its final name:
+    // neither belongs in panic messages or the PTX.
+    rustflags.push(format!("--remap-path-prefix={}=/rustc/{}", src_root.display(), toolchain.channel));
+    let build = CargoBuild {
+        step: "building the nvptx sysroot",
+        manifest: library.join("Cargo.toml"),
+        packages: vec!["std".into(), "panic_abort".into()],
+        target_spec: spec.clone(),
+        target_dir: build_dir.clone(),
+        rustflags,
+        config: vec![format!(
+            "patch.crates-io.libc.path=\"{}\"",
+            libc.display().to_string().replace('\\', "/")
+        )],
+        offline: true,
+    };
+    let artifacts = cargo::build(toolchain, &build)?;
+
+    let lib_dir = partial.join("lib/rustlib").join(TARGET).join("lib");
+    std::fs::create_dir_all(&lib_dir).map_err(|e| BuildError::io("create", &lib_dir, e))?;
+    for artifact in &artifacts {
+        let dst = lib_dir.join(artifact.rlib.file_name().unwrap_or_default());
+        std::fs::copy(&artifact.rlib, &dst).map_err(|e| BuildError::io("copy", &artifact.rlib, e))?;
+    }
+    std::fs::remove_dir_all(&build_dir).map_err(|e| BuildError::io("remove", &build_dir, e))?;
+    let stamp = format!(
+        "{LAYOUT_VERSION}\nchannel: {}\narch: {arch}\nfixups: {}\n{}",
+        toolchain.channel,
+        FIXUPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        toolchain.version
+    );
+    std::fs::write(partial.join(STAMP), stamp).map_err(|e| BuildError::io("write", &partial, e))?;
+    if dir.exists() {
+        // A stamp-less directory is an interrupted build from an older layout.
+        std::fs::remove_dir_all(&dir).map_err(|e| BuildError::io("remove", &dir, e))?;
+    }
+    std::fs::rename(&partial, &dir).map_err(|e| BuildError::io("rename", &partial, e))?;
+    crate::progress(&format!("sysroot ready in {:.1?}", started.elapsed()));
+    Ok(sysroot)
+}
+
+const STAMP: &str = "hostcall-sysroot.stamp";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_rewrites_cpu_and_features_only() {
+        let sm80 = spec_for_arch("sm_80").expect("valid arch");
+        assert!(sm80.contains("\"cpu\": \"sm_80\","));
+        assert!(sm80.contains("\"features\": \"+ptx80\","));
+        assert_eq!(sm80.lines().count(), BASE_SPEC.lines().count());
+        assert_eq!(spec_for_arch("sm_90").expect("valid arch"), BASE_SPEC);
+        assert!(spec_for_arch("compute_90").is_err());
+        assert!(spec_for_arch("sm_").is_err());
+    }
+}
