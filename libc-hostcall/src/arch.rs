@@ -1,0 +1,110 @@
+//! The few PTX instructions the libc needs: thread identity, the global
+//! nanosecond timer, sleeping, address-space tests and `trap`.
+//!
+//! Off the GPU (host unit tests) each has a stand-in so the pure logic of the
+//! other modules can be tested on x86_64; nothing here is a hostcall.
+
+#[cfg(target_arch = "nvptx64")]
+mod imp {
+    use core::arch::asm;
+    use core::arch::nvptx;
+
+    /// Linear block id * threads per block + linear thread id.
+    #[inline]
+    pub fn global_thread_id() -> u64 {
+        // SAFETY: reading special registers has no side effects and no
+        // preconditions.
+        unsafe {
+            let (tx, ty, tz) = (nvptx::_thread_idx_x(), nvptx::_thread_idx_y(), nvptx::_thread_idx_z());
+            let (bx, by, bz) = (nvptx::_block_dim_x(), nvptx::_block_dim_y(), nvptx::_block_dim_z());
+            let (cx, cy, cz) = (nvptx::_block_idx_x(), nvptx::_block_idx_y(), nvptx::_block_idx_z());
+            let (gx, gy) = (nvptx::_grid_dim_x(), nvptx::_grid_dim_y());
+            let u = |v: u32| u64::from(v);
+            let block = u(cx) + u(cy) * u(gx) + u(cz) * u(gx) * u(gy);
+            let per_block = u(bx) * u(by) * u(bz);
+            let thread = u(tx) + u(ty) * u(bx) + u(tz) * u(bx) * u(by);
+            block * per_block + thread
+        }
+    }
+
+    /// `%gridid`: differs between kernel launches, so per-thread state left by
+    /// an earlier launch can be told apart from this one's.
+    #[inline]
+    pub fn launch_id() -> u64 {
+        let id: u64;
+        // SAFETY: reads a special register.
+        unsafe { asm!("mov.u64 {}, %gridid;", out(reg64) id, options(nomem, nostack, preserves_flags)) };
+        id
+    }
+
+    /// `%globaltimer`: nanoseconds, monotonic, shared by all SMs.
+    #[inline]
+    pub fn global_timer_ns() -> u64 {
+        let t: u64;
+        // SAFETY: reads a special register; `volatile` (no `pure`) keeps each
+        // read where it is written.
+        unsafe { asm!("mov.u64 {}, %globaltimer;", out(reg64) t, options(nomem, nostack, preserves_flags)) };
+        t
+    }
+
+    /// Sleep for about `ns` nanoseconds (sm_70+; the hardware caps it at 1 ms).
+    #[inline]
+    pub fn nanosleep(ns: u32) {
+        // SAFETY: `nanosleep` only suspends this thread.
+        unsafe { asm!("nanosleep.u32 {};", in(reg32) ns, options(nomem, nostack, preserves_flags)) };
+    }
+
+    /// Whether `addr` is in the global state space: only global memory can be
+    /// declared to the host as a device region (local memory, the stack, is
+    /// private to the thread).
+    #[inline]
+    pub fn is_global(addr: *const u8) -> bool {
+        let r: u32;
+        // SAFETY: `isspacep` inspects the address only, it does not access it.
+        unsafe {
+            asm!(
+                "{{ .reg .pred %p; isspacep.global %p, {a}; selp.u32 {r}, 1, 0, %p; }}",
+                a = in(reg64) addr,
+                r = out(reg32) r,
+                options(nomem, nostack, preserves_flags),
+            )
+        };
+        r != 0
+    }
+
+    /// End this thread's kernel with an error (the host sees the launch fail
+    /// after it has acknowledged `exit`/`abort`).
+    #[inline]
+    pub fn trap() -> ! {
+        // SAFETY: `trap` ends the kernel; nothing runs after it.
+        unsafe { asm!("trap;", options(noreturn, nostack)) }
+    }
+}
+
+#[cfg(not(target_arch = "nvptx64"))]
+mod imp {
+    //! Host stand-ins, for unit tests of the pure logic only.
+
+    pub fn global_thread_id() -> u64 {
+        0
+    }
+    pub fn launch_id() -> u64 {
+        1
+    }
+    pub fn global_timer_ns() -> u64 {
+        0
+    }
+    pub fn nanosleep(_ns: u32) {
+        core::hint::spin_loop();
+    }
+    pub fn is_global(_addr: *const u8) -> bool {
+        false
+    }
+    pub fn trap() -> ! {
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+pub use imp::*;

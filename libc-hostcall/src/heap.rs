@@ -1,0 +1,333 @@
+//! The device heap: power-of-two size classes over one static arena, with
+//! lock-free free lists. No hostcall per `malloc`.
+//!
+//! * The arena (`ARENA_BYTES`) is cut into 64 KiB chunks by one atomic bump
+//!   pointer; chunks never go back to it.
+//! * Classes 16 B .. 64 KiB: a chunk belongs to one class and is carved into
+//!   blocks of that size, so every block is aligned to its size. Each class
+//!   has `SHARDS` free lists (Treiber stacks with a 32-bit ABA tag), picked by
+//!   global thread id so the lanes of a warp do not fight over one head.
+//!   When a shard is empty one thread carves a fresh chunk into it while the
+//!   others on that shard back off (a refill gate, so 100k threads missing at
+//!   once take 64 chunks, not 100k).
+//! * Classes above 64 KiB: whole runs of chunks from the bump pointer,
+//!   64 KiB-aligned, one free list per class.
+//! * A byte per chunk records its class, so `free` needs no header and
+//!   `realloc` knows the old block's size.
+//!
+//! Limits: alignment up to 64 KiB; one block is at most 256 MiB (the largest
+//! power of two below the arena); a block
+//! wastes up to half its size; memory freed to one class is not reused by
+//! another.
+
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+
+use crate::arch;
+
+/// Device heap size. A zero-initialised `.global` array: it costs device
+/// memory at module load, not bytes in the PTX.
+pub const ARENA_BYTES: usize = if cfg!(test) { 64 << 20 } else { 512 << 20 };
+const CHUNK_SHIFT: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+/// Smallest block: 16 bytes, the alignment `malloc` promises.
+const MIN_SHIFT: u32 = 4;
+const UNIT: usize = 1 << MIN_SHIFT;
+/// Usable bytes: the arena less the slack for aligning its start to a chunk.
+const USABLE: usize = ARENA_BYTES - CHUNK;
+const CHUNKS: usize = USABLE / CHUNK;
+/// Largest class: the biggest power of two the usable arena holds.
+const MAX_SHIFT: u32 = usize::BITS - 1 - USABLE.leading_zeros();
+const CLASSES: usize = MAX_SHIFT as usize + 1;
+const SHARDS: usize = 64;
+
+const _: () = assert!(USABLE / UNIT < u32::MAX as usize, "free-list links are 32-bit units");
+const _: () = assert!(MAX_SHIFT > CHUNK_SHIFT);
+
+#[repr(C, align(16))]
+struct Arena(UnsafeCell<MaybeUninit<[u8; ARENA_BYTES]>>);
+
+// SAFETY: the arena is only reached through blocks handed out once each (by
+// the atomics below) and through the atomic link word of free blocks.
+unsafe impl Sync for Arena {}
+
+static ARENA: Arena = Arena(UnsafeCell::new(MaybeUninit::uninit()));
+/// Bytes of the usable arena handed out as chunks.
+static BUMP: AtomicUsize = AtomicUsize::new(0);
+/// Class shift of each chunk (of the first chunk of a large block); 0: none.
+static CHUNK_CLASS: [AtomicU8; CHUNKS] = [const { AtomicU8::new(0) }; CHUNKS];
+/// Free-list heads: `tag << 32 | (unit index + 1)`, 0 = empty.
+static FREE: [[AtomicU64; SHARDS]; CLASSES] = [const { [const { AtomicU64::new(0) }; SHARDS] }; CLASSES];
+/// Refill gates of the small classes' shards.
+static REFILLING: [[AtomicU32; SHARDS]; CLASSES] = [const { [const { AtomicU32::new(0) }; SHARDS] }; CLASSES];
+
+fn base() -> usize {
+    (ARENA.0.get() as usize).next_multiple_of(CHUNK)
+}
+
+/// The class (log2 of the block size) serving `size` bytes at `align`.
+pub fn class_of(size: usize, align: usize) -> Option<u32> {
+    if !align.is_power_of_two() || align > CHUNK {
+        return None;
+    }
+    let want = size.max(align).max(UNIT).checked_next_power_of_two()?;
+    let shift = want.trailing_zeros();
+    (shift <= MAX_SHIFT).then_some(shift)
+}
+
+/// The link word of the block at arena offset `off`.
+fn link(off: usize) -> &'static AtomicU64 {
+    // SAFETY: callers pass offsets of blocks inside the usable arena, which
+    // are 16-aligned; the first word of a free block is only accessed
+    // atomically, through this function.
+    unsafe { &*((base() + off) as *const AtomicU64) }
+}
+
+fn unit(off: usize) -> u64 {
+    (off / UNIT) as u64 + 1
+}
+
+fn push_list(head: &AtomicU64, first: usize, last: usize) {
+    let mut h = head.load(Relaxed);
+    loop {
+        link(last).store(h & 0xffff_ffff, Relaxed);
+        let new = ((h >> 32).wrapping_add(1) << 32) | unit(first);
+        // Release: the links written above are seen by whoever pops.
+        match head.compare_exchange_weak(h, new, Release, Relaxed) {
+            Ok(_) => return,
+            Err(cur) => h = cur,
+        }
+    }
+}
+
+fn pop(head: &AtomicU64) -> Option<usize> {
+    let mut h = head.load(Acquire);
+    loop {
+        let idx = (h & 0xffff_ffff) as usize;
+        if idx == 0 {
+            return None;
+        }
+        let off = (idx - 1) * UNIT;
+        if off >= USABLE {
+            // Only a corrupted list (a write after free) gets here.
+            return None;
+        }
+        // The block may be popped and reused under us; then the tag has moved
+        // on and the exchange below fails, whatever this read returned.
+        let next = link(off).load(Relaxed) & 0xffff_ffff;
+        let new = ((h >> 32).wrapping_add(1) << 32) | next;
+        match head.compare_exchange_weak(h, new, Acquire, Acquire) {
+            Ok(_) => return Some(off),
+            Err(cur) => h = cur,
+        }
+    }
+}
+
+/// `chunks` fresh chunks for class `shift`, or `None` when the arena is spent.
+fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
+    let bytes = chunks.checked_mul(CHUNK)?;
+    let off = BUMP.fetch_add(bytes, Relaxed);
+    if off.checked_add(bytes)? > USABLE {
+        return None;
+    }
+    CHUNK_CLASS.get(off / CHUNK)?.store(shift as u8, Release);
+    Some(off)
+}
+
+/// Carve a fresh chunk into `head`'s list, keeping its first block.
+fn carve(shift: u32, head: &AtomicU64) -> Option<usize> {
+    let off = take_chunks(shift, 1)?;
+    let size = 1usize << shift;
+    let n = CHUNK / size;
+    if n > 1 {
+        for i in 1..n - 1 {
+            link(off + i * size).store(unit(off + (i + 1) * size), Relaxed);
+        }
+        push_list(head, off + size, off + (n - 1) * size);
+    }
+    Some(off)
+}
+
+fn shard() -> usize {
+    (arch::global_thread_id() % SHARDS as u64) as usize
+}
+
+fn alloc_offset(shift: u32) -> Option<usize> {
+    let heads = FREE.get(shift as usize)?;
+    if shift > CHUNK_SHIFT {
+        let head = heads.first()?;
+        return pop(head).or_else(|| take_chunks(shift, 1 << (shift - CHUNK_SHIFT)));
+    }
+    let s = shard();
+    let head = heads.get(s)?;
+    let gate = REFILLING.get(shift as usize)?.get(s)?;
+    let mut round = 0u32;
+    loop {
+        if let Some(off) = pop(head) {
+            return Some(off);
+        }
+        if gate.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
+            let got = pop(head).or_else(|| carve(shift, head));
+            gate.store(0, Release);
+            return got;
+        }
+        arch::nanosleep(32u32 << round.min(8));
+        round = round.saturating_add(1);
+    }
+}
+
+/// A block of at least `size` bytes aligned to `align`, or null.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    let Some(shift) = class_of(size, align) else {
+        return core::ptr::null_mut();
+    };
+    let off = alloc_offset(shift).or_else(|| {
+        // The arena is spent: take from any shard before failing.
+        FREE.get(shift as usize)?.iter().find_map(pop)
+    });
+    off.map_or(core::ptr::null_mut(), |off| (base() + off) as *mut u8)
+}
+
+/// A zeroed block.
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let p = alloc(size, align);
+    if !p.is_null() {
+        // SAFETY: `p` is a fresh block of at least `size` bytes.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// Arena offset and class of a block this heap handed out.
+fn block_of(ptr: *mut u8) -> Option<(usize, u32)> {
+    let off = (ptr as usize).checked_sub(base())?;
+    if off >= USABLE || off % UNIT != 0 {
+        return None;
+    }
+    let shift = u32::from(CHUNK_CLASS.get(off / CHUNK)?.load(Acquire));
+    (shift >= MIN_SHIFT && off % (1usize << shift).min(CHUNK) == 0).then_some((off, shift))
+}
+
+/// Bytes usable in the block at `ptr` (0 for null or a foreign pointer).
+pub fn usable_size(ptr: *mut u8) -> usize {
+    block_of(ptr).map_or(0, |(_, shift)| 1 << shift)
+}
+
+/// Return a block. Null and pointers this heap did not hand out are ignored.
+///
+/// # Safety
+/// `ptr` is null or a live block from this heap, not used afterwards.
+pub unsafe fn free(ptr: *mut u8) {
+    let Some((off, shift)) = block_of(ptr) else {
+        return;
+    };
+    let s = if shift > CHUNK_SHIFT { 0 } else { shard() };
+    if let Some(head) = FREE.get(shift as usize).and_then(|h| h.get(s)) {
+        push_list(head, off, off);
+    }
+}
+
+/// Grow or shrink a block, keeping its contents; on failure the old block is
+/// untouched and null is returned.
+///
+/// # Safety
+/// `ptr` is null or a live block from this heap; on success it is freed.
+pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    let Some((_, old)) = block_of(ptr) else {
+        return alloc(new_size, align);
+    };
+    match class_of(new_size, align) {
+        Some(new) if new == old => return ptr,
+        None => return core::ptr::null_mut(),
+        Some(_) => {}
+    }
+    let p = alloc(new_size, align);
+    if !p.is_null() {
+        // SAFETY: both blocks are live and distinct, `p` holds `new_size`
+        // bytes and `ptr` holds `1 << old`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr, p, new_size.min(1 << old));
+            free(ptr);
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_round_up_and_honour_alignment() {
+        assert_eq!(class_of(0, 1), Some(4));
+        assert_eq!(class_of(17, 8), Some(5));
+        assert_eq!(class_of(8, 256), Some(8));
+        assert_eq!(class_of(1 << 20, 16), Some(20));
+        assert_eq!(class_of(8, 3), None);
+        assert_eq!(class_of(8, 1 << 17), None);
+        assert_eq!(class_of(usize::MAX, 16), None);
+    }
+
+    #[test]
+    fn blocks_are_aligned_reused_and_sized() {
+        for align in [1, 16, 64, 4096, CHUNK] {
+            let p = alloc(100, align);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0);
+            assert!(usable_size(p) >= 100);
+            // SAFETY: p is a live block.
+            unsafe { free(p) };
+        }
+        let a = alloc(40, 8);
+        // SAFETY: a is a live block.
+        unsafe { free(a) };
+        assert_eq!(alloc(33, 8), a, "a freed block of the class is reused first");
+        let big = alloc(300_000, 8);
+        assert_eq!(big as usize % CHUNK, 0);
+        assert_eq!(usable_size(big), 1 << 19);
+    }
+
+    #[test]
+    fn realloc_keeps_contents() {
+        let p = alloc(10, 1);
+        // SAFETY: p holds at least 10 bytes.
+        unsafe { core::ptr::copy_nonoverlapping(b"0123456789".as_ptr(), p, 10) };
+        // SAFETY: p is live.
+        let q = unsafe { realloc(p, 5000, 1) };
+        // SAFETY: q holds at least 5000 bytes.
+        assert_eq!(unsafe { core::slice::from_raw_parts(q, 10) }, b"0123456789");
+        // SAFETY: q is live; same class keeps the block.
+        assert_eq!(unsafe { realloc(q, 4097, 1) }, q);
+    }
+
+    #[test]
+    fn exhaustion_is_null_not_a_wild_pointer() {
+        assert!(alloc(USABLE, 16).is_null());
+    }
+
+    #[test]
+    fn concurrent_threads_never_share_a_block() {
+        extern crate std;
+        use std::vec::Vec;
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        let ps: Vec<*mut u8> = (0..8).map(|_| alloc(24, 8)).collect();
+                        // SAFETY: each block is live and 32 bytes.
+                        ps.iter().for_each(|p| unsafe { core::ptr::write_bytes(*p, t, 24) });
+                        for p in &ps {
+                            // SAFETY: as above; no other thread holds the block.
+                            assert!(unsafe { core::slice::from_raw_parts(*p, 24) }.iter().all(|b| *b == t));
+                            // SAFETY: live block, freed once.
+                            unsafe { free(*p) };
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+    }
+}

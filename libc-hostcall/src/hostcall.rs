@@ -1,0 +1,343 @@
+//! The device end of the queue: the `__HOSTCALL_*` globals this library
+//! defines for the host to patch, the GPU [`Platform`], and [`call`], the one
+//! way every other module (and a `no_std` kernel) reaches the host.
+//!
+//! | symbol | type | written by |
+//! |---|---|---|
+//! | `__HOSTCALL_BUFF_PTR__`, `_BUFF_SIZE__`, `_CTRL_PTR__`, `_RETURN_SLOTS__`, `_RETURN_SLOT_COUNT__`, `_RETURN_DATA__`, `_RETURN_DATA_SIZE__`, `_SLOT_BITS__` | `u64` | host, before launch |
+//! | `__HOSTCALL_BUFF_TOP__`, `__HOSTCALL_BUFF_RELEASED__` | `u64` | host zeroes before launch; then GPU atomics only |
+//! | `__HOSTCALL__<name>` for each of `hostcall_abi::op::BUILTIN` and `echo` | `u64` | host: handler ID, 0 = not served |
+//!
+//! All are zero-initialised `#[no_mangle]` statics; the pipeline must keep
+//! them externally visible so the host can find them by name.
+
+use core::sync::atomic::{fence, AtomicU64, Ordering};
+
+use hostcall_abi::layout::{limits, Geometry, LINE_WORDS};
+use hostcall_abi::sync::{Platform, Word};
+use hostcall_abi::{Call, CallError, Completed, Errno, Queue};
+
+use crate::arch;
+
+/// A shared 64-bit word with system-scope ordering on every operation.
+///
+/// NVPTX lowers ordered loads and stores to `ld.acquire.sys`/`st.release.sys`
+/// and compare-exchange to `atom.acq_rel.sys.cas`, but emits every other
+/// read-modify-write (`atom.add`, `atom.or`, `atom.max`, ...) relaxed whatever
+/// the ordering asked for (checked on the pinned nightly, sm_90). So those get
+/// explicit `fence.acq_rel.sys` fences on the side(s) the ordering names.
+#[repr(transparent)]
+pub struct SysWord(AtomicU64);
+
+impl SysWord {
+    pub const fn new() -> Self {
+        SysWord(AtomicU64::new(0))
+    }
+
+    /// The value the host patched in before launch. Volatile so that an
+    /// optimiser which sees no device store never folds it to the
+    /// initialiser.
+    #[inline]
+    pub fn patched(&self) -> u64 {
+        // SAFETY: the pointer is to a live, aligned u64 inside this static;
+        // the host writes it only before launch.
+        unsafe { core::ptr::read_volatile(self.0.as_ptr()) }
+    }
+
+    #[inline(always)]
+    fn rmw(&self, order: Ordering, op: impl FnOnce(&AtomicU64) -> u64) -> u64 {
+        if matches!(order, Ordering::Release | Ordering::AcqRel | Ordering::SeqCst) {
+            fence(Ordering::AcqRel);
+        }
+        let v = op(&self.0);
+        if matches!(order, Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst) {
+            fence(Ordering::AcqRel);
+        }
+        v
+    }
+}
+
+impl Default for SysWord {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Word for SysWord {
+    #[inline(always)]
+    fn load(&self, order: Ordering) -> u64 {
+        self.0.load(order)
+    }
+    #[inline(always)]
+    fn store(&self, value: u64, order: Ordering) {
+        self.0.store(value, order)
+    }
+    #[inline(always)]
+    fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
+        self.rmw(order, |a| a.fetch_add(value, Ordering::Relaxed))
+    }
+    #[inline(always)]
+    fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
+        self.rmw(order, |a| a.fetch_or(value, Ordering::Relaxed))
+    }
+    #[inline(always)]
+    fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
+        self.rmw(order, |a| a.fetch_and(value, Ordering::Relaxed))
+    }
+    #[inline(always)]
+    fn fetch_max(&self, value: u64, order: Ordering) -> u64 {
+        self.rmw(order, |a| a.fetch_max(value, Ordering::Relaxed))
+    }
+}
+
+/// The ID global of one hostcall (`__HOSTCALL__<name>`): the host writes the
+/// handler ID before launch, 0 means not served. A kernel that brings its own
+/// host handler defines one with the same naming:
+///
+/// ```ignore
+/// #[no_mangle]
+/// static __HOSTCALL__my_op: HostcallId = HostcallId::new();
+/// ```
+#[repr(transparent)]
+pub struct HostcallId(SysWord);
+
+impl HostcallId {
+    pub const fn new() -> Self {
+        HostcallId(SysWord::new())
+    }
+
+    /// The handler ID; 0 when no handler is registered (or the ID does not
+    /// fit the header's 32 bits, which no host writes).
+    pub fn get(&self) -> u32 {
+        u32::try_from(self.0.patched()).unwrap_or(0)
+    }
+}
+
+impl Default for HostcallId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! config_globals {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[no_mangle]
+            #[allow(non_upper_case_globals)]
+            pub static $name: SysWord = SysWord::new();
+        )*
+    };
+}
+
+config_globals!(
+    __HOSTCALL_BUFF_PTR__,
+    __HOSTCALL_BUFF_TOP__,
+    __HOSTCALL_BUFF_SIZE__,
+    __HOSTCALL_BUFF_RELEASED__,
+    __HOSTCALL_CTRL_PTR__,
+    __HOSTCALL_RETURN_SLOTS__,
+    __HOSTCALL_RETURN_SLOT_COUNT__,
+    __HOSTCALL_RETURN_DATA__,
+    __HOSTCALL_RETURN_DATA_SIZE__,
+    __HOSTCALL_SLOT_BITS__,
+);
+
+/// The per-op ID globals, named by `hostcall_abi::op` (the test below checks
+/// this list against `op::BUILTIN`).
+pub mod ids {
+    use super::HostcallId;
+
+    macro_rules! id_globals {
+        ($($name:ident = $op:literal),* $(,)?) => {
+            $(
+                #[no_mangle]
+                #[allow(non_upper_case_globals)]
+                pub static $name: HostcallId = HostcallId::new();
+            )*
+            /// `(op name, its ID global)`, for the consistency test.
+            #[cfg(test)]
+            pub(crate) const ALL: &[(&str, &HostcallId)] = &[$(($op, &$name)),*];
+        };
+    }
+
+    id_globals!(
+        __HOSTCALL__open = "open",
+        __HOSTCALL__read = "read",
+        __HOSTCALL__write = "write",
+        __HOSTCALL__pread = "pread",
+        __HOSTCALL__pwrite = "pwrite",
+        __HOSTCALL__close = "close",
+        __HOSTCALL__lseek = "lseek",
+        __HOSTCALL__fstat = "fstat",
+        __HOSTCALL__statx = "statx",
+        __HOSTCALL__unlink = "unlink",
+        __HOSTCALL__mkdir = "mkdir",
+        __HOSTCALL__rename = "rename",
+        __HOSTCALL__getcwd = "getcwd",
+        __HOSTCALL__getenv = "getenv",
+        __HOSTCALL__arg = "arg",
+        __HOSTCALL__clock_gettime = "clock_gettime",
+        __HOSTCALL__getrandom = "getrandom",
+        __HOSTCALL__exit = "exit",
+        __HOSTCALL__abort = "abort",
+        __HOSTCALL__unsupported = "unsupported",
+        __HOSTCALL__echo = "echo",
+    );
+}
+
+/// Waiting and thread identity on the GPU.
+pub enum Gpu {}
+
+impl Platform for Gpu {
+    /// 64 ns doubling to 32 us: the host round trip is about 2 us, so early
+    /// rounds stay under it and a long wait costs little issue bandwidth.
+    fn backoff(round: u32) {
+        arch::nanosleep(64u32 << round.min(9));
+    }
+    fn thread_hint() -> u32 {
+        arch::global_thread_id() as u32
+    }
+}
+
+/// A region of global device memory the host may read or write for one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub addr: u64,
+    pub len: u64,
+}
+
+impl Region {
+    /// `bytes` as a region, if they live in global memory (the host cannot
+    /// reach a thread's local memory, where its stack is).
+    pub fn global(ptr: *const u8, len: usize) -> Option<Region> {
+        arch::is_global(ptr).then_some(Region { addr: ptr as u64, len: len as u64 })
+    }
+}
+
+/// The geometry the host configured, or `None` before it did.
+pub fn geometry() -> Option<Geometry> {
+    let g = Geometry {
+        buff_size: __HOSTCALL_BUFF_SIZE__.patched(),
+        slot_count: __HOSTCALL_RETURN_SLOT_COUNT__.patched(),
+        reply_data_size: __HOSTCALL_RETURN_DATA_SIZE__.patched(),
+    };
+    g.validate().ok()?;
+    let ptrs = [
+        __HOSTCALL_BUFF_PTR__.patched(),
+        __HOSTCALL_CTRL_PTR__.patched(),
+        __HOSTCALL_RETURN_SLOTS__.patched(),
+        __HOSTCALL_RETURN_DATA__.patched(),
+        __HOSTCALL_SLOT_BITS__.patched(),
+    ];
+    ptrs.iter().all(|p| *p != 0 && *p % 8 == 0).then_some(g)
+}
+
+/// Reply data bytes one call can bring back (0 when not configured).
+pub fn reply_capacity() -> usize {
+    geometry().map_or(0, |g| g.reply_data_size as usize)
+}
+
+/// `words` words starting at the device address `addr`.
+///
+/// # Safety
+/// `addr` must point to `words` live, 8-aligned words for the whole launch.
+unsafe fn words<'a>(addr: u64, words: usize) -> &'a [SysWord] {
+    // SAFETY: forwarded to the caller.
+    unsafe { core::slice::from_raw_parts(addr as *const SysWord, words) }
+}
+
+fn with_queue<T>(f: impl FnOnce(&Queue<'_, SysWord>) -> Result<T, CallError>) -> Result<T, CallError> {
+    let g = geometry().ok_or(CallError::NotConfigured)?;
+    // SAFETY: the host wrote these addresses and `g` before launch; each
+    // points to the number of words `g` says (layout.rs), in memory that
+    // stays mapped while the kernel runs. `geometry` checked them non-null
+    // and aligned and `g` valid, which bounds every length.
+    let q = unsafe {
+        Queue {
+            geometry: g,
+            ring: words(__HOSTCALL_BUFF_PTR__.patched(), g.ring_words()),
+            top: &__HOSTCALL_BUFF_TOP__,
+            released_cache: &__HOSTCALL_BUFF_RELEASED__,
+            ctrl: words(__HOSTCALL_CTRL_PTR__.patched(), LINE_WORDS),
+            slots: words(__HOSTCALL_RETURN_SLOTS__.patched(), g.slot_words()),
+            reply_data: words(__HOSTCALL_RETURN_DATA__.patched(), g.reply_data_words()),
+            slot_bits: words(__HOSTCALL_SLOT_BITS__.patched(), g.bitmap_words()),
+        }
+    };
+    f(&q)
+}
+
+/// How a queue error reads at the C edge.
+pub fn call_errno(e: CallError) -> Errno {
+    match e {
+        // No host handler, or no host at all: the function is not available.
+        CallError::NotServed | CallError::NotConfigured => Errno::ENOSYS,
+        CallError::PayloadTooLarge => Errno::E2BIG,
+    }
+}
+
+/// Make one hostcall and wait for its reply.
+///
+/// `payload` goes inline (at most `limits::MAX_INLINE` bytes, else `E2BIG`);
+/// `region` declares global device memory the handler may read or write;
+/// reply data lands in `reply` (`Completed::data_len` bytes of it). A reply
+/// with a nonzero errno is `Err`; an ID global of 0 is `ENOSYS`.
+pub fn call(
+    op: &HostcallId,
+    args: [u64; 3],
+    payload: &[u8],
+    region: Option<Region>,
+    reply: &mut [u8],
+) -> Result<Completed, Errno> {
+    let region = region.unwrap_or(Region { addr: 0, len: 0 });
+    let c = Call::new(op.get(), args).payload(payload).device_region(region.addr, region.len);
+    let done = with_queue(|q| q.call::<Gpu>(&c, reply)).map_err(call_errno)?;
+    match done.errno {
+        0 => Ok(done),
+        e => Err(Errno(e)),
+    }
+}
+
+/// [`call`] with a typed request from `hostcall_abi::op`.
+pub fn request<R: hostcall_abi::op::Request>(
+    op: &HostcallId,
+    req: &R,
+    payload: &[u8],
+    region: Option<Region>,
+    reply: &mut [u8],
+) -> Result<Completed, Errno> {
+    call(op, req.to_args(), payload, region, reply)
+}
+
+/// The test op: `a ^ b` from the host, `payload` echoed into `reply`.
+pub fn echo(a: u64, b: u64, payload: &[u8], reply: &mut [u8]) -> Result<u64, Errno> {
+    let req = hostcall_abi::op::Echo { a, b };
+    request(&ids::__HOSTCALL__echo, &req, payload, None, reply).map(|c| c.value)
+}
+
+/// Tell the host that `name` was called but cannot be honoured here (it logs
+/// it under `HOSTCALL_DEBUG`); returns the errno to report, always ENOSYS.
+pub fn unsupported(name: &str) -> Errno {
+    let bytes = name.as_bytes();
+    let bytes = bytes.get(..limits::MAX_INLINE).unwrap_or(bytes);
+    let _ = call(&ids::__HOSTCALL__unsupported, [0; 3], bytes, None, &mut []);
+    Errno::ENOSYS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_op_has_an_id_global() {
+        for name in hostcall_abi::op::BUILTIN.iter().chain(["echo"].iter()) {
+            assert!(ids::ALL.iter().any(|(n, _)| n == name), "no __HOSTCALL__{name}");
+        }
+        assert_eq!(ids::ALL.len(), hostcall_abi::op::BUILTIN.len() + 1);
+    }
+
+    #[test]
+    fn unconfigured_queue_is_enosys() {
+        assert_eq!(echo(1, 2, &[], &mut []), Err(Errno::ENOSYS));
+    }
+}
