@@ -170,6 +170,7 @@ pub extern "C" fn _exit(code: c_int) -> ! {
 }
 
 #[cfg_attr(not(test), no_mangle)]
+#[allow(non_snake_case)]
 pub extern "C" fn _Exit(code: c_int) -> ! {
     exit_with(code)
 }
