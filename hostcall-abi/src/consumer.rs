@@ -97,8 +97,21 @@ impl Consumer {
 
     /// Move past `rec` (after its payload was copied out). Its lines are
     /// handed back to the device at the next [`Consumer::release`].
-    pub fn consume(&mut self, rec: &Record) {
+    ///
+    /// The first word of each payload line is zeroed first: a payload word
+    /// is arbitrary data, and one left over from this lap could equal the
+    /// tag the head expects when the ring comes round to that line again,
+    /// making an unpublished line look published. Header lines need no
+    /// scrubbing: an old tag is `head + 1 - k * capacity`, never `head + 1`.
+    /// The zeroing is ordered before the device's next write of the line by
+    /// the Release store in [`Consumer::release`].
+    pub fn consume<W: Word>(&mut self, ring: &[W], rec: &Record) {
         debug_assert_eq!(rec.ticket, self.head);
+        if ring.len() == self.geometry.ring_words() {
+            for line in rec.ticket + 1..rec.ticket + rec.lines {
+                ring[self.word(line, 0)].store(0, Relaxed);
+            }
+        }
         self.head += rec.lines;
     }
 

@@ -1,1 +1,338 @@
-//! placeholder
+//! The host side of hostcall: load a kernel, patch its `__HOSTCALL*`
+//! globals, launch it, and serve its hostcalls while it runs.
+//!
+//! * [`backend`]: the one seam to a device ([`Backend`]): CUDA through
+//!   cudarc ([`backend::cuda`], feature `cuda`) or CPU threads
+//!   ([`backend::emu`]), on which every test runs the real server;
+//! * [`registry`]: typed handlers by name, and the IDs written into the
+//!   kernel;
+//! * [`handlers`]: the built-in hostcalls of `hostcall_abi::op`, one module
+//!   per concern, confined to a sandbox directory;
+//! * `server`: the loop that drains the queue while the kernel runs.
+//!
+//! `HOSTCALL_DEBUG=1` logs every call (name, decoded arguments, result,
+//! latency) to stderr through `tracing`.
+//!
+//! ```no_run
+//! use hostcall_runtime::{backend::cuda::CudaBackend, Runtime, RuntimeConfig};
+//! let backend = CudaBackend::new(0)?;
+//! let mut rt = Runtime::new(backend, RuntimeConfig::default())?;
+//! rt.load(&std::fs::read_to_string("kernel.ptx")?)?;
+//! let report = rt.launch("main", 1, 32)?;
+//! std::process::exit(report.exit_code.unwrap_or(0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use hostcall_abi::{globals, Geometry, ProtocolError, LINE_WORDS};
+
+pub mod backend;
+pub mod handlers;
+pub mod registry;
+mod server;
+
+pub use backend::{Backend, BackendError, Dim3, KernelState};
+pub use handlers::{ExitStatus, HostState, SharedBuf};
+pub use hostcall_abi;
+pub use registry::{DeviceSlice, HandlerResult, HostCx, HostError, Payload, Registry};
+
+/// How a [`Runtime`] is set up.
+pub struct RuntimeConfig {
+    /// The directory the device's file calls are confined to (`/` on the
+    /// device). Default: the current directory.
+    pub root: PathBuf,
+    pub geometry: Geometry,
+    /// What device fd 0 reads. Default: the process's stdin.
+    pub stdin: Box<dyn Read + Send>,
+    /// Where device fd 1 writes. Default: the process's stdout.
+    pub stdout: Box<dyn Write + Send>,
+    /// Where device fd 2 writes. Default: the process's stderr.
+    pub stderr: Box<dyn Write + Send>,
+    /// What `getenv` sees. Default: the process's environment.
+    pub env: HashMap<String, String>,
+    /// What `arg` returns (`args[0]` is the program name by convention).
+    pub args: Vec<String>,
+    /// Log every call. Default: `HOSTCALL_DEBUG` is set and not `0`.
+    pub debug: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            root: PathBuf::from("."),
+            geometry: Geometry::DEFAULT,
+            stdin: Box::new(io::stdin()),
+            stdout: Box::new(io::stdout()),
+            stderr: Box::new(io::stderr()),
+            env: std::env::vars().collect(),
+            args: Vec::new(),
+            debug: debug_from_env(),
+        }
+    }
+}
+
+/// `HOSTCALL_DEBUG` is set to something other than `0` or empty.
+pub fn debug_from_env() -> bool {
+    std::env::var_os("HOSTCALL_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// The code the device passed to `exit` (134 for `abort`); `None` when
+    /// the kernel returned without calling either.
+    pub exit_code: Option<i32>,
+    pub aborted: bool,
+    /// Calls served.
+    pub calls: u64,
+    /// Calls served, by hostcall name.
+    pub per_op: BTreeMap<String, u64>,
+    /// Calls answered with an errno.
+    pub errors: u64,
+    /// Handlers that panicked (each answered with EIO).
+    pub handler_panics: u64,
+    /// How the kernel ended when it ended abnormally after `exit`/`abort`
+    /// (the trap that follows them).
+    pub kernel_error: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Why a run could not be set up or did not end well.
+#[derive(Debug)]
+pub enum RuntimeError {
+    Backend(BackendError),
+    /// The configuration is unusable (bad geometry, unreadable root).
+    Config(String),
+    /// `launch` or `check_handlers` before `load`.
+    NoModule,
+    /// Hostcalls the kernel declares that have no handler, by name.
+    MissingHandlers(Vec<String>),
+    /// The kernel declares hostcalls but not this queue global.
+    MissingGlobal(String),
+    /// The device broke the protocol; the run was stopped.
+    Protocol(ProtocolError),
+    /// The kernel failed without calling `exit`/`abort`.
+    KernelFailed { message: String, report: Box<RunReport> },
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::Backend(e) => write!(f, "{e}"),
+            RuntimeError::Config(e) => write!(f, "bad runtime configuration: {e}"),
+            RuntimeError::NoModule => write!(f, "no module loaded"),
+            RuntimeError::MissingHandlers(names) => {
+                write!(f, "the kernel uses hostcalls with no handler: {}", names.join(", "))
+            }
+            RuntimeError::MissingGlobal(g) => {
+                write!(f, "the kernel declares hostcalls but not the queue global `{g}` (not linked against the device libc?)")
+            }
+            RuntimeError::Protocol(e) => write!(f, "hostcall protocol error, run stopped: {e:?}"),
+            RuntimeError::KernelFailed { message, .. } => write!(f, "kernel failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+impl From<BackendError> for RuntimeError {
+    fn from(e: BackendError) -> Self {
+        RuntimeError::Backend(e)
+    }
+}
+
+/// A device, its handlers and the host state they serve.
+pub struct Runtime {
+    backend: Box<dyn Backend>,
+    registry: Registry,
+    state: HostState,
+    geometry: Geometry,
+    debug: bool,
+    module_globals: Option<Vec<String>>,
+}
+
+impl Runtime {
+    /// A runtime with the built-in handlers registered.
+    pub fn new(backend: impl Backend + 'static, config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        config.geometry.validate().map_err(|e| RuntimeError::Config(format!("geometry {:?}: {e:?}", config.geometry)))?;
+        let sandbox = handlers::sandbox::Sandbox::new(&config.root)
+            .map_err(|e| RuntimeError::Config(format!("sandbox root {}: {e}", config.root.display())))?;
+        if config.debug {
+            // Another subscriber may already be installed; that one wins.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(io::stderr)
+                .with_max_level(tracing::Level::DEBUG)
+                .with_target(false)
+                .try_init();
+        }
+        let mut state = HostState::new(sandbox, config.stdin, config.stdout, config.stderr, config.env, config.args);
+        state.debug = config.debug;
+        Ok(Runtime {
+            backend: Box::new(backend),
+            registry: Registry::with_builtins(),
+            state,
+            geometry: config.geometry,
+            debug: config.debug,
+            module_globals: None,
+        })
+    }
+
+    /// The handlers, to add or replace some (`register`, `register_raw`).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Host state the handlers share (open files, env, exit status).
+    pub fn state(&self) -> &HostState {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut HostState {
+        &mut self.state
+    }
+
+    pub fn backend_mut(&mut self) -> &mut dyn Backend {
+        &mut *self.backend
+    }
+
+    /// Load a module (PTX text for CUDA; a module name for the emulation).
+    pub fn load(&mut self, image: &str) -> Result<(), RuntimeError> {
+        self.module_globals = None;
+        self.backend.load_module(image)?;
+        self.module_globals = Some(self.backend.globals()?);
+        Ok(())
+    }
+
+    /// The hostcalls (names without the prefix) the loaded module declares.
+    pub fn declared_hostcalls(&self) -> Result<Vec<String>, RuntimeError> {
+        let g = self.module_globals.as_ref().ok_or(RuntimeError::NoModule)?;
+        Ok(g.iter().filter_map(|n| n.strip_prefix(globals::ID_PREFIX)).filter(|n| !n.is_empty()).map(str::to_string).collect())
+    }
+
+    /// Every hostcall the module declares has a handler; else the missing
+    /// ones, by name.
+    pub fn check_handlers(&self) -> Result<(), RuntimeError> {
+        let missing: Vec<String> =
+            self.declared_hostcalls()?.into_iter().filter(|n| self.registry.id(n).is_none()).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::MissingHandlers(missing))
+        }
+    }
+
+    /// Read a `u64` global of the loaded module (e.g. a failure counter).
+    pub fn read_global_u64(&mut self, name: &str) -> Result<u64, RuntimeError> {
+        Ok(self.backend.read_global_u64(name)?)
+    }
+
+    /// Set up the queue, patch the globals, launch `entry` and serve it
+    /// until it completes.
+    pub fn launch(&mut self, entry: &str, grid: impl Into<Dim3>, block: impl Into<Dim3>) -> Result<RunReport, RuntimeError> {
+        let start = Instant::now();
+        self.check_handlers()?;
+        let declared = self.module_globals.clone().ok_or(RuntimeError::NoModule)?;
+        let g = self.geometry;
+        let b = &mut *self.backend;
+        let mem = server::QueueMemory {
+            ring: b.alloc_mapped(g.ring_words())?,
+            ctrl: b.alloc_mapped(LINE_WORDS)?,
+            slots: b.alloc_mapped(g.slot_words())?,
+            reply_data: b.alloc_mapped(g.reply_data_words().max(1))?,
+            slot_bits: b.alloc_device(g.bitmap_words() * 8)?,
+        };
+        // The backends hand out zeroed memory; zero again so a reused
+        // allocation can never carry a stale tag.
+        for region in [&mem.ring, &mem.ctrl, &mem.slots, &mem.reply_data] {
+            for w in region.words() {
+                w.store(0, Relaxed);
+            }
+        }
+        let uses_queue = declared.iter().any(|n| n.starts_with(globals::ID_PREFIX) && n.len() > globals::ID_PREFIX.len());
+        let values = [
+            (globals::BUFF_PTR, mem.ring.device_addr()),
+            (globals::BUFF_TOP, 0),
+            (globals::BUFF_SIZE, g.buff_size),
+            (globals::BUFF_RELEASED, 0),
+            (globals::CTRL_PTR, mem.ctrl.device_addr()),
+            (globals::RETURN_SLOTS, mem.slots.device_addr()),
+            (globals::RETURN_SLOT_COUNT, g.slot_count),
+            (globals::RETURN_DATA, mem.reply_data.device_addr()),
+            (globals::RETURN_DATA_SIZE, g.reply_data_size),
+            (globals::SLOT_BITS, mem.slot_bits.device_addr()),
+        ];
+        debug_assert!(values.iter().map(|v| v.0).eq(globals::ALL));
+        for (name, value) in values {
+            if declared.iter().any(|d| d == name) {
+                b.write_global_u64(name, value)?;
+            } else if uses_queue {
+                return Err(RuntimeError::MissingGlobal(name.to_string()));
+            }
+        }
+        for name in &declared {
+            if let Some(call) = name.strip_prefix(globals::ID_PREFIX).filter(|n| !n.is_empty()) {
+                let id = self.registry.id(call).ok_or_else(|| RuntimeError::MissingHandlers(vec![call.to_string()]))?;
+                b.write_global_u64(name, u64::from(id))?;
+            }
+        }
+        self.state.exit = None;
+        tracing::debug!(target: "hostcall", "launching `{entry}` on {} with {g:?}", b.name());
+        b.launch(entry, grid.into(), block.into())?;
+        let served = server::Server {
+            backend: b,
+            registry: &mut self.registry,
+            state: &mut self.state,
+            mem: &mem,
+            geometry: g,
+            debug: self.debug,
+        }
+        .run();
+        let served = match served {
+            Ok(s) => s,
+            Err(e) => {
+                // The kernel may still be running (a CUDA kernel cannot be
+                // stopped from here) and still writing the queue: leak its
+                // memory rather than free it under the kernel.
+                std::mem::forget(mem);
+                return Err(RuntimeError::Protocol(e));
+            }
+        };
+        let mut report = RunReport {
+            exit_code: self.state.exit.map(|e| e.code),
+            aborted: self.state.exit.is_some_and(|e| e.aborted),
+            calls: served.calls,
+            per_op: BTreeMap::new(),
+            errors: served.errors,
+            handler_panics: served.handler_panics,
+            kernel_error: None,
+            elapsed: start.elapsed(),
+        };
+        for (id, &n) in served.per_op.iter().enumerate() {
+            if n > 0 {
+                let name = self.registry.name(id as u32).unwrap_or("<unknown>").to_string();
+                *report.per_op.entry(name).or_default() += n;
+            }
+        }
+        drop(mem);
+        match served.end {
+            Some(KernelState::Failed(message)) if self.state.exit.is_none() => {
+                Err(RuntimeError::KernelFailed { message, report: Box::new(report) })
+            }
+            Some(KernelState::Failed(message)) => {
+                report.kernel_error = Some(message);
+                Ok(report)
+            }
+            _ => Ok(report),
+        }
+    }
+}

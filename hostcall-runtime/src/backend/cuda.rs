@@ -1,0 +1,389 @@
+//! The CUDA backend, on cudarc's raw driver bindings (`cudarc::driver::sys`)
+//! loaded at run time: it builds with no CUDA installed, and without a
+//! driver [`CudaBackend::new`] returns an error instead of panicking.
+//!
+//! * the kernel runs on its own non-blocking stream, and device-region
+//!   copies go through a second non-blocking stream, so a copy never waits
+//!   behind the running kernel (nor does either sync with the legacy default
+//!   stream);
+//! * [`Backend::query`] is `cuStreamQuery`: the server never blocks on the
+//!   kernel;
+//! * mapped memory is `cuMemHostAlloc(DEVICEMAP | PORTABLE)` plus
+//!   `cuMemHostGetDevicePointer`;
+//! * the driver cannot list a module's globals, so they are read from the
+//!   PTX text ([`super::ptx_globals`]) and looked up with
+//!   `cuModuleGetGlobal`.
+
+use std::ffi::{c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use cudarc::driver::sys::{self, CUresult};
+
+use super::{ptx_globals, Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion};
+
+/// A driver error as text: `NAME (description)`.
+fn describe(r: CUresult) -> String {
+    let mut name: *const std::ffi::c_char = ptr::null();
+    let mut text: *const std::ffi::c_char = ptr::null();
+    // SAFETY: both calls only write a pointer to a static string (or leave
+    // it null for an unknown code); the strings are NUL-terminated.
+    unsafe {
+        let _ = sys::cuGetErrorName(r, &mut name);
+        let _ = sys::cuGetErrorString(r, &mut text);
+        let s = |p: *const std::ffi::c_char| if p.is_null() { None } else { Some(CStr::from_ptr(p).to_string_lossy()) };
+        match (s(name), s(text)) {
+            (Some(n), Some(t)) => format!("{n} ({t})"),
+            _ => format!("{r:?}"),
+        }
+    }
+}
+
+fn ck(r: CUresult, what: &str) -> Result<(), BackendError> {
+    if r == CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(BackendError(format!("cuda: {what}: {}", describe(r))))
+    }
+}
+
+/// The device's primary context, released when the last user goes.
+struct Context {
+    ctx: sys::CUcontext,
+    dev: sys::CUdevice,
+}
+
+// SAFETY: a CUDA context handle may be used from any thread; every user makes
+// it current on its own thread first (`Context::bind`).
+unsafe impl Send for Context {}
+// SAFETY: as above; the handle is never mutated after creation.
+unsafe impl Sync for Context {}
+
+impl Context {
+    fn bind(&self) -> Result<(), BackendError> {
+        // SAFETY: `ctx` is a retained primary context, valid until `drop`.
+        ck(unsafe { sys::cuCtxSetCurrent(self.ctx) }, "cuCtxSetCurrent")
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: pairs with the `cuDevicePrimaryCtxRetain` in `new`.
+        let _ = unsafe { sys::cuDevicePrimaryCtxRelease_v2(self.dev) };
+    }
+}
+
+/// Pinned mapped host memory; freed on drop.
+struct PinnedHost {
+    ptr: *mut c_void,
+    ctx: Arc<Context>,
+}
+
+// SAFETY: the pointer is to process memory owned by this value alone.
+unsafe impl Send for PinnedHost {}
+// SAFETY: this value hands out no access itself; `MappedRegion` does.
+unsafe impl Sync for PinnedHost {}
+
+impl Drop for PinnedHost {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_ok() {
+            // SAFETY: `ptr` came from `cuMemHostAlloc` and is freed once.
+            let _ = unsafe { sys::cuMemFreeHost(self.ptr) };
+        }
+    }
+}
+
+/// Device memory; freed on drop.
+struct DeviceMem {
+    ptr: sys::CUdeviceptr,
+    ctx: Arc<Context>,
+}
+
+impl Drop for DeviceMem {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_ok() {
+            // SAFETY: `ptr` came from `cuMemAlloc` and is freed once.
+            let _ = unsafe { sys::cuMemFree_v2(self.ptr) };
+        }
+    }
+}
+
+struct Module {
+    module: sys::CUmodule,
+    globals: Vec<String>,
+}
+
+/// A CUDA device driven through the driver API.
+pub struct CudaBackend {
+    ctx: Arc<Context>,
+    kernel_stream: sys::CUstream,
+    copy_stream: sys::CUstream,
+    module: Option<Module>,
+    launched: bool,
+    device_name: String,
+}
+
+// SAFETY: the raw handles (streams, module) belong to `ctx`, which every
+// method makes current on the calling thread before use; the value is used
+// by one thread at a time (`&mut self`).
+unsafe impl Send for CudaBackend {}
+
+/// Is the driver library loadable at all? cudarc panics on first use when it
+/// is not, so ask first (and catch a panic anyway).
+fn driver_present() -> bool {
+    // SAFETY: `is_culib_present` only tries to open the library.
+    catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
+}
+
+impl CudaBackend {
+    /// Open device `ordinal`. Without a driver: `Err("no CUDA driver found
+    /// (libcuda.so): ...")`; never a panic.
+    pub fn new(ordinal: usize) -> Result<Self, BackendError> {
+        if !driver_present() {
+            return Err(BackendError::new(
+                "no CUDA driver found (libcuda.so): the NVIDIA driver library could not be loaded \
+                 (install the driver, or add its directory to LD_LIBRARY_PATH)",
+            ));
+        }
+        match catch_unwind(AssertUnwindSafe(|| Self::open(ordinal))) {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                Err(BackendError(format!(
+                    "no CUDA driver found (libcuda.so): loading it failed: {}",
+                    msg.unwrap_or_else(|| "unknown panic in the driver loader".into())
+                )))
+            }
+        }
+    }
+
+    fn open(ordinal: usize) -> Result<Self, BackendError> {
+        // SAFETY: cuInit has no preconditions.
+        ck(unsafe { sys::cuInit(0) }, "cuInit")?;
+        let mut count = 0;
+        // SAFETY: `count` is writable.
+        ck(unsafe { sys::cuDeviceGetCount(&mut count) }, "cuDeviceGetCount")?;
+        let ord = i32::try_from(ordinal).map_err(|_| BackendError::new("cuda: device ordinal out of range"))?;
+        if ord >= count {
+            return Err(BackendError(format!("cuda: no device {ordinal} ({count} present)")));
+        }
+        let mut dev = 0;
+        // SAFETY: `dev` is writable; `ord` < device count.
+        ck(unsafe { sys::cuDeviceGet(&mut dev, ord) }, "cuDeviceGet")?;
+        let mut ctx = ptr::null_mut();
+        // SAFETY: `ctx` is writable; released in `Context::drop`.
+        ck(unsafe { sys::cuDevicePrimaryCtxRetain(&mut ctx, dev) }, "cuDevicePrimaryCtxRetain")?;
+        let ctx = Arc::new(Context { ctx, dev });
+        ctx.bind()?;
+        let mut name = [0 as std::ffi::c_char; 256];
+        // SAFETY: the buffer is writable for the length passed.
+        let _ = unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, dev) };
+        // SAFETY: the driver NUL-terminates within the buffer (or it stays zeroed).
+        let device_name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+        let mut streams = [ptr::null_mut(); 2];
+        for s in &mut streams {
+            // SAFETY: `s` is writable; the context is current.
+            ck(
+                unsafe { sys::cuStreamCreate(s, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32) },
+                "cuStreamCreate",
+            )?;
+        }
+        Ok(CudaBackend {
+            ctx,
+            kernel_stream: streams[0],
+            copy_stream: streams[1],
+            module: None,
+            launched: false,
+            device_name,
+        })
+    }
+
+    /// The device's name as the driver reports it.
+    pub fn device_name(&self) -> &str {
+        &self.device_name
+    }
+
+    fn module(&self) -> Result<&Module, BackendError> {
+        self.module.as_ref().ok_or_else(|| BackendError::new("cuda: no module loaded"))
+    }
+
+    /// Device address and size of global `name`.
+    fn global(&self, name: &str) -> Result<(sys::CUdeviceptr, usize), BackendError> {
+        let m = self.module()?;
+        let c = CString::new(name).map_err(|_| BackendError(format!("cuda: bad global name `{name}`")))?;
+        let (mut addr, mut bytes) = (0, 0);
+        // SAFETY: the module is loaded, `c` NUL-terminated, outputs writable.
+        ck(unsafe { sys::cuModuleGetGlobal_v2(&mut addr, &mut bytes, m.module, c.as_ptr()) }, &format!("global `{name}`"))?;
+        Ok((addr, bytes))
+    }
+
+    fn global_u64(&self, name: &str) -> Result<sys::CUdeviceptr, BackendError> {
+        let (addr, bytes) = self.global(name)?;
+        if bytes != 8 {
+            return Err(BackendError(format!("cuda: global `{name}` is {bytes} bytes, not a u64")));
+        }
+        Ok(addr)
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_err() {
+            return;
+        }
+        // SAFETY: the handles were created on this context and are destroyed
+        // once; failures (e.g. after a trap) leave nothing to clean.
+        unsafe {
+            if let Some(m) = self.module.take() {
+                let _ = sys::cuModuleUnload(m.module);
+            }
+            let _ = sys::cuStreamDestroy_v2(self.kernel_stream);
+            let _ = sys::cuStreamDestroy_v2(self.copy_stream);
+        }
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &str {
+        "cuda"
+    }
+
+    fn load_module(&mut self, image: &str) -> Result<(), BackendError> {
+        self.ctx.bind()?;
+        let c = CString::new(image).map_err(|_| BackendError::new("cuda: the PTX text contains a NUL byte"))?;
+        let mut module = ptr::null_mut();
+        // SAFETY: `c` is a NUL-terminated PTX image; `module` is writable.
+        ck(unsafe { sys::cuModuleLoadData(&mut module, c.as_ptr().cast()) }, "cuModuleLoadData")?;
+        if let Some(old) = self.module.replace(Module { module, globals: ptx_globals(image) }) {
+            // SAFETY: the previous module is not used by a running kernel
+            // (`launch` sets up one run at a time) and is unloaded once.
+            let _ = unsafe { sys::cuModuleUnload(old.module) };
+        }
+        Ok(())
+    }
+
+    fn globals(&self) -> Result<Vec<String>, BackendError> {
+        Ok(self.module()?.globals.clone())
+    }
+
+    fn write_global_u64(&mut self, name: &str, value: u64) -> Result<(), BackendError> {
+        self.ctx.bind()?;
+        let addr = self.global_u64(name)?;
+        self.copy_to_device(addr, &value.to_le_bytes())
+    }
+
+    fn read_global_u64(&mut self, name: &str) -> Result<u64, BackendError> {
+        self.ctx.bind()?;
+        let addr = self.global_u64(name)?;
+        let mut b = [0u8; 8];
+        self.copy_from_device(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn alloc_mapped(&mut self, words: usize) -> Result<MappedRegion, BackendError> {
+        self.ctx.bind()?;
+        let bytes = words.max(1).checked_mul(8).ok_or_else(|| BackendError::new("cuda: mapped size overflows"))?;
+        let mut p = ptr::null_mut();
+        let flags = sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
+        // SAFETY: `p` is writable; the context is current.
+        ck(unsafe { sys::cuMemHostAlloc(&mut p, bytes, flags) }, "cuMemHostAlloc")?;
+        let owner = PinnedHost { ptr: p, ctx: self.ctx.clone() };
+        // SAFETY: `p` points at `bytes` bytes we own (page aligned).
+        unsafe { ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+        let mut dev = 0;
+        // SAFETY: `p` is a mapped allocation of this context.
+        ck(unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, p, 0) }, "cuMemHostGetDevicePointer")?;
+        let nn = NonNull::new(p.cast::<AtomicU64>()).ok_or_else(|| BackendError::new("cuda: cuMemHostAlloc returned null"))?;
+        // SAFETY: `words` zeroed, page-aligned u64s, alive until `owner`
+        // drops; the host reaches them only through the atomics view.
+        Ok(unsafe { MappedRegion::from_raw_parts(nn, words, dev, Box::new(owner)) })
+    }
+
+    fn alloc_device(&mut self, bytes: usize) -> Result<DeviceAlloc, BackendError> {
+        self.ctx.bind()?;
+        let mut d = 0;
+        // SAFETY: `d` is writable; the context is current.
+        ck(unsafe { sys::cuMemAlloc_v2(&mut d, bytes.max(8)) }, "cuMemAlloc")?;
+        let owner = DeviceMem { ptr: d, ctx: self.ctx.clone() };
+        // SAFETY: `d` is a fresh allocation of at least this many bytes; no
+        // kernel uses it yet.
+        ck(unsafe { sys::cuMemsetD8_v2(d, 0, bytes.max(8)) }, "cuMemsetD8")?;
+        Ok(DeviceAlloc::new(d, bytes, Box::new(owner)))
+    }
+
+    fn launch(&mut self, entry: &str, grid: Dim3, block: Dim3) -> Result<(), BackendError> {
+        self.ctx.bind()?;
+        let m = self.module()?.module;
+        let c = CString::new(entry).map_err(|_| BackendError(format!("cuda: bad entry name `{entry}`")))?;
+        let mut f = ptr::null_mut();
+        // SAFETY: the module is loaded, `c` NUL-terminated, `f` writable.
+        ck(unsafe { sys::cuModuleGetFunction(&mut f, m, c.as_ptr()) }, &format!("entry `{entry}`"))?;
+        // SAFETY: `f` takes no parameters (null params and extra); the
+        // stream belongs to the current context.
+        let r = unsafe {
+            sys::cuLaunchKernel(
+                f,
+                grid.x,
+                grid.y,
+                grid.z,
+                block.x,
+                block.y,
+                block.z,
+                0,
+                self.kernel_stream,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        ck(r, &format!("launch `{entry}`"))?;
+        self.launched = true;
+        Ok(())
+    }
+
+    fn query(&mut self) -> KernelState {
+        if !self.launched {
+            return KernelState::Done;
+        }
+        if let Err(e) = self.ctx.bind() {
+            return KernelState::Failed(e.0);
+        }
+        // SAFETY: the stream belongs to the current context.
+        match unsafe { sys::cuStreamQuery(self.kernel_stream) } {
+            CUresult::CUDA_SUCCESS => KernelState::Done,
+            CUresult::CUDA_ERROR_NOT_READY => KernelState::Running,
+            r => KernelState::Failed(describe(r)),
+        }
+    }
+
+    fn copy_from_device(&mut self, addr: u64, out: &mut [u8]) -> Result<(), BackendError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind()?;
+        // SAFETY: `out` is writable for its length until the stream sync
+        // below returns; the driver checks `addr`.
+        ck(
+            unsafe { sys::cuMemcpyDtoHAsync_v2(out.as_mut_ptr().cast(), addr, out.len(), self.copy_stream) },
+            "copy from device",
+        )?;
+        // SAFETY: the copy stream belongs to the current context; it carries
+        // only our copies, never the kernel.
+        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+    }
+
+    fn copy_to_device(&mut self, addr: u64, data: &[u8]) -> Result<(), BackendError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind()?;
+        // SAFETY: `data` stays borrowed until the sync below returns.
+        ck(
+            unsafe { sys::cuMemcpyHtoDAsync_v2(addr, data.as_ptr().cast(), data.len(), self.copy_stream) },
+            "copy to device",
+        )?;
+        // SAFETY: as in `copy_from_device`.
+        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+    }
+}

@@ -1,0 +1,282 @@
+//! The one seam between the runtime and a device: load a module, patch its
+//! globals, allocate the queue's memory, launch, ask whether it finished, and
+//! copy declared device regions. The server loop, the registry and the
+//! handlers only see [`Backend`]; CUDA lives in [`cuda`], CPU threads in
+//! [`emu`].
+
+use std::any::Any;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod emu;
+
+/// Grid or block dimensions of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dim3 {
+    pub x: u32,
+    pub y: u32,
+    pub z: u32,
+}
+
+impl Dim3 {
+    pub const fn new(x: u32, y: u32, z: u32) -> Self {
+        Dim3 { x, y, z }
+    }
+    /// Threads (or blocks) in total, `None` on overflow.
+    pub fn count(&self) -> Option<u64> {
+        u64::from(self.x).checked_mul(u64::from(self.y))?.checked_mul(u64::from(self.z))
+    }
+}
+
+impl From<u32> for Dim3 {
+    fn from(x: u32) -> Self {
+        Dim3 { x, y: 1, z: 1 }
+    }
+}
+
+impl From<(u32, u32, u32)> for Dim3 {
+    fn from((x, y, z): (u32, u32, u32)) -> Self {
+        Dim3 { x, y, z }
+    }
+}
+
+/// Where a launched kernel is, asked without blocking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelState {
+    Running,
+    Done,
+    /// The kernel ended with an error (a trap, an illegal address, a device
+    /// thread's panic in the emulation). A trap after `exit` lands here too.
+    Failed(String),
+}
+
+/// A backend's failure, with the backend's own words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendError(pub String);
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+impl BackendError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        BackendError(msg.into())
+    }
+}
+
+/// Host memory the device can address (CUDA: mapped pinned memory), seen by
+/// the host as atomic words. Freed when dropped.
+pub struct MappedRegion {
+    ptr: NonNull<AtomicU64>,
+    words: usize,
+    device_addr: u64,
+    // Dropping the owner frees the memory; it outlives `ptr` by construction.
+    _owner: Box<dyn Any + Send + Sync>,
+}
+
+// SAFETY: the region is a slice of `AtomicU64` (which is `Sync`) kept alive
+// by `_owner`, which is itself `Send + Sync`; no other state.
+unsafe impl Send for MappedRegion {}
+// SAFETY: as above; all access goes through `&[AtomicU64]`.
+unsafe impl Sync for MappedRegion {}
+
+impl MappedRegion {
+    /// # Safety
+    /// `ptr` must point to `words` initialised, 8-byte aligned `u64`s that
+    /// stay valid (and are only accessed atomically by the host) for as long
+    /// as `owner` lives; dropping `owner` may free them. `device_addr` is the
+    /// address the device uses for the same bytes.
+    pub unsafe fn from_raw_parts(
+        ptr: NonNull<AtomicU64>,
+        words: usize,
+        device_addr: u64,
+        owner: Box<dyn Any + Send + Sync>,
+    ) -> Self {
+        MappedRegion { ptr, words, device_addr, _owner: owner }
+    }
+
+    /// The host's view.
+    pub fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `from_raw_parts`'s contract: `words` valid, aligned atomics
+        // for as long as `_owner`, which lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+
+    /// The address the device uses.
+    pub fn device_addr(&self) -> u64 {
+        self.device_addr
+    }
+
+    pub fn len_words(&self) -> usize {
+        self.words
+    }
+}
+
+impl fmt::Debug for MappedRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedRegion")
+            .field("words", &self.words)
+            .field("device_addr", &format_args!("{:#x}", self.device_addr))
+            .finish()
+    }
+}
+
+/// Device memory: only an address for the host. Freed when dropped.
+pub struct DeviceAlloc {
+    addr: u64,
+    bytes: usize,
+    _owner: Box<dyn Any + Send + Sync>,
+}
+
+impl DeviceAlloc {
+    pub fn new(addr: u64, bytes: usize, owner: Box<dyn Any + Send + Sync>) -> Self {
+        DeviceAlloc { addr, bytes, _owner: owner }
+    }
+    pub fn device_addr(&self) -> u64 {
+        self.addr
+    }
+    pub fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for DeviceAlloc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceAlloc")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// A device the runtime can drive. One module is loaded at a time; one
+/// kernel runs at a time.
+///
+/// Nothing here blocks on the kernel: [`Backend::query`] only looks, and the
+/// copies run beside a running kernel (CUDA: a separate non-blocking stream).
+pub trait Backend: Send {
+    /// A short name for messages (`"cuda"`, `"emu"`).
+    fn name(&self) -> &str;
+
+    /// Load a module, replacing the previous one. CUDA: PTX text. Emulation:
+    /// the name of a module added with [`emu::EmuBackend::add_module`].
+    fn load_module(&mut self, image: &str) -> Result<(), BackendError>;
+
+    /// Names of the module's global variables (all of them; the runtime picks
+    /// the `__HOSTCALL*` ones).
+    fn globals(&self) -> Result<Vec<String>, BackendError>;
+
+    /// Write a `u64` global (before launch).
+    fn write_global_u64(&mut self, name: &str, value: u64) -> Result<(), BackendError>;
+
+    /// Read a `u64` global (after a run, e.g. a failure counter).
+    fn read_global_u64(&mut self, name: &str) -> Result<u64, BackendError>;
+
+    /// Host memory the device can address, zeroed.
+    fn alloc_mapped(&mut self, words: usize) -> Result<MappedRegion, BackendError>;
+
+    /// Device memory, zeroed.
+    fn alloc_device(&mut self, bytes: usize) -> Result<DeviceAlloc, BackendError>;
+
+    /// Start `entry` (no parameters) on a non-default stream; returns at once.
+    fn launch(&mut self, entry: &str, grid: Dim3, block: Dim3) -> Result<(), BackendError>;
+
+    /// Has the launched kernel finished? Never blocks.
+    fn query(&mut self) -> KernelState;
+
+    /// Copy `out.len()` bytes from device address `addr` (while the kernel
+    /// runs).
+    fn copy_from_device(&mut self, addr: u64, out: &mut [u8]) -> Result<(), BackendError>;
+
+    /// Copy `data` to device address `addr` (while the kernel runs).
+    fn copy_to_device(&mut self, addr: u64, data: &[u8]) -> Result<(), BackendError>;
+
+    /// The server gave up on the run (a protocol error): stop the kernel if
+    /// the backend can. The emulation traps its threads; CUDA cannot stop a
+    /// running kernel and leaves it to the process's exit.
+    fn cancel(&mut self) {}
+}
+
+/// Look through a PTX module's text for the global variables it declares
+/// (`.global` state space, outside functions), in declaration order.
+///
+/// The driver can look a global up by name but cannot list them, and the
+/// runtime needs the list to find every `__HOSTCALL__<name>` a kernel uses.
+pub fn ptx_globals(ptx: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    for raw in ptx.lines() {
+        let line = raw.split("//").next().unwrap_or("");
+        if depth == 0 {
+            let mut toks = line
+                .split(|c: char| c.is_whitespace() || c == ';' || c == '=' || c == '[')
+                .filter(|t| !t.is_empty());
+            let mut seen_global = false;
+            let mut last = None;
+            for t in toks.by_ref() {
+                if t == ".global" {
+                    seen_global = true;
+                    continue;
+                }
+                if seen_global {
+                    if t.starts_with('.') {
+                        continue;
+                    }
+                    last = Some(t);
+                    break;
+                }
+            }
+            if let Some(name) = last {
+                if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.') {
+                    if !out.iter().any(|n: &String| n == name) {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+        }
+        for c in line.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptx_globals_finds_module_scope_u64s() {
+        let ptx = r#"
+.version 8.0
+.target sm_90
+.address_size 64
+.visible .global .align 8 .u64 __HOSTCALL__open;
+.visible .global .align 8 .u64 __HOSTCALL_BUFF_PTR__ = 0;
+.extern .global .align 8 .u64 __HOSTCALL__write;
+.global .align 1 .b8 table[16] = {1, 2};
+.visible .entry echo_stress()
+{
+    .reg .b64 %rd<4>;
+    // .global .u64 not_me;
+    ld.global.u64 %rd1, [__HOSTCALL__open];
+}
+.visible .global .align 8 .u64 FAILURES;
+"#;
+        assert_eq!(
+            ptx_globals(ptx),
+            ["__HOSTCALL__open", "__HOSTCALL_BUFF_PTR__", "__HOSTCALL__write", "table", "FAILURES"]
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! The process around the kernel: environment, arguments, exit, abort, and
+//! the `unsupported` report; plus `echo`, the test-only call.
+
+use hostcall_abi::op::{Abort, Arg, Echo, Exit, Getenv, Unsupported};
+use hostcall_abi::Errno;
+
+use super::ExitStatus;
+use crate::registry::{HandlerResult, HostCx, HostError, Payload, Registry};
+
+/// The code `abort()` ends the run with (128 + SIGABRT).
+pub const ABORT_CODE: i32 = 134;
+
+pub fn register(r: &mut Registry) {
+    r.register::<Getenv, _>(getenv);
+    r.register::<Arg, _>(arg);
+    r.register::<Exit, _>(|cx, req: Exit, _| {
+        record_exit(cx, ExitStatus { code: req.code, aborted: false });
+        Ok(0)
+    });
+    r.register::<Abort, _>(|cx, _: Abort, _| {
+        record_exit(cx, ExitStatus { code: ABORT_CODE, aborted: true });
+        Ok(0)
+    });
+    r.register::<Unsupported, _>(unsupported);
+    r.register::<Echo, _>(echo);
+}
+
+/// The first `exit`/`abort` wins: later ones come from threads that had not
+/// yet seen the trap.
+fn record_exit(cx: &mut HostCx<'_>, status: ExitStatus) {
+    if cx.state.exit.is_none() {
+        cx.state.exit = Some(status);
+    }
+}
+
+fn getenv(cx: &mut HostCx<'_>, _: Getenv, data: &Payload<'_>) -> HandlerResult {
+    let name = data.str()?;
+    let value = cx.state.env.get(name).ok_or(HostError(Errno::ENOENT))?.clone();
+    cx.reply_data(value.as_bytes());
+    Ok(value.len() as u64)
+}
+
+fn arg(cx: &mut HostCx<'_>, req: Arg, _: &Payload<'_>) -> HandlerResult {
+    let a = cx.state.args.get(req.index as usize).ok_or(HostError(Errno::ENOENT))?.clone();
+    cx.reply_data(a.as_bytes());
+    Ok(a.len() as u64)
+}
+
+fn unsupported(cx: &mut HostCx<'_>, _: Unsupported, data: &Payload<'_>) -> HandlerResult {
+    let name = String::from_utf8_lossy(data.inline()).into_owned();
+    tracing::debug!(target: "hostcall", "device called unsupported `{name}`: ENOSYS");
+    if cx.state.unsupported.len() < 1024 && !cx.state.unsupported.contains(&name) {
+        cx.state.unsupported.push(name);
+    }
+    Err(HostError(Errno::ENOSYS))
+}
+
+/// `echo(a, b)`: value `a ^ b`. Reply data = the inline payload; with an
+/// empty payload and a declared region, the region's bytes (device to host).
+/// With both, the payload is also written into the region (host to device).
+fn echo(cx: &mut HostCx<'_>, req: Echo, data: &Payload<'_>) -> HandlerResult {
+    match (data.inline(), data.device()) {
+        (inline, None) => {
+            cx.reply_data(inline);
+        }
+        ([], Some(region)) => {
+            let n = (region.len() as usize).min(cx.reply_capacity());
+            let mut buf = vec![0u8; n];
+            region.read(cx, 0, &mut buf)?;
+            cx.reply_data(&buf);
+        }
+        (inline, Some(region)) => {
+            let n = inline.len().min(region.len() as usize);
+            region.write(cx, 0, &inline[..n])?;
+            cx.reply_data(inline);
+        }
+    }
+    Ok(req.a ^ req.b)
+}

@@ -1,0 +1,318 @@
+//! Handlers by name, and the typed edge they are written against.
+//!
+//! A handler is `FnMut(&mut HostCx, R, &Payload) -> Result<u64, HostError>`
+//! for a request type `R` (`hostcall_abi::op::Open`, ...). Decoding the
+//! argument words, bounds on the reply data and on declared device regions,
+//! and the errno on the bus are handled here once; handlers never see a raw
+//! bus word or a raw device pointer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+
+use hostcall_abi::op::Request;
+use hostcall_abi::{Errno, ARG_WORDS};
+
+use crate::backend::Backend;
+use crate::handlers::HostState;
+
+/// A handler's failure: the errno the caller gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError(pub Errno);
+
+impl From<Errno> for HostError {
+    fn from(e: Errno) -> Self {
+        HostError(e)
+    }
+}
+
+impl From<io::Error> for HostError {
+    fn from(e: io::Error) -> Self {
+        HostError(errno_of(&e))
+    }
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.name() {
+            Some(n) => write!(f, "{n} ({})", self.0.message()),
+            None => write!(f, "errno {}", self.0 .0),
+        }
+    }
+}
+
+/// The errno for an `io::Error`: the OS's own code when there is one.
+pub fn errno_of(e: &io::Error) -> Errno {
+    if let Some(code) = e.raw_os_error() {
+        if let Ok(c) = u32::try_from(code) {
+            if c > 0 {
+                return Errno(c);
+            }
+        }
+    }
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => Errno::ENOENT,
+        K::PermissionDenied => Errno::EACCES,
+        K::AlreadyExists => Errno::EEXIST,
+        K::InvalidInput | K::InvalidData => Errno::EINVAL,
+        K::BrokenPipe => Errno::EPIPE,
+        K::WouldBlock => Errno::EAGAIN,
+        K::Interrupted => Errno::EINTR,
+        K::Unsupported => Errno::ENOSYS,
+        K::OutOfMemory => Errno::ENOMEM,
+        K::UnexpectedEof | K::WriteZero => Errno::EIO,
+        _ => Errno::EIO,
+    }
+}
+
+/// What a handler returns: the reply value, or the caller's errno.
+pub type HandlerResult = Result<u64, HostError>;
+
+/// A device-memory region a call declared, checked against its bounds on
+/// every access. The only way handlers touch device memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceSlice {
+    addr: u64,
+    len: u64,
+}
+
+impl DeviceSlice {
+    pub(crate) fn new(addr: u64, len: u64) -> Option<Self> {
+        (len > 0).then_some(DeviceSlice { addr, len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn range(&self, offset: u64, n: usize) -> Result<u64, HostError> {
+        let end = offset.checked_add(n as u64).ok_or(HostError(Errno::EFAULT))?;
+        if end > self.len {
+            return Err(HostError(Errno::EFAULT));
+        }
+        self.addr.checked_add(offset).ok_or(HostError(Errno::EFAULT))
+    }
+
+    /// Copy `out.len()` bytes from `offset` in the region.
+    pub fn read(&self, cx: &mut HostCx<'_>, offset: u64, out: &mut [u8]) -> Result<(), HostError> {
+        let at = self.range(offset, out.len())?;
+        cx.backend.copy_from_device(at, out).map_err(|e| {
+            tracing::warn!(target: "hostcall", "device read failed: {e}");
+            HostError(Errno::EFAULT)
+        })
+    }
+
+    /// Copy `data` to `offset` in the region.
+    pub fn write(&self, cx: &mut HostCx<'_>, offset: u64, data: &[u8]) -> Result<(), HostError> {
+        let at = self.range(offset, data.len())?;
+        cx.backend.copy_to_device(at, data).map_err(|e| {
+            tracing::warn!(target: "hostcall", "device write failed: {e}");
+            HostError(Errno::EFAULT)
+        })
+    }
+}
+
+/// The data a call brought: its inline payload and its declared region.
+#[derive(Clone, Copy, Debug)]
+pub struct Payload<'a> {
+    inline: &'a [u8],
+    device: Option<DeviceSlice>,
+}
+
+impl<'a> Payload<'a> {
+    pub(crate) fn new(inline: &'a [u8], device: Option<DeviceSlice>) -> Self {
+        Payload { inline, device }
+    }
+    /// The inline payload bytes.
+    pub fn inline(&self) -> &'a [u8] {
+        self.inline
+    }
+    /// The declared device region, if any.
+    pub fn device(&self) -> Option<DeviceSlice> {
+        self.device
+    }
+    /// The inline payload as UTF-8 (paths, names); EINVAL otherwise.
+    pub fn str(&self) -> Result<&'a str, HostError> {
+        std::str::from_utf8(self.inline).map_err(|_| HostError(Errno::EINVAL))
+    }
+}
+
+/// What a handler may touch: host state (files, sinks, env), the reply data
+/// area of this call, and device memory through [`DeviceSlice`].
+pub struct HostCx<'a> {
+    pub state: &'a mut HostState,
+    pub(crate) backend: &'a mut dyn Backend,
+    reply: &'a mut Vec<u8>,
+    reply_capacity: usize,
+    pub(crate) trace_args: Option<String>,
+}
+
+impl<'a> HostCx<'a> {
+    pub(crate) fn new(
+        state: &'a mut HostState,
+        backend: &'a mut dyn Backend,
+        reply: &'a mut Vec<u8>,
+        reply_capacity: usize,
+        trace: bool,
+    ) -> Self {
+        reply.clear();
+        HostCx { state, backend, reply, reply_capacity, trace_args: trace.then(String::new) }
+    }
+
+    /// Bytes of reply data this call can return.
+    pub fn reply_capacity(&self) -> usize {
+        self.reply_capacity
+    }
+
+    /// Set the reply data (cut to the capacity); returns the bytes kept.
+    pub fn reply_data(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.reply_capacity);
+        self.reply.clear();
+        self.reply.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// A zeroed reply buffer of `min(len, capacity)` bytes to fill in place;
+    /// call [`HostCx::truncate_reply`] if fewer bytes were produced.
+    pub fn reply_buf(&mut self, len: usize) -> &mut [u8] {
+        let n = len.min(self.reply_capacity);
+        self.reply.clear();
+        self.reply.resize(n, 0);
+        self.reply
+    }
+
+    /// Keep only the first `len` bytes of the reply data.
+    pub fn truncate_reply(&mut self, len: usize) {
+        self.reply.truncate(len);
+    }
+
+    pub(crate) fn clear_reply(&mut self) {
+        self.reply.clear();
+    }
+}
+
+type Erased = Box<dyn FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send>;
+
+struct Entry {
+    name: String,
+    handler: Erased,
+}
+
+/// Handlers by name; each gets an ID (>= 1) that the runtime writes into the
+/// kernel's `__HOSTCALL__<name>` global.
+#[derive(Default)]
+pub struct Registry {
+    entries: Vec<Entry>,
+    by_name: HashMap<String, u32>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.entries.iter().map(|e| &e.name)).finish()
+    }
+}
+
+impl Registry {
+    /// No handlers.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// The built-in handlers (`hostcall_abi::op::BUILTIN` and `echo`).
+    pub fn with_builtins() -> Self {
+        let mut r = Registry::new();
+        crate::handlers::register_builtins(&mut r);
+        r
+    }
+
+    /// Register a typed handler for request `R` (its `NAME`); replaces an
+    /// earlier handler of the same name and keeps its ID.
+    pub fn register<R, F>(&mut self, mut f: F) -> u32
+    where
+        R: Request + fmt::Debug + 'static,
+        F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
+    {
+        self.insert(
+            R::NAME,
+            Box::new(move |cx, args, data| {
+                let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
+                if let Some(t) = cx.trace_args.as_mut() {
+                    *t = format!("{req:?}");
+                }
+                f(cx, req, data)
+            }),
+        )
+    }
+
+    /// Register a handler for a user-defined hostcall by name (the kernel
+    /// declares `__HOSTCALL__<name>`), taking the three raw argument words.
+    pub fn register_raw<F>(&mut self, name: &str, mut f: F) -> u32
+    where
+        F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
+    {
+        self.insert(
+            name,
+            Box::new(move |cx, args, data| {
+                if let Some(t) = cx.trace_args.as_mut() {
+                    *t = format!("{args:#x?}");
+                }
+                f(cx, args, data)
+            }),
+        )
+    }
+
+    fn insert(&mut self, name: &str, handler: Erased) -> u32 {
+        if let Some(&id) = self.by_name.get(name) {
+            if let Some(e) = self.entries.get_mut(id as usize - 1) {
+                e.handler = handler;
+            }
+            return id;
+        }
+        self.entries.push(Entry { name: name.to_string(), handler });
+        let id = self.entries.len() as u32;
+        self.by_name.insert(name.to_string(), id);
+        id
+    }
+
+    /// The ID of `name`'s handler.
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The name of handler `id`.
+    pub fn name(&self, id: u32) -> Option<&str> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.entries.get(i).map(|e| e.name.as_str())
+    }
+
+    /// Registered names, in ID order (ID = position + 1).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.name.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Run handler `id`. `None` when there is none.
+    pub(crate) fn dispatch(
+        &mut self,
+        id: u32,
+        cx: &mut HostCx<'_>,
+        args: [u64; ARG_WORDS],
+        data: &Payload<'_>,
+    ) -> Option<HandlerResult> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        let e = self.entries.get_mut(i)?;
+        Some((e.handler)(cx, args, data))
+    }
+}

@@ -1,0 +1,181 @@
+//! The server loop: while the kernel runs, take published commands off the
+//! ring in ticket order, run their handlers, post the replies, and hand ring
+//! lines back to the device. After the kernel completes, drain what is left.
+//!
+//! Nothing on this path panics on bus data: a corrupt record is a
+//! [`ProtocolError`] that ends the run; a handler's error or panic becomes
+//! the caller's errno.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, ProtocolError, Record, Reply, LINE_BYTES};
+
+use crate::backend::{Backend, DeviceAlloc, KernelState, MappedRegion};
+use crate::handlers::HostState;
+use crate::registry::{DeviceSlice, HostCx, HostError, Payload, Registry};
+
+/// The queue's memory for one run.
+pub(crate) struct QueueMemory {
+    pub ring: MappedRegion,
+    pub ctrl: MappedRegion,
+    pub slots: MappedRegion,
+    pub reply_data: MappedRegion,
+    pub slot_bits: DeviceAlloc,
+}
+
+/// What serving one run counted.
+#[derive(Debug, Default)]
+pub(crate) struct Served {
+    pub calls: u64,
+    /// Indexed by handler ID (0: unknown IDs).
+    pub per_op: Vec<u64>,
+    pub errors: u64,
+    pub handler_panics: u64,
+    pub end: Option<KernelState>,
+}
+
+/// Release ring lines at least this often (in records) while busy, besides
+/// at every half-buffer boundary and whenever the ring is empty.
+const RELEASE_EVERY: u32 = 32;
+
+/// Idle back-off: spin, then yield, then short sleeps.
+fn idle_wait(round: u32) {
+    if round < 32 {
+        std::hint::spin_loop();
+    } else if round < 256 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+fn panic_text(p: &(dyn Any + Send)) -> &str {
+    p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(|s| s.as_str())).unwrap_or("(non-string panic)")
+}
+
+pub(crate) struct Server<'a> {
+    pub backend: &'a mut dyn Backend,
+    pub registry: &'a mut Registry,
+    pub state: &'a mut HostState,
+    pub mem: &'a QueueMemory,
+    pub geometry: Geometry,
+    pub debug: bool,
+}
+
+impl Server<'_> {
+    /// Serve until the kernel has completed and the ring is empty.
+    pub fn run(&mut self) -> Result<Served, ProtocolError> {
+        let g = self.geometry;
+        let ring = self.mem.ring.words();
+        let ctrl = self.mem.ctrl.words();
+        let mut consumer = Consumer::new(g);
+        let half = g.buff_size / LINE_BYTES as u64;
+        let mut served = Served { per_op: vec![0; self.registry.len() + 1], ..Served::default() };
+        let mut payload = vec![0u8; limits::MAX_INLINE];
+        let mut reply = Vec::with_capacity(g.reply_data_size as usize);
+        let mut idle = 0u32;
+        let mut since_release = 0u32;
+        loop {
+            let rec = match consumer.poll(ring) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.backend.cancel();
+                    return Err(e);
+                }
+            };
+            let Some(rec) = rec else {
+                consumer.release(ctrl);
+                since_release = 0;
+                if served.end.is_some() {
+                    return Ok(served);
+                }
+                match self.backend.query() {
+                    KernelState::Running => {
+                        idle_wait(idle);
+                        idle = idle.saturating_add(1);
+                    }
+                    // Poll once more: a record published just before the end
+                    // may have landed after the last poll.
+                    end => served.end = Some(end),
+                }
+                continue;
+            };
+            idle = 0;
+            let len = rec.header.payload_len as usize;
+            let data = payload.get_mut(..len).ok_or(ProtocolError::PayloadTooLarge { ticket: rec.ticket, len: rec.header.payload_len })?;
+            consumer.read_payload(ring, &rec, data);
+            let before = consumer.head();
+            consumer.consume(ring, &rec);
+            since_release += 1;
+            if before / half != consumer.head() / half || since_release >= RELEASE_EVERY {
+                consumer.release(ctrl);
+                since_release = 0;
+            }
+            self.dispatch(&rec, &payload[..len], &mut reply, &mut served)?;
+        }
+    }
+
+    fn dispatch(&mut self, rec: &Record, data: &[u8], reply: &mut Vec<u8>, served: &mut Served) -> Result<(), ProtocolError> {
+        let h = &rec.header;
+        let start = self.debug.then(Instant::now);
+        served.calls += 1;
+        let counted = served.per_op.get_mut(h.op as usize).map_or(0, |_| h.op as usize);
+        if let Some(c) = served.per_op.get_mut(counted) {
+            *c += 1;
+        }
+        let payload = Payload::new(data, DeviceSlice::new(h.dev_addr, h.dev_len));
+        let capacity = self.geometry.reply_data_size as usize;
+        let mut cx = HostCx::new(self.state, &mut *self.backend, reply, capacity, self.debug);
+        let registry = &mut *self.registry;
+        let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(h.op, &mut cx, h.args, &payload)));
+        let registry = &*registry;
+        let result = match outcome {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(HostError(Errno::ENOSYS)),
+            Err(p) => {
+                served.handler_panics += 1;
+                tracing::error!(target: "hostcall", "handler `{}` panicked: {}", op_name(registry, h.op), panic_text(&*p));
+                Err(HostError(Errno::EIO))
+            }
+        };
+        let (value, errno) = match result {
+            Ok(v) => (v, 0),
+            Err(HostError(e)) => {
+                served.errors += 1;
+                cx.clear_reply();
+                (0, e.0)
+            }
+        };
+        let trace_args = cx.trace_args.take();
+        drop(cx);
+        if let Some(start) = start {
+            let name = op_name(self.registry, h.op);
+            let args = trace_args.filter(|a| !a.is_empty()).unwrap_or_else(|| format!("{:#x?}", h.args));
+            let outcome = if errno == 0 {
+                format!("{value}")
+            } else {
+                let e = Errno(errno);
+                format!("-1 {}", e.name().unwrap_or("?"))
+            };
+            tracing::debug!(
+                target: "hostcall",
+                "{name}{args} payload={}B dev={}B -> {outcome} reply={}B in {:?}",
+                data.len(),
+                h.dev_len,
+                reply.len(),
+                start.elapsed()
+            );
+        }
+        if let Some(slot) = rec.slot() {
+            let r = Reply { tag: h.tag, value, errno, data_len: 0, reserved: [0; 5] };
+            post_reply(&self.geometry, self.mem.slots.words(), self.mem.reply_data.words(), slot, r, reply)?;
+        }
+        Ok(())
+    }
+}
+
+fn op_name(registry: &Registry, id: u32) -> String {
+    registry.name(id).map_or_else(|| format!("<unknown op {id}>"), str::to_string)
+}

@@ -1,0 +1,59 @@
+//! Helpers shared by the emulation tests: a runtime over the CPU backend with
+//! a temporary sandbox and captured stdio.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule};
+use hostcall_runtime::hostcall_abi::Geometry;
+use hostcall_runtime::{RunReport, Runtime, RuntimeConfig, RuntimeError, SharedBuf};
+
+pub struct Rig {
+    pub rt: Runtime,
+    pub stdout: SharedBuf,
+    pub stderr: SharedBuf,
+}
+
+pub fn config(root: &Path, geometry: Geometry) -> (RuntimeConfig, SharedBuf, SharedBuf) {
+    let (stdout, stderr) = (SharedBuf::new(), SharedBuf::new());
+    let cfg = RuntimeConfig {
+        root: root.to_path_buf(),
+        geometry,
+        stdin: Box::new(std::io::empty()),
+        stdout: Box::new(stdout.clone()),
+        stderr: Box::new(stderr.clone()),
+        env: [("HOSTCALL_TEST".to_string(), "yes".to_string())].into_iter().collect(),
+        args: vec!["prog".into(), "--flag".into()],
+        debug: hostcall_runtime::debug_from_env(),
+    };
+    (cfg, stdout, stderr)
+}
+
+/// A runtime with `module` loaded under the name "test".
+pub fn rig(root: &Path, geometry: Geometry, module: EmuModule) -> Rig {
+    let (cfg, stdout, stderr) = config(root, geometry);
+    let mut rt = Runtime::new(EmuBackend::with_module("test", module), cfg).expect("runtime");
+    rt.load("test").expect("load");
+    Rig { rt, stdout, stderr }
+}
+
+/// Run `kernel` on `threads` device threads with every built-in declared.
+pub fn run_kernel(
+    root: &Path,
+    threads: u32,
+    kernel: impl Fn(&DeviceCtx) + Send + Sync + 'static,
+) -> (Result<RunReport, RuntimeError>, Rig) {
+    let module = EmuModule::new().builtin_hostcalls().entry("main", kernel);
+    let mut r = rig(root, Geometry::DEFAULT, module);
+    let report = r.rt.launch("main", 1, threads);
+    (report, r)
+}
+
+/// As `run_kernel`, and the run must succeed.
+pub fn run_ok(root: &Path, kernel: impl Fn(&DeviceCtx) + Send + Sync + 'static) -> (RunReport, Rig) {
+    let (r, rig) = run_kernel(root, 1, kernel);
+    match r {
+        Ok(report) => (report, rig),
+        Err(e) => panic!("run failed: {e}"),
+    }
+}
