@@ -100,16 +100,18 @@ pub fn build(toolchain: &Toolchain, build: &CargoBuild) -> Result<Vec<Artifact>,
         }
     }
     if !output.status.success() {
+        // The first errors say what is wrong; cargo's last lines say where.
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let mut text = errors.join("");
-        if !stderr.trim().is_empty() {
-            text.push_str(&tail(&stderr, 25));
+        let mut text: String = errors.iter().take(3).map(|e| e.trim_end().to_owned() + "\n\n").collect();
+        if errors.len() > 3 {
+            text.push_str(&format!("... and {} more errors\n", errors.len() - 3));
         }
+        text.push_str(&tail(&stderr, if errors.is_empty() { 30 } else { 4 }));
         return Err(BuildError::Tool {
             step: build.step.to_owned(),
             command: describe(&cmd),
             status: output.status.to_string(),
-            stderr_tail: tail(&text, 60),
+            stderr_tail: text,
         });
     }
     Ok(artifacts)

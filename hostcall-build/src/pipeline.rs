@@ -234,6 +234,9 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     let mut rustflags: Vec<String> = RUSTFLAGS.iter().map(|f| f.to_string()).collect();
     rustflags.push("--sysroot".into());
     rustflags.push(sysroot.dir.display().to_string());
+    // Remap only what ends up in the PTX (panic locations, debug info):
+    // compiler errors keep the real paths a person can open.
+    rustflags.push("--remap-path-scope=object".into());
     // Later prefixes win, so the general ones come first.
     let mut remaps: Vec<(PathBuf, String)> = vec![(cache.clone(), "/hostcall/cache".into())];
     if let Some(home) = cargo_home() {

@@ -1,0 +1,129 @@
+//! End to end: fixture kernels under `tests/fixtures/` built to PTX with the
+//! pinned nightly. The first run builds the nvptx sysroot (about half a
+//! minute on two cores); all tests share one cache, and the pipeline's cache
+//! lock serializes them.
+//!
+//! The std fixture links the real `libc-hostcall` when it builds, else the
+//! test-only `stub-libc` (the choice and its reason are printed).
+//! `HOSTCALL_TEST_LIBC=stub|real` forces one.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use hostcall_build::{build_ptx, repo_root, run_ptxas, PtxArtifact, PtxOptions, PtxasCheck};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn out_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostcall-build-tests");
+    std::fs::create_dir_all(&dir).expect("create test output dir");
+    dir
+}
+
+fn options(kernel: &str, libc: Option<PathBuf>, out: &str) -> PtxOptions {
+    let mut options = PtxOptions::new(fixture(kernel));
+    options.libc_dir = libc;
+    options.cache_dir = repo_root().join("target/hostcall-build-cache");
+    options.out = out_dir().join(out);
+    options
+}
+
+fn build(options: &PtxOptions) -> PtxArtifact {
+    build_ptx(options).unwrap_or_else(|e| panic!("build_ptx({}) failed:\n{e}", options.kernel_dir.display()))
+}
+
+/// The libc the std fixture links: the real one if it builds, else the stub.
+fn std_kernel_libc() -> &'static PathBuf {
+    static CHOICE: OnceLock<PathBuf> = OnceLock::new();
+    CHOICE.get_or_init(|| {
+        let real = repo_root().join("libc-hostcall");
+        let stub = fixture("stub-libc");
+        match std::env::var("HOSTCALL_TEST_LIBC").as_deref() {
+            Ok("stub") => return stub,
+            Ok("real") => return real,
+            _ => {}
+        }
+        if !real.join("Cargo.toml").is_file() {
+            eprintln!("using stub-libc: {} does not exist", real.display());
+            return stub;
+        }
+        match build_ptx(&options("std-kernel", Some(real.clone()), "probe-real-libc.ptx")) {
+            Ok(_) => {
+                eprintln!("using the real libc-hostcall");
+                real
+            }
+            Err(e) => {
+                eprintln!("using stub-libc: the real libc-hostcall does not build yet:\n{e}");
+                stub
+            }
+        }
+    })
+}
+
+#[test]
+fn std_kernel_becomes_self_contained_ptx_that_ptxas_accepts() {
+    let artifact = build(&options("std-kernel", Some(std_kernel_libc().clone()), "std-kernel.ptx"));
+    let summary = &artifact.summary;
+    assert_eq!(summary.entries, ["kernel_main"]);
+    assert!(
+        summary.externs.is_empty(),
+        "undefined symbols left in the PTX (libc {}): {:?}",
+        std_kernel_libc().display(),
+        summary.externs
+    );
+    assert!(
+        summary.hostcall_globals.iter().any(|g| g == "__HOSTCALL__fixture_probe"),
+        "__HOSTCALL globals were not kept: {:?}",
+        summary.hostcall_globals
+    );
+    eprintln!("std-kernel: {} bytes of PTX, sha256 {}", artifact.size, artifact.sha256);
+    match run_ptxas(&artifact.path, "sm_90").unwrap_or_else(|e| panic!("ptxas rejected the PTX:\n{e}")) {
+        PtxasCheck::Accepted { ptxas, cubin_bytes } => {
+            eprintln!("ptxas {} accepted it ({cubin_bytes} bytes of cubin)", ptxas.display())
+        }
+        PtxasCheck::Skipped(reason) => eprintln!("skipping the ptxas check: {reason}"),
+    }
+}
+
+#[test]
+fn same_inputs_give_the_same_ptx_bytes_even_after_a_recompile() {
+    let libc = Some(std_kernel_libc().clone());
+    let first = build(&options("std-kernel", libc.clone(), "determinism-1.ptx"));
+    // Recompile the kernel crate from scratch: a changed mtime makes cargo
+    // rebuild it, and the bytes must not notice.
+    let source = fixture("std-kernel/src/lib.rs");
+    let text = std::fs::read(&source).expect("read fixture");
+    std::fs::write(&source, text).expect("rewrite fixture");
+    let second = build(&options("std-kernel", libc, "determinism-2.ptx"));
+    assert_eq!(first.sha256, second.sha256, "PTX differs between identical builds");
+    assert_eq!(
+        std::fs::read(&first.path).expect("read first"),
+        std::fs::read(&second.path).expect("read second")
+    );
+}
+
+#[test]
+fn no_std_kernel_with_its_own_panic_handler_links_without_std_or_libc() {
+    let artifact = build(&options("nostd-kernel", None, "nostd-kernel.ptx"));
+    assert_eq!(artifact.summary.entries, ["add_one"]);
+    assert!(artifact.summary.externs.is_empty(), "{:?}", artifact.summary.externs);
+    assert_eq!(artifact.summary.hostcall_globals, ["__HOSTCALL__nostd_probe"]);
+    assert!(artifact.size < 20_000, "a no_std kernel should stay tiny, got {} bytes", artifact.size);
+}
+
+#[test]
+fn kernel_that_depends_on_its_libc_gets_one_copy_of_it() {
+    let artifact = build(&options("libc-user-kernel", Some(fixture("stub-libc")), "libc-user-kernel.ptx"));
+    assert_eq!(artifact.summary.entries, ["report_arena"]);
+    assert!(artifact.summary.externs.is_empty(), "{:?}", artifact.summary.externs);
+}
+
+#[test]
+fn a_crate_without_entry_points_is_an_error_that_says_so() {
+    // stub-libc is a fine crate with no `ptx-kernel` functions.
+    let error = build_ptx(&options("stub-libc", None, "no-entries.ptx")).expect_err("must fail");
+    let message = error.to_string();
+    assert!(message.contains("no entry points"), "{message}");
+}
