@@ -157,7 +157,7 @@ struct UserSymbols {
 fn ir_symbol(rest: &str) -> String {
     match rest.strip_prefix('"') {
         Some(quoted) => quoted.split('"').next().unwrap_or_default().to_owned(),
-        None => rest.split(|c: char| c == '(' || c == ' ').next().unwrap_or_default().to_owned(),
+        None => rest.split(['(', ' ']).next().unwrap_or_default().to_owned(),
     }
 }
 
