@@ -220,21 +220,19 @@ pub fn ptx_globals(ptx: &str) -> Vec<String> {
                 .filter(|t| !t.is_empty());
             let mut seen_global = false;
             let mut last = None;
-            for t in toks.by_ref() {
+            while let Some(t) = toks.next() {
                 if t == ".global" {
                     seen_global = true;
-                    continue;
-                }
-                if seen_global {
-                    if t.starts_with('.') {
-                        continue;
-                    }
+                } else if seen_global && t == ".align" {
+                    toks.next();
+                } else if seen_global && !t.starts_with('.') {
                     last = Some(t);
                     break;
                 }
             }
             if let Some(name) = last {
-                if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.') {
+                let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.';
+                if !name.starts_with(|c: char| c.is_ascii_digit()) && name.chars().all(ident) {
                     if !out.iter().any(|n: &String| n == name) {
                         out.push(name.to_string());
                     }

@@ -130,7 +130,10 @@ impl Sandbox {
         // SAFETY: `open_how` is plain integers; all-zero is a valid value.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (flags | libc::O_CLOEXEC) as u32 as u64;
-        how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { u64::from(mode & 0o7777) } else { 0 };
+        // openat2 refuses a mode without O_CREAT/O_TMPFILE (and O_TMPFILE
+        // shares its bit with O_DIRECTORY, so test it whole).
+        let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+        how.mode = if creates { u64::from(mode & 0o7777) } else { 0 };
         how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
         // SAFETY: the root fd is open, `rel` is NUL-terminated, `how` is a
         // valid `open_how` of the size passed.
