@@ -44,7 +44,11 @@ pub unsafe fn __rust_realloc(ptr: *mut u8, _old_size: usize, align: usize, new_s
 pub fn __rust_no_alloc_shim_is_unstable_v2() {}
 
 /// Out of memory: say so on stderr, as std's default hook does, and abort.
+///
+/// Weak: a kernel built with std gets std's own handler (std defines this
+/// symbol in the pinned nightly); a `no_std` + `alloc` kernel gets this one.
 #[rustc_std_internal_symbol]
+#[linkage = "weak"]
 pub fn __rust_alloc_error_handler(size: usize, _align: usize) -> ! {
     let mut msg = [0u8; 64];
     let head = b"memory allocation of ";

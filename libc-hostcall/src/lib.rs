@@ -21,7 +21,7 @@
 //! Nothing here panics: C callers get `-1`/`errno`, Rust callers `Result`.
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(target_arch = "nvptx64", feature(asm_experimental_arch, stdarch_nvptx))]
-#![feature(c_variadic, rustc_attrs)]
+#![feature(c_variadic, linkage, rustc_attrs)]
 #![allow(internal_features)]
 
 pub mod arch;

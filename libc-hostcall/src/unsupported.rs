@@ -70,6 +70,7 @@ unsupported! {
     fail fn munmap(addr: *mut c_void, len: usize) -> c_int;
     fail fn getpid() -> c_int;
     fail fn getppid() -> c_int;
+    fail fn pause() -> c_int;
     fail fn kill(pid: c_int, sig: c_int) -> c_int;
     fail fn fork() -> c_int;
     fail fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
