@@ -184,11 +184,10 @@ impl CudaBackend {
         let device_name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
         let mut streams = [ptr::null_mut(); 2];
         for s in &mut streams {
+            let flags = sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32;
             // SAFETY: `s` is writable; the context is current.
-            ck(
-                unsafe { sys::cuStreamCreate(s, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32) },
-                "cuStreamCreate",
-            )?;
+            let r = unsafe { sys::cuStreamCreate(s, flags) };
+            ck(r, "cuStreamCreate")?;
         }
         Ok(CudaBackend {
             ctx,
@@ -362,12 +361,11 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         self.ctx.bind()?;
+        let (dst, len) = (out.as_mut_ptr().cast(), out.len());
         // SAFETY: `out` is writable for its length until the stream sync
         // below returns; the driver checks `addr`.
-        ck(
-            unsafe { sys::cuMemcpyDtoHAsync_v2(out.as_mut_ptr().cast(), addr, out.len(), self.copy_stream) },
-            "copy from device",
-        )?;
+        let r = unsafe { sys::cuMemcpyDtoHAsync_v2(dst, addr, len, self.copy_stream) };
+        ck(r, "copy from device")?;
         // SAFETY: the copy stream belongs to the current context; it carries
         // only our copies, never the kernel.
         ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
@@ -379,10 +377,8 @@ impl Backend for CudaBackend {
         }
         self.ctx.bind()?;
         // SAFETY: `data` stays borrowed until the sync below returns.
-        ck(
-            unsafe { sys::cuMemcpyHtoDAsync_v2(addr, data.as_ptr().cast(), data.len(), self.copy_stream) },
-            "copy to device",
-        )?;
+        let r = unsafe { sys::cuMemcpyHtoDAsync_v2(addr, data.as_ptr().cast(), data.len(), self.copy_stream) };
+        ck(r, "copy to device")?;
         // SAFETY: as in `copy_from_device`.
         ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
     }

@@ -370,10 +370,13 @@ struct Running {
     handles: Vec<JoinHandle<()>>,
 }
 
+/// A loaded module's globals, shared with its device threads.
+type Globals = Arc<HashMap<String, Arc<AtomicU64>>>;
+
 /// The emulation backend.
 pub struct EmuBackend {
     modules: HashMap<String, EmuModule>,
-    loaded: Option<(EmuModule, Arc<HashMap<String, Arc<AtomicU64>>>)>,
+    loaded: Option<(EmuModule, Globals)>,
     mem: Arc<Memory>,
     running: Option<Running>,
     /// Upper bound on device threads per launch (each is an OS thread).

@@ -144,10 +144,13 @@ fn write_all(state: &mut HostState, fd: i32, data: &[u8], at: Option<u64>) -> Re
             Ok(state.stderr.flush()?)
         }
         Fd::File(f) if f.is_dir => Err(HostError(Errno::EISDIR)),
-        Fd::File(f) => Ok(match at {
-            Some(o) => f.file.write_all_at(data, o)?,
-            None => f.file.write_all(data)?,
-        }),
+        Fd::File(f) => {
+            match at {
+                Some(o) => f.file.write_all_at(data, o)?,
+                None => f.file.write_all(data)?,
+            }
+            Ok(())
+        }
     }
 }
 
