@@ -40,14 +40,36 @@ pub(crate) struct Served {
 /// at every half-buffer boundary and whenever the ring is empty.
 const RELEASE_EVERY: u32 = 32;
 
-/// Idle back-off: spin, then yield, then short sleeps.
-fn idle_wait(round: u32) {
-    if round < 32 {
-        std::hint::spin_loop();
-    } else if round < 256 {
+/// After the last record, poll flat out this long: the next call from a GPU
+/// thread is typically a few microseconds away, and a sleeping server adds
+/// its wake-up latency (50-100 us on Linux) to every call.
+const SPIN_FOR: Duration = Duration::from_micros(500);
+/// Then yield the core between polls this long, then sleep between polls.
+const YIELD_FOR: Duration = Duration::from_millis(20);
+const IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// While spinning, ask the backend whether the kernel ended only every this
+/// many empty polls: `cuStreamQuery` costs microseconds, a poll nanoseconds.
+const QUERY_EVERY: u32 = 256;
+
+/// How an idle server waits, by how long it has been idle. Returns whether
+/// it is time to query the kernel's state.
+fn idle_wait(idle_for: Duration, round: u32) -> bool {
+    if idle_for < SPIN_FOR {
+        // Yield now and then even while spinning: on an oversubscribed host
+        // (the CPU emulation, where "device threads" share the cores) the
+        // producers need the core; with a core to spare it returns at once.
+        if round % 64 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        round % QUERY_EVERY == 0
+    } else if idle_for < YIELD_FOR {
         std::thread::yield_now();
+        round % 16 == 0
     } else {
-        std::thread::sleep(Duration::from_micros(50));
+        std::thread::sleep(IDLE_SLEEP);
+        true
     }
 }
 
@@ -76,6 +98,7 @@ impl Server<'_> {
         let mut payload = vec![0u8; limits::MAX_INLINE];
         let mut reply = Vec::with_capacity(g.reply_data_size as usize);
         let mut idle = 0u32;
+        let mut idle_since = Instant::now();
         let mut since_release = 0u32;
         loop {
             let rec = match consumer.poll(ring) {
@@ -91,11 +114,15 @@ impl Server<'_> {
                 if served.end.is_some() {
                     return Ok(served);
                 }
+                if idle == 0 {
+                    idle_since = Instant::now();
+                }
+                idle = idle.saturating_add(1);
+                if !idle_wait(idle_since.elapsed(), idle) {
+                    continue;
+                }
                 match self.backend.query() {
-                    KernelState::Running => {
-                        idle_wait(idle);
-                        idle = idle.saturating_add(1);
-                    }
+                    KernelState::Running => {}
                     // Poll once more: a record published just before the end
                     // may have landed after the last poll.
                     end => served.end = Some(end),

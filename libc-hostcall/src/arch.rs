@@ -72,6 +72,15 @@ mod imp {
         r != 0
     }
 
+    /// Order this thread's memory accesses for other threads of the GPU
+    /// (not for the host): `fence.acq_rel.gpu`, much cheaper than the
+    /// `.sys` fence, which waits for outstanding writes to host memory.
+    #[inline(always)]
+    pub fn fence_gpu() {
+        // SAFETY: a fence has no operands and no preconditions.
+        unsafe { asm!("fence.acq_rel.gpu;", options(nostack, preserves_flags)) };
+    }
+
     /// End this thread's kernel with an error (the host sees the launch fail
     /// after it has acknowledged `exit`/`abort`).
     #[inline]
@@ -99,6 +108,9 @@ mod imp {
     }
     pub fn is_global(_addr: *const u8) -> bool {
         false
+    }
+    pub fn fence_gpu() {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::AcqRel);
     }
     pub fn trap() -> ! {
         loop {

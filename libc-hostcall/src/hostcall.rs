@@ -11,7 +11,7 @@
 //! All are zero-initialised `#[no_mangle]` statics; the pipeline must keep
 //! them externally visible so the host can find them by name.
 
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hostcall_abi::layout::{limits, Geometry, LINE_WORDS};
 use hostcall_abi::sync::{Platform, Word};
@@ -25,7 +25,7 @@ use crate::arch;
 /// and compare-exchange to `atom.acq_rel.sys.cas`, but emits every other
 /// read-modify-write (`atom.add`, `atom.or`, `atom.max`, ...) relaxed whatever
 /// the ordering asked for (checked on the pinned nightly, sm_90). So those get
-/// explicit `fence.acq_rel.sys` fences on the side(s) the ordering names.
+/// explicit fences on the side(s) the ordering names (see `rmw`).
 #[repr(transparent)]
 pub struct SysWord(AtomicU64);
 
@@ -44,14 +44,19 @@ impl SysWord {
         unsafe { core::ptr::read_volatile(self.0.as_ptr()) }
     }
 
+    /// A read-modify-write with `order`. The words these run on (the ticket
+    /// counter, the slot bitmap, the `released` cache) live in device memory
+    /// and are shared by GPU threads only, so GPU-scope fences order them;
+    /// the host-facing orderings (publishing a command, reading a reply or
+    /// `released`) are the `.sys` loads and stores above.
     #[inline(always)]
     fn rmw(&self, order: Ordering, op: impl FnOnce(&AtomicU64) -> u64) -> u64 {
         if matches!(order, Ordering::Release | Ordering::AcqRel | Ordering::SeqCst) {
-            fence(Ordering::AcqRel);
+            arch::fence_gpu();
         }
         let v = op(&self.0);
         if matches!(order, Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst) {
-            fence(Ordering::AcqRel);
+            arch::fence_gpu();
         }
         v
     }
@@ -192,7 +197,11 @@ impl Platform for Gpu {
     /// 64 ns doubling to 32 us: the host round trip is about 2 us, so early
     /// rounds stay under it and a long wait costs little issue bandwidth.
     fn backoff(round: u32) {
-        arch::nanosleep(64u32 << round.min(9));
+        // A poll of mapped host memory is itself a PCIe round trip (~1 us),
+        // so the first rounds barely sleep; long waits (a slot pool drained
+        // by thousands of threads, a host blocked on stdin) grow to ~25 us.
+        let ns = if round < 16 { 32 } else { 100u32 << ((round - 16) / 4).min(8) };
+        arch::nanosleep(ns);
     }
     fn thread_hint() -> u32 {
         arch::global_thread_id() as u32
@@ -282,6 +291,10 @@ pub fn call_errno(e: CallError) -> Errno {
 /// `region` declares global device memory the handler may read or write;
 /// reply data lands in `reply` (`Completed::data_len` bytes of it). A reply
 /// with a nonzero errno is `Err`; an ID global of 0 is `ENOSYS`.
+///
+/// Never inlined: every libc function funnels through here, and one copy of
+/// the queue code keeps the PTX (and the driver's JIT time) small.
+#[inline(never)]
 pub fn call(
     op: &HostcallId,
     args: [u64; 3],

@@ -10,7 +10,7 @@
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8};
+use core::sync::atomic::{AtomicPtr, AtomicU64};
 
 use hostcall_abi::Errno;
 
@@ -19,7 +19,11 @@ use crate::{arch, heap};
 
 pub const MAX_KEYS: usize = 64;
 
-static KEY_USED: [AtomicU8; MAX_KEYS] = [const { AtomicU8::new(0) }; MAX_KEYS];
+/// Bit `i` set: key `i + 1` is in use. One word rather than an array of
+/// flags: a byte-wide CAS loop over 64 flags unrolls into thousands of PTX
+/// lines (nvptx emulates sub-word CAS).
+static KEY_USED: AtomicU64 = AtomicU64::new(0);
+const _: () = assert!(MAX_KEYS == 64);
 
 /// One thread's values, in the heap.
 struct Values {
@@ -31,21 +35,30 @@ static THREAD_VALUES: [AtomicPtr<Values>; MAX_THREADS] = [const { AtomicPtr::new
 
 /// Take a free key; keys are `index + 1`.
 pub fn key_create() -> Result<u32, Errno> {
-    KEY_USED
-        .iter()
-        .position(|k| k.compare_exchange(0, 1, AcqRel, Relaxed).is_ok())
-        .map(|i| i as u32 + 1)
-        .ok_or(Errno::EAGAIN)
+    let mut cur = KEY_USED.load(Acquire);
+    loop {
+        if cur == u64::MAX {
+            return Err(Errno::EAGAIN);
+        }
+        let i = (!cur).trailing_zeros();
+        match KEY_USED.compare_exchange_weak(cur, cur | 1 << i, AcqRel, Acquire) {
+            Ok(_) => return Ok(i + 1),
+            Err(now) => cur = now,
+        }
+    }
 }
 
 fn key_index(key: u32) -> Option<usize> {
-    let i = (key as usize).checked_sub(1)?;
-    (KEY_USED.get(i)?.load(Acquire) != 0).then_some(i)
+    let i = (key as usize).checked_sub(1).filter(|i| *i < MAX_KEYS)?;
+    (KEY_USED.load(Acquire) & 1 << i != 0).then_some(i)
 }
 
 pub fn key_delete(key: u32) -> Result<(), Errno> {
     let i = key_index(key).ok_or(Errno::EINVAL)?;
-    KEY_USED.get(i).ok_or(Errno::EINVAL)?.store(0, Release);
+    let mut cur = KEY_USED.load(Relaxed);
+    while let Err(now) = KEY_USED.compare_exchange_weak(cur, cur & !(1 << i), AcqRel, Relaxed) {
+        cur = now;
+    }
     Ok(())
 }
 

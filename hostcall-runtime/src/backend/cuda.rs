@@ -115,6 +115,12 @@ struct Module {
     globals: Vec<String>,
 }
 
+/// Per-thread stack set when a backend is created: std's formatting and I/O
+/// paths need a few KiB (ptxas reports ~5 KiB for the demo kernel before
+/// recursion). The driver reserves it for every resident thread: 16 KiB x
+/// 2048 threads x 132 SMs is about 4.4 GB on an H100.
+pub const DEFAULT_STACK_BYTES: usize = 16 * 1024;
+
 /// A CUDA device driven through the driver API.
 pub struct CudaBackend {
     ctx: Arc<Context>,
@@ -189,14 +195,25 @@ impl CudaBackend {
             let r = unsafe { sys::cuStreamCreate(s, flags) };
             ck(r, "cuStreamCreate")?;
         }
-        Ok(CudaBackend {
+        let mut backend = CudaBackend {
             ctx,
             kernel_stream: streams[0],
             copy_stream: streams[1],
             module: None,
             launched: false,
             device_name,
-        })
+        };
+        backend.set_stack_size(DEFAULT_STACK_BYTES)?;
+        Ok(backend)
+    }
+
+    /// Set the per-thread stack size for later launches. std code needs
+    /// more than CUDA's 1 KiB default (formatting recurses, so ptxas cannot
+    /// size it statically); [`DEFAULT_STACK_BYTES`] is set on creation.
+    pub fn set_stack_size(&mut self, bytes: usize) -> Result<(), BackendError> {
+        self.ctx.bind()?;
+        // SAFETY: the context is current; the limit is a plain value.
+        ck(unsafe { sys::cuCtxSetLimit(sys::CUlimit::CU_LIMIT_STACK_SIZE, bytes) }, "cuCtxSetLimit(STACK_SIZE)")
     }
 
     /// The device's name as the driver reports it.

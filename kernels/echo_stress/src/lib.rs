@@ -30,6 +30,9 @@ pub static ECHO_MEDIAN_NS: AtomicU64 = AtomicU64::new(0);
 #[no_mangle]
 pub static ECHO_MEAN_NS: AtomicU64 = AtomicU64::new(0);
 
+/// `echo_latency`'s samples: global memory, not a 16 KB stack frame.
+static SAMPLES: [AtomicU64; LATENCY_SAMPLES] = [const { AtomicU64::new(0) }; LATENCY_SAMPLES];
+
 /// A byte pattern unique to (thread, call) so a crossed reply shows.
 fn fill(buf: &mut [u8], seed: u64) {
     let mut x = seed | 1;
@@ -70,21 +73,28 @@ pub extern "ptx-kernel" fn echo_latency() {
     if arch::global_thread_id() != 0 {
         return;
     }
-    let mut samples = [0u64; LATENCY_SAMPLES];
     let mut reply = [0u8; 8];
     let mut failures = 0;
-    for (i, s) in samples.iter_mut().enumerate() {
+    let mut total = 0;
+    for (i, s) in SAMPLES.iter().enumerate() {
         let t0 = arch::global_timer_ns();
         let ok = libc_hostcall::echo(i as u64, 1, &[], &mut reply) == Ok(i as u64 ^ 1);
-        *s = arch::global_timer_ns() - t0;
+        let dt = arch::global_timer_ns() - t0;
+        s.store(dt, Relaxed);
+        total += dt;
         failures += u64::from(!ok);
     }
     ECHO_FAILURES.fetch_add(failures, Relaxed);
     ECHO_OK.fetch_add(LATENCY_SAMPLES as u64 - failures, Relaxed);
-    let mean = samples.iter().sum::<u64>() / LATENCY_SAMPLES as u64;
-    samples.sort_unstable();
-    ECHO_MEDIAN_NS.store(samples[LATENCY_SAMPLES / 2], Relaxed);
-    ECHO_MEAN_NS.store(mean, Relaxed);
+    ECHO_MEAN_NS.store(total / LATENCY_SAMPLES as u64, Relaxed);
+    // Median by counting: O(n^2) on one thread, but n is small and this
+    // runs once, after the timed loop.
+    let median = SAMPLES.iter().map(|s| s.load(Relaxed)).find(|&x| {
+        let below = SAMPLES.iter().filter(|s| s.load(Relaxed) < x).count();
+        let at_or_below = SAMPLES.iter().filter(|s| s.load(Relaxed) <= x).count();
+        below <= LATENCY_SAMPLES / 2 && LATENCY_SAMPLES / 2 < at_or_below
+    });
+    ECHO_MEDIAN_NS.store(median.unwrap_or(0), Relaxed);
 }
 
 #[panic_handler]

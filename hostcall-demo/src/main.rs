@@ -1,0 +1,123 @@
+//! `hostcalls_bin`: run a GPU kernel built with std and serve its hostcalls.
+//!
+//! By default it runs the `culinux` demo, whose PTX is embedded at build time
+//! (checked against its SHA-256 before loading). `--ptx` runs any other
+//! kernel built by `hostcall-build`. The process exits with the code the
+//! kernel passed to `exit` (134 after a panic or `abort`, 0 when it simply
+//! returned); setup errors print one line and exit 1.
+
+mod ptx;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hostcall_runtime::backend::cuda::CudaBackend;
+use hostcall_runtime::hostcall_abi::Geometry;
+use hostcall_runtime::{RunReport, Runtime, RuntimeConfig, RuntimeError};
+
+/// Run a Rust-with-std GPU kernel and serve its hostcalls (println!, files,
+/// stdin, env, clocks, exit).
+#[derive(Parser, Debug)]
+#[command(name = "hostcalls_bin", version, after_help = "Set HOSTCALL_DEBUG=1 to trace every hostcall.")]
+struct Args {
+    /// Kernel entry point to launch.
+    #[arg(long, default_value = "culinux_main")]
+    entry: String,
+    /// Blocks in the (1-D) grid.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    grid: u32,
+    /// Threads per block.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    block: u32,
+    /// Run this PTX file instead of the embedded culinux demo.
+    #[arg(long)]
+    ptx: Option<PathBuf>,
+    /// Directory the kernel's file calls are confined to.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+    /// Bytes per command buffer (power of two, >= 4096).
+    #[arg(long, default_value_t = Geometry::DEFAULT.buff_size)]
+    buff_size: u64,
+    /// Return slots (multiple of 64).
+    #[arg(long, default_value_t = Geometry::DEFAULT.slot_count)]
+    slots: u64,
+    /// Print the embedded PTX's SHA-256 and size, then exit.
+    #[arg(long)]
+    print_hash: bool,
+    /// No summary line on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("hostcalls_bin: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<u8, String> {
+    let image = match &args.ptx {
+        Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => {
+            ptx::verify(ptx::PTX, ptx::PTX_SHA256)?;
+            ptx::PTX.to_vec()
+        }
+    };
+    if args.print_hash {
+        println!("{}  {} bytes", ptx::sha256_hex(&image), image.len());
+        return Ok(0);
+    }
+    let text = String::from_utf8(image).map_err(|_| "the PTX is not UTF-8 text".to_string())?;
+    let geometry = Geometry { buff_size: args.buff_size, slot_count: args.slots, ..Geometry::DEFAULT };
+    geometry.validate().map_err(|e| format!("bad queue geometry {geometry:?}: {e:?}"))?;
+
+    let backend = CudaBackend::new(args.device).map_err(|e| e.to_string())?;
+    let config = RuntimeConfig { root: args.root.clone(), geometry, ..RuntimeConfig::default() };
+    let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
+    runtime.load(&text).map_err(|e| e.to_string())?;
+    let label = format!("{}<<<{}, {}>>>", args.entry, args.grid, args.block);
+    match runtime.launch(&args.entry, args.grid, args.block) {
+        Ok(report) => {
+            if !args.quiet {
+                eprintln!("hostcalls_bin: {label}: {}", summary(&report));
+            }
+            Ok(exit_byte(report.exit_code.unwrap_or(0)))
+        }
+        Err(RuntimeError::KernelFailed { message, report }) => {
+            eprintln!("hostcalls_bin: {label}: {}", summary(&report));
+            Err(format!("kernel failed: {message}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `exit(code)` on the device becomes the process's status, as on Linux: the
+/// low 8 bits.
+fn exit_byte(code: i32) -> u8 {
+    (code & 0xff) as u8
+}
+
+fn summary(report: &RunReport) -> String {
+    let ops: Vec<String> = report.per_op.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    let end = match (report.exit_code, report.aborted) {
+        (_, true) => "aborted (exit code 134)".to_string(),
+        (Some(code), false) => format!("exit code {code}"),
+        (None, false) => "returned".to_string(),
+    };
+    format!(
+        "{} hostcalls in {:.1} ms ({}), {} errors; {end}",
+        report.calls,
+        report.elapsed.as_secs_f64() * 1e3,
+        if ops.is_empty() { "none".to_string() } else { ops.join(", ") },
+        report.errors,
+    )
+}
