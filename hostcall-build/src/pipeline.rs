@@ -245,7 +245,9 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     if let Some(libc) = &libc {
         remaps.push((libc.clone(), "/hostcall/libc-hostcall".into()));
     }
-    remaps.push((kernel.clone(), format!("/hostcall/kernel/{kernel_name}")));
+    // The kernel's own files read as `<crate>/src/lib.rs`, as in a panic
+    // message from a host program built in its workspace.
+    remaps.push((kernel.clone(), kernel_name.to_string()));
     for (from, to) in &remaps {
         rustflags.push(format!("--remap-path-prefix={}={to}", from.display()));
     }

@@ -83,7 +83,10 @@ fn run(args: &Args) -> Result<u8, String> {
     let backend = CudaBackend::new(args.device).map_err(|e| e.to_string())?;
     let config = RuntimeConfig { root: args.root.clone(), geometry, ..RuntimeConfig::default() };
     let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
-    runtime.load(&text).map_err(|e| e.to_string())?;
+    let loading = (!args.quiet).then(|| slow_load_notice(text.len()));
+    let loaded = runtime.load(&text);
+    drop(loading);
+    loaded.map_err(|e| e.to_string())?;
     let label = format!("{}<<<{}, {}>>>", args.entry, args.grid, args.block);
     match runtime.launch(&args.entry, args.grid, args.block) {
         Ok(report) => {
@@ -98,6 +101,25 @@ fn run(args: &Args) -> Result<u8, String> {
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Say why the start is slow if loading takes more than a moment: the
+/// driver compiles PTX it has not seen before (minutes for a std kernel) and
+/// caches the result, so later runs start at once. Dropping the guard
+/// cancels the notice.
+fn slow_load_notice(bytes: usize) -> std::sync::mpsc::Sender<()> {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(std::time::Duration::from_secs(2)) {
+            eprintln!(
+                "hostcalls_bin: the CUDA driver is compiling {:.1} MB of PTX for this GPU; the first run of a \
+                 new kernel takes a while (about 2 minutes for culinux on an H100 host), later runs reuse \
+                 the driver's cache",
+                bytes as f64 / 1e6
+            );
+        }
+    });
+    done
 }
 
 /// `exit(code)` on the device becomes the process's status, as on Linux: the

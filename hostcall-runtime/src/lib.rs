@@ -169,6 +169,7 @@ impl Runtime {
                 .with_writer(io::stderr)
                 .with_max_level(tracing::Level::DEBUG)
                 .with_target(false)
+                .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
                 .try_init();
         }
         let mut state = HostState::new(sandbox, config.stdin, config.stdout, config.stderr, config.env, config.args);

@@ -242,7 +242,7 @@ impl Registry {
             Box::new(move |cx, args, data| {
                 let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
                 if let Some(t) = cx.trace_args.as_mut() {
-                    *t = format!("{req:?}");
+                    *t = fields(&format!("{req:?}"));
                 }
                 f(cx, req, data)
             }),
@@ -259,7 +259,7 @@ impl Registry {
             name,
             Box::new(move |cx, args, data| {
                 if let Some(t) = cx.trace_args.as_mut() {
-                    *t = format!("{args:#x?}");
+                    *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
                 }
                 f(cx, args, data)
             }),
@@ -314,5 +314,14 @@ impl Registry {
         let i = usize::try_from(id).ok()?.checked_sub(1)?;
         let e = self.entries.get_mut(i)?;
         Some((e.handler)(cx, args, data))
+    }
+}
+
+/// `Open { dirfd: -100, flags: 0 }` -> `dirfd: -100, flags: 0`, for traces
+/// that read `open(dirfd: -100, flags: 0)`.
+fn fields(debug: &str) -> String {
+    match (debug.find('{'), debug.rfind('}')) {
+        (Some(a), Some(b)) if a < b => debug[a + 1..b].trim().to_string(),
+        _ => String::new(),
     }
 }

@@ -179,7 +179,7 @@ impl Server<'_> {
         drop(cx);
         if let Some(start) = start {
             let name = op_name(self.registry, h.op);
-            let args = trace_args.filter(|a| !a.is_empty()).unwrap_or_else(|| format!("{:#x?}", h.args));
+            let args = trace_args.unwrap_or_default();
             let outcome = if errno == 0 {
                 format!("{value}")
             } else {
@@ -188,8 +188,8 @@ impl Server<'_> {
             };
             tracing::debug!(
                 target: "hostcall",
-                "{name}{args} payload={}B dev={}B -> {outcome} reply={}B in {:?}",
-                data.len(),
+                "{name}({args}){} dev={}B -> {outcome} reply={}B in {:?}",
+                payload_text(data),
                 h.dev_len,
                 reply.len(),
                 start.elapsed()
@@ -200,6 +200,21 @@ impl Server<'_> {
             post_reply(&self.geometry, self.mem.slots.words(), self.mem.reply_data.words(), slot, r, reply)?;
         }
         Ok(())
+    }
+}
+
+/// The payload as a trace shows it: short printable text (a path, a name, a
+/// line of output) quoted, anything else by size.
+fn payload_text(data: &[u8]) -> String {
+    const SHOWN: usize = 48;
+    match std::str::from_utf8(data) {
+        Ok("") => String::new(),
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n') => {
+            let cut: String = s.chars().take(SHOWN).collect();
+            let more = if cut.len() < s.len() { "..." } else { "" };
+            format!(" {cut:?}{more}")
+        }
+        _ => format!(" <{} bytes>", data.len()),
     }
 }
 
