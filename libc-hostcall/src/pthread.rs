@@ -33,12 +33,32 @@ struct Values {
 
 static THREAD_VALUES: [AtomicPtr<Values>; MAX_THREADS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_THREADS];
 
+/// How long `pthread_key_create` waits for a key to come free before it
+/// reports `EAGAIN`.
+const KEY_WAIT_NS: u64 = 50_000_000;
+
 /// Take a free key; keys are `index + 1`.
+///
+/// std creates its TLS keys lazily, and every thread that finds a key not
+/// yet created makes one, races to publish it, and deletes it if it lost: a
+/// launch of 16,000 threads makes 16,000 keys at once for a moment. So when
+/// all keys are taken this waits (they come back within microseconds)
+/// instead of failing at once, which std turns into "out of TLS keys".
 pub fn key_create() -> Result<u32, Errno> {
     let mut cur = KEY_USED.load(Acquire);
+    let mut waited_since = None;
+    let mut round = 0u32;
     loop {
         if cur == u64::MAX {
-            return Err(Errno::EAGAIN);
+            let now = arch::global_timer_ns();
+            let since = *waited_since.get_or_insert(now);
+            if now.saturating_sub(since) > KEY_WAIT_NS {
+                return Err(Errno::EAGAIN);
+            }
+            arch::nanosleep(100u32 << round.min(6));
+            round = round.saturating_add(1);
+            cur = KEY_USED.load(Acquire);
+            continue;
         }
         let i = (!cur).trailing_zeros();
         match KEY_USED.compare_exchange_weak(cur, cur | 1 << i, AcqRel, Acquire) {
@@ -147,8 +167,12 @@ pub extern "C" fn pthread_self() -> usize {
 mod tests {
     use super::*;
 
+    /// Keys are global: tests that take them run one at a time.
+    static KEYS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn keys_hold_values_and_are_reused() {
+        let _serial = KEYS.lock().unwrap_or_else(|e| e.into_inner());
         let k = key_create().unwrap();
         assert_ne!(k, 0);
         assert!(get_specific(k).is_null());
@@ -158,5 +182,23 @@ mod tests {
         assert_eq!(set_specific(k, core::ptr::null()), Err(Errno::EINVAL));
         assert_eq!(key_delete(k), Err(Errno::EINVAL));
         assert_eq!(set_specific(0, core::ptr::null()), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn exhausted_keys_wait_then_say_eagain() {
+        let _serial = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+        // Take whatever is left, then one more.
+        let mut taken = Vec::new();
+        while KEY_USED.load(Acquire) != u64::MAX {
+            taken.push(key_create().unwrap());
+        }
+        assert_eq!(key_create(), Err(Errno::EAGAIN));
+        let k = taken.pop().unwrap();
+        key_delete(k).unwrap();
+        assert_eq!(key_create(), Ok(k));
+        taken.push(k);
+        for k in taken {
+            key_delete(k).unwrap();
+        }
     }
 }

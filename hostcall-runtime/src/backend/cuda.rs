@@ -336,6 +336,23 @@ impl Backend for CudaBackend {
         let mut f = ptr::null_mut();
         // SAFETY: the module is loaded, `c` NUL-terminated, `f` writable.
         ck(unsafe { sys::cuModuleGetFunction(&mut f, m, c.as_ptr()) }, &format!("entry `{entry}`"))?;
+        // A block larger than the kernel's registers allow fails with a bare
+        // "too many resources requested"; say which limit and why.
+        let threads = u64::from(block.x) * u64::from(block.y) * u64::from(block.z);
+        let (mut max_threads, mut regs) = (0, 0);
+        // SAFETY: `f` is a live function of the loaded module; outputs writable.
+        let known = unsafe {
+            sys::cuFuncGetAttribute(&mut max_threads, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, f)
+                == sys::CUresult::CUDA_SUCCESS
+                && sys::cuFuncGetAttribute(&mut regs, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS, f)
+                    == sys::CUresult::CUDA_SUCCESS
+        };
+        if known && max_threads > 0 && threads > max_threads as u64 {
+            return Err(BackendError(format!(
+                "cuda: `{entry}` allows at most {max_threads} threads per block ({regs} registers per thread); \
+                 {threads} requested"
+            )));
+        }
         // SAFETY: `f` takes no parameters (null params and extra); the
         // stream belongs to the current context.
         let r = unsafe {
