@@ -58,15 +58,15 @@ fn idle_wait(idle_for: Duration, round: u32) -> bool {
         // Yield now and then even while spinning: on an oversubscribed host
         // (the CPU emulation, where "device threads" share the cores) the
         // producers need the core; with a core to spare it returns at once.
-        if round % 64 == 0 {
+        if round.is_multiple_of(64) {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
         }
-        round % QUERY_EVERY == 0
+        round.is_multiple_of(QUERY_EVERY)
     } else if idle_for < YIELD_FOR {
         std::thread::yield_now();
-        round % 16 == 0
+        round.is_multiple_of(16)
     } else {
         std::thread::sleep(IDLE_SLEEP);
         true

@@ -1,34 +1,48 @@
 //! `<pthread.h>`: thread-specific data, which is how std keeps its
 //! `thread_local!`s on a target without TLS.
 //!
-//! Keys come from a global table (`MAX_KEYS`, key 0 is never handed out since
-//! std treats it as "none"). Each thread's values live in a heap block found
-//! through a per-thread pointer indexed by global thread id; the block is
-//! stamped with `%gridid`, so a later launch's thread with the same id starts
-//! from empty values instead of seeing the last launch's. Destructors are
-//! recorded but never run: GPU threads have no exit hook.
+//! Keys come from a bitmap of [`MAX_KEYS`] (key 0 is never handed out: std
+//! treats it as "none"). The key space is large on purpose: std creates its
+//! keys lazily, and every thread that finds one not yet created makes a key,
+//! races to publish it and deletes it if it lost, so a launch of 16,000
+//! threads holds 16,000 keys for a moment. Each thread starts its search at
+//! its own bitmap word, so the storm does not contend on one word. Every
+//! creation bumps the key's generation, so a value a thread stored under a
+//! deleted key is never seen under the key's next incarnation.
+//!
+//! Each thread's values live in a small table in the heap (up to
+//! [`VALUES_PER_THREAD`] keys with a value at once; std uses a handful),
+//! found through a per-thread pointer indexed by global thread id and stamped
+//! with `%gridid`, so a later launch's thread with the same id starts empty.
+//! Destructors are recorded but never run: GPU threads have no exit hook.
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicPtr, AtomicU64};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
 
 use hostcall_abi::Errno;
 
 use crate::errno::{thread_index, MAX_THREADS};
 use crate::{arch, heap};
 
-pub const MAX_KEYS: usize = 64;
+/// Keys that can exist at once.
+pub const MAX_KEYS: usize = 1 << 16;
+const KEY_WORDS: usize = MAX_KEYS / 64;
+/// Keys one thread can hold a value under at once.
+pub const VALUES_PER_THREAD: usize = 16;
 
-/// Bit `i` set: key `i + 1` is in use. One word rather than an array of
-/// flags: a byte-wide CAS loop over 64 flags unrolls into thousands of PTX
-/// lines (nvptx emulates sub-word CAS).
-static KEY_USED: AtomicU64 = AtomicU64::new(0);
-const _: () = assert!(MAX_KEYS == 64);
+/// Bit `i % 64` of word `i / 64` set: key `i + 1` is in use.
+static KEY_USED: [AtomicU64; KEY_WORDS] = [const { AtomicU64::new(0) }; KEY_WORDS];
+/// Bumped each time key `i + 1` is created.
+static KEY_GEN: [AtomicU32; MAX_KEYS] = [const { AtomicU32::new(0) }; MAX_KEYS];
 
-/// One thread's values, in the heap.
+/// One thread's values, in the heap. An entry is live when its key and
+/// generation match a live key; only the owning thread touches its table.
 struct Values {
     launch: AtomicU64,
-    slots: [AtomicPtr<c_void>; MAX_KEYS],
+    keys: [AtomicU32; VALUES_PER_THREAD],
+    gens: [AtomicU32; VALUES_PER_THREAD],
+    values: [AtomicPtr<c_void>; VALUES_PER_THREAD],
 }
 
 static THREAD_VALUES: [AtomicPtr<Values>; MAX_THREADS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_THREADS];
@@ -37,48 +51,52 @@ static THREAD_VALUES: [AtomicPtr<Values>; MAX_THREADS] = [const { AtomicPtr::new
 /// reports `EAGAIN`.
 const KEY_WAIT_NS: u64 = 50_000_000;
 
-/// Take a free key; keys are `index + 1`.
-///
-/// std creates its TLS keys lazily, and every thread that finds a key not
-/// yet created makes one, races to publish it, and deletes it if it lost: a
-/// launch of 16,000 threads makes 16,000 keys at once for a moment. So when
-/// all keys are taken this waits (they come back within microseconds)
-/// instead of failing at once, which std turns into "out of TLS keys".
+/// Take a free key; keys are `index + 1`. When every key is taken this waits
+/// a while (racing creators give theirs back within microseconds) before it
+/// fails.
 pub fn key_create() -> Result<u32, Errno> {
-    let mut cur = KEY_USED.load(Acquire);
+    let start = thread_index().wrapping_mul(7) % KEY_WORDS;
     let mut waited_since = None;
     let mut round = 0u32;
     loop {
-        if cur == u64::MAX {
-            let now = arch::global_timer_ns();
-            let since = *waited_since.get_or_insert(now);
-            if now.saturating_sub(since) > KEY_WAIT_NS {
-                return Err(Errno::EAGAIN);
+        for k in 0..KEY_WORDS {
+            let w = (start + k) % KEY_WORDS;
+            let Some(word) = KEY_USED.get(w) else { continue };
+            let mut cur = word.load(Acquire);
+            while cur != u64::MAX {
+                let bit = (!cur).trailing_zeros();
+                match word.compare_exchange_weak(cur, cur | 1 << bit, AcqRel, Acquire) {
+                    Ok(_) => {
+                        let index = w * 64 + bit as usize;
+                        if let Some(g) = KEY_GEN.get(index) {
+                            g.fetch_add(1, AcqRel);
+                        }
+                        return Ok(index as u32 + 1);
+                    }
+                    Err(now) => cur = now,
+                }
             }
-            arch::nanosleep(100u32 << round.min(6));
-            round = round.saturating_add(1);
-            cur = KEY_USED.load(Acquire);
-            continue;
         }
-        let i = (!cur).trailing_zeros();
-        match KEY_USED.compare_exchange_weak(cur, cur | 1 << i, AcqRel, Acquire) {
-            Ok(_) => return Ok(i + 1),
-            Err(now) => cur = now,
+        let now = arch::global_timer_ns();
+        if now.saturating_sub(*waited_since.get_or_insert(now)) > KEY_WAIT_NS {
+            return Err(Errno::EAGAIN);
         }
+        arch::nanosleep(100u32 << round.min(6));
+        round = round.saturating_add(1);
     }
 }
 
-fn key_index(key: u32) -> Option<usize> {
+/// `(index, generation)` of a live key.
+fn key_index(key: u32) -> Option<(usize, u32)> {
     let i = (key as usize).checked_sub(1).filter(|i| *i < MAX_KEYS)?;
-    (KEY_USED.load(Acquire) & 1 << i != 0).then_some(i)
+    let live = KEY_USED.get(i / 64)?.load(Acquire) & 1 << (i % 64) != 0;
+    live.then(|| (i, KEY_GEN.get(i).map_or(0, |g| g.load(Acquire))))
 }
 
 pub fn key_delete(key: u32) -> Result<(), Errno> {
-    let i = key_index(key).ok_or(Errno::EINVAL)?;
-    let mut cur = KEY_USED.load(Relaxed);
-    while let Err(now) = KEY_USED.compare_exchange_weak(cur, cur & !(1 << i), AcqRel, Relaxed) {
-        cur = now;
-    }
+    let (i, _) = key_index(key).ok_or(Errno::EINVAL)?;
+    let word = KEY_USED.get(i / 64).ok_or(Errno::EINVAL)?;
+    word.fetch_and(!(1 << (i % 64)), AcqRel);
     Ok(())
 }
 
@@ -96,7 +114,7 @@ fn values(create: bool) -> Option<&'static Values> {
             return None;
         }
         slot.store(p, Release);
-        // SAFETY: fresh, zeroed (a valid all-null Values), owned by us.
+        // SAFETY: fresh, zeroed (a valid empty Values), owned by us.
         unsafe { &*p }.launch.store(launch, Relaxed);
     }
     // SAFETY: only this thread (one global id) ever stores to `slot`, and
@@ -106,23 +124,47 @@ fn values(create: bool) -> Option<&'static Values> {
         if !create {
             return None;
         }
-        v.slots.iter().for_each(|s| s.store(core::ptr::null_mut(), Relaxed));
+        v.keys.iter().for_each(|k| k.store(0, Relaxed));
         v.launch.store(launch, Relaxed);
     }
     Some(v)
 }
 
+/// The entry of `v` that holds `key` at generation `gen`.
+fn entry(v: &Values, key: u32, gen: u32) -> Option<usize> {
+    (0..VALUES_PER_THREAD).find(|&e| v.keys[e].load(Relaxed) == key && v.gens[e].load(Relaxed) == gen)
+}
+
 pub fn get_specific(key: u32) -> *mut c_void {
-    let Some(i) = key_index(key) else {
+    let Some((_, gen)) = key_index(key) else {
         return core::ptr::null_mut();
     };
-    values(false).and_then(|v| v.slots.get(i)).map_or(core::ptr::null_mut(), |s| s.load(Relaxed))
+    values(false)
+        .and_then(|v| entry(v, key, gen).map(|e| v.values[e].load(Relaxed)))
+        .unwrap_or(core::ptr::null_mut())
 }
 
 pub fn set_specific(key: u32, value: *const c_void) -> Result<(), Errno> {
-    let i = key_index(key).ok_or(Errno::EINVAL)?;
+    let (_, gen) = key_index(key).ok_or(Errno::EINVAL)?;
     let v = values(true).ok_or(Errno::ENOMEM)?;
-    v.slots.get(i).ok_or(Errno::EINVAL)?.store(value.cast_mut(), Relaxed);
+    let e = match entry(v, key, gen) {
+        Some(e) => e,
+        None => {
+            if value.is_null() {
+                return Ok(());
+            }
+            // A free entry, or one left by a key that is gone or recreated.
+            let free = (0..VALUES_PER_THREAD).find(|&e| {
+                let k = v.keys[e].load(Relaxed);
+                k == 0 || key_index(k).is_none_or(|(_, g)| g != v.gens[e].load(Relaxed))
+            });
+            let e = free.ok_or(Errno::ENOMEM)?;
+            v.keys[e].store(key, Relaxed);
+            v.gens[e].store(gen, Relaxed);
+            e
+        }
+    };
+    v.values[e].store(value.cast_mut(), Relaxed);
     Ok(())
 }
 
@@ -189,7 +231,7 @@ mod tests {
         let _serial = KEYS.lock().unwrap_or_else(|e| e.into_inner());
         // Take whatever is left, then one more.
         let mut taken = Vec::new();
-        while KEY_USED.load(Acquire) != u64::MAX {
+        while KEY_USED.iter().any(|w| w.load(Acquire) != u64::MAX) {
             taken.push(key_create().unwrap());
         }
         assert_eq!(key_create(), Err(Errno::EAGAIN));
@@ -198,6 +240,42 @@ mod tests {
         assert_eq!(key_create(), Ok(k));
         taken.push(k);
         for k in taken {
+            key_delete(k).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_recreated_key_does_not_show_the_old_value() {
+        let _serial = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+        let k = key_create().unwrap();
+        set_specific(k, 0x10 as *const c_void).unwrap();
+        key_delete(k).unwrap();
+        let k2 = key_create().unwrap();
+        assert_eq!(k2, k, "the freed key is handed out again");
+        assert!(get_specific(k2).is_null());
+        set_specific(k2, 0x20 as *const c_void).unwrap();
+        assert_eq!(get_specific(k2) as usize, 0x20);
+        key_delete(k2).unwrap();
+    }
+
+    #[test]
+    fn a_thread_holds_a_bounded_number_of_values() {
+        let _serial = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<u32> = (0..=VALUES_PER_THREAD).map(|_| key_create().unwrap()).collect();
+        for (i, &k) in keys.iter().enumerate().take(VALUES_PER_THREAD) {
+            set_specific(k, (i + 1) as *const c_void).unwrap();
+        }
+        let last = keys[VALUES_PER_THREAD];
+        assert_eq!(set_specific(last, 1 as *const c_void), Err(Errno::ENOMEM));
+        // Null needs no entry; deleting a key frees its entry for reuse.
+        set_specific(last, core::ptr::null()).unwrap();
+        key_delete(keys[0]).unwrap();
+        set_specific(last, 0x99 as *const c_void).unwrap();
+        assert_eq!(get_specific(last) as usize, 0x99);
+        for (i, &k) in keys.iter().enumerate().skip(1).take(VALUES_PER_THREAD - 1) {
+            assert_eq!(get_specific(k) as usize, i + 1);
+        }
+        for k in keys.into_iter().skip(1) {
             key_delete(k).unwrap();
         }
     }

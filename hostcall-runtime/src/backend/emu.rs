@@ -117,7 +117,7 @@ impl Memory {
 
     /// Whole words at a word-aligned address, for building queues.
     fn words(&self, addr: u64, words: usize) -> Option<(Arc<[AtomicU64]>, usize)> {
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return None;
         }
         let (mem, off) = self.find(addr, words as u64 * 8)?;

@@ -232,10 +232,11 @@ pub fn ptx_globals(ptx: &str) -> Vec<String> {
             }
             if let Some(name) = last {
                 let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.';
-                if !name.starts_with(|c: char| c.is_ascii_digit()) && name.chars().all(ident) {
-                    if !out.iter().any(|n: &String| n == name) {
-                        out.push(name.to_string());
-                    }
+                if !name.starts_with(|c: char| c.is_ascii_digit())
+                    && name.chars().all(ident)
+                    && !out.iter().any(|n: &String| n == name)
+                {
+                    out.push(name.to_string());
                 }
             }
         }
