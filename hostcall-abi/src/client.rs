@@ -6,10 +6,7 @@
 
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::layout::{
-    limits, pack_bytes, unpack_bytes, Geometry, Header, Reply, ARG_WORDS, CTRL_RELEASED,
-    LINE_WORDS,
-};
+use crate::layout::{limits, pack_bytes, unpack_bytes, Geometry, Header, Reply, ARG_WORDS, CTRL_RELEASED, LINE_WORDS};
 use crate::sync::{Platform, Word};
 
 /// Slot index of a command that wants no reply (`exit`, `abort`).

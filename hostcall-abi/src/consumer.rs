@@ -7,9 +7,7 @@
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::client::NO_SLOT;
-use crate::layout::{
-    limits, pack_bytes, unpack_bytes, Geometry, Header, Reply, CTRL_RELEASED, LINE_BYTES, LINE_WORDS,
-};
+use crate::layout::{limits, pack_bytes, unpack_bytes, Geometry, Header, Reply, CTRL_RELEASED, LINE_BYTES, LINE_WORDS};
 use crate::sync::Word;
 
 /// The consumer's position in the ring.
@@ -90,9 +88,7 @@ impl Consumer {
     pub fn read_payload<W: Word>(&self, ring: &[W], rec: &Record, out: &mut [u8]) {
         let n = out.len().min(rec.header.payload_len as usize);
         let first = rec.ticket + 1;
-        unpack_bytes(&mut out[..n], |i| {
-            ring[self.word(first + (i / LINE_WORDS) as u64, i % LINE_WORDS)].load(Relaxed)
-        });
+        unpack_bytes(&mut out[..n], |i| ring[self.word(first + (i / LINE_WORDS) as u64, i % LINE_WORDS)].load(Relaxed));
     }
 
     /// Move past `rec` (after its payload was copied out). Its lines are

@@ -148,7 +148,16 @@ fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
         // they cost the model nothing.
         let mut init = vec![0xabab_abab_abab_abab_u64; g.ring_words()];
         let mut put = |ticket: u64, arg: u64, payload_lines: u32| {
-            let h = Header { tag: ticket + 1, op: FILLER_OP, slot: NO_SLOT, payload_len: payload_lines * 64, flags: 0, dev_addr: 0, dev_len: 0, args: [arg, 0, 0] };
+            let h = Header {
+                tag: ticket + 1,
+                op: FILLER_OP,
+                slot: NO_SLOT,
+                payload_len: payload_lines * 64,
+                flags: 0,
+                dev_addr: 0,
+                dev_len: 0,
+                args: [arg, 0, 0],
+            };
             let at = ticket as usize * LINE_WORDS;
             init[at..at + LINE_WORDS].copy_from_slice(&h.to_words());
         };

@@ -26,9 +26,19 @@ fn words(n: usize) -> Vec<AtomicU64> {
 fn stale_payload_word_is_not_a_tag() {
     let g = Geometry { buff_size: 4096, slot_count: 64, reply_data_size: 0 };
     let cap = g.ring_lines();
-    let (ring, ctrl, slots, data, bits) = (words(g.ring_words()), words(LINE_WORDS), words(g.slot_words()), words(0), words(g.bitmap_words()));
+    let (ring, ctrl, slots, data, bits) =
+        (words(g.ring_words()), words(LINE_WORDS), words(g.slot_words()), words(0), words(g.bitmap_words()));
     let (top, cache) = (AtomicU64::new(0), AtomicU64::new(0));
-    let q = Queue { geometry: g, ring: &ring, top: &top, released_cache: &cache, ctrl: &ctrl, slots: &slots, reply_data: &data, slot_bits: &bits };
+    let q = Queue {
+        geometry: g,
+        ring: &ring,
+        top: &top,
+        released_cache: &cache,
+        ctrl: &ctrl,
+        slots: &slots,
+        reply_data: &data,
+        slot_bits: &bits,
+    };
     let mut c = Consumer::new(g);
     // Record 0 has a one-line payload at line 1 whose first word is exactly
     // the tag line 1 will carry next lap (ticket cap + 1).

@@ -24,9 +24,7 @@ pub fn members(archive: &[u8]) -> Result<Vec<Member<'_>>, String> {
         if rest.len() < HEADER || &rest[58..60] != b"`\n" {
             return Err("truncated or corrupt member header".into());
         }
-        let field = |range: std::ops::Range<usize>| {
-            std::str::from_utf8(&rest[range]).map(str::trim_end).unwrap_or("")
-        };
+        let field = |range: std::ops::Range<usize>| std::str::from_utf8(&rest[range]).map(str::trim_end).unwrap_or("");
         let raw_name = field(0..16).to_owned();
         let size: usize = field(48..58).parse().map_err(|_| "bad member size")?;
         let data = rest.get(HEADER..HEADER + size).ok_or("member runs past the end")?;

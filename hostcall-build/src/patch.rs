@@ -73,18 +73,13 @@ fn apply_hunks(text: &str, hunks: &[Hunk]) -> Result<String, String> {
     let mut shift: isize = 0;
     for hunk in hunks {
         let expected = (hunk.old_start.saturating_sub(1) as isize + shift).max(0) as usize;
-        let matches_at =
-            |at: usize| lines.get(at..at + hunk.old.len()).is_some_and(|window| window == hunk.old);
+        let matches_at = |at: usize| lines.get(at..at + hunk.old.len()).is_some_and(|window| window == hunk.old);
         let found = (0..=lines.len())
             .flat_map(|d| [expected.checked_sub(d), expected.checked_add(d)])
             .flatten()
             .find(|&at| matches_at(at))
             .ok_or_else(|| {
-                format!(
-                    "hunk at line {} does not match (first context line: {:?})",
-                    hunk.old_start,
-                    hunk.old.first()
-                )
+                format!("hunk at line {} does not match (first context line: {:?})", hunk.old_start, hunk.old.first())
             })?;
         lines.splice(found..found + hunk.old.len(), hunk.new.iter().cloned());
         shift += hunk.new.len() as isize - hunk.old.len() as isize;
@@ -101,8 +96,7 @@ pub fn apply(root: &Path, diff: &str) -> Result<usize, String> {
     let files = parse(diff)?;
     for file in &files {
         let path = root.join(&file.path);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let patched = apply_hunks(&text, &file.hunks).map_err(|e| format!("{}: {e}", file.path))?;
         std::fs::write(&path, patched).map_err(|e| format!("{}: {e}", path.display()))?;
     }

@@ -19,9 +19,7 @@ pub struct PtxSummary {
 
 fn identifier(text: &str) -> Option<String> {
     let text = text.trim_start();
-    let end = text
-        .find(|c: char| !(c.is_ascii_alphanumeric() || "_$.%".contains(c)))
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !(c.is_ascii_alphanumeric() || "_$.%".contains(c))).unwrap_or(text.len());
     (end > 0).then(|| text[..end].to_owned())
 }
 

@@ -26,10 +26,7 @@ pub const FIXUPS: &[(&str, &str)] = &[
     ),
     ("0002-std-alloc-min-align.patch", include_str!("../../fixups/0002-std-alloc-min-align.patch")),
     ("0003-std-linux-raw-stat.patch", include_str!("../../fixups/0003-std-linux-raw-stat.patch")),
-    (
-        "0004-unwind-private-data-size.patch",
-        include_str!("../../fixups/0004-unwind-private-data-size.patch"),
-    ),
+    ("0004-unwind-private-data-size.patch", include_str!("../../fixups/0004-unwind-private-data-size.patch")),
     (
         "0005-std-personality-unwind-data-reg.patch",
         include_str!("../../fixups/0005-std-personality-unwind-data-reg.patch"),
@@ -54,9 +51,9 @@ pub fn ptx_features(arch: &str) -> &'static str {
 
 /// The target spec text for `arch` (`sm_80`, `sm_90`, ...).
 pub fn spec_for_arch(arch: &str) -> Result<String, BuildError> {
-    let valid = arch.strip_prefix("sm_").is_some_and(|n| {
-        !n.is_empty() && n.trim_end_matches(['a', 'f']).chars().all(|c| c.is_ascii_digit())
-    });
+    let valid = arch
+        .strip_prefix("sm_")
+        .is_some_and(|n| !n.is_empty() && n.trim_end_matches(['a', 'f']).chars().all(|c| c.is_ascii_digit()));
     if !valid {
         return Err(BuildError::Invalid(format!("arch must look like sm_90, got {arch:?}")));
     }
@@ -199,10 +196,7 @@ pub fn ensure_sysroot(toolchain: &Toolchain, arch: &str, cache: &Path) -> Result
         target_spec: spec.clone(),
         target_dir: build_dir.clone(),
         rustflags,
-        config: vec![format!(
-            "patch.crates-io.libc.path=\"{}\"",
-            libc.display().to_string().replace('\\', "/")
-        )],
+        config: vec![format!("patch.crates-io.libc.path=\"{}\"", libc.display().to_string().replace('\\', "/"))],
         offline: true,
     };
     let artifacts = cargo::build(toolchain, &build)?;

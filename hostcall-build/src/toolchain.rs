@@ -156,14 +156,12 @@ pub fn ensure_toolchain() -> Result<Toolchain, BuildError> {
         let mut install = rustup();
         install.args(["toolchain", "install", &channel, "--profile", "minimal"]);
         install.args(["-c", "rust-src", "-c", "llvm-tools"]);
-        run("rustup toolchain install", &mut install).map_err(|e| {
-            BuildError::Toolchain(format!("could not install {channel} with rustup: {e}"))
-        })?;
+        run("rustup toolchain install", &mut install)
+            .map_err(|e| BuildError::Toolchain(format!("could not install {channel} with rustup: {e}")))?;
         sysroot = query_sysroot(&channel);
     }
-    let sysroot = sysroot.ok_or_else(|| {
-        BuildError::Toolchain(format!("`rustup run {channel} rustc` does not work after install"))
-    })?;
+    let sysroot = sysroot
+        .ok_or_else(|| BuildError::Toolchain(format!("`rustup run {channel} rustc` does not work after install")))?;
     if !has_components(&sysroot) {
         return Err(BuildError::Toolchain(format!(
             "{channel} lacks rust-src or llvm-tools under {}; run \
@@ -190,10 +188,19 @@ mod tests {
 
     #[test]
     fn outer_cargo_settings_are_dropped_machine_settings_kept() {
-        for dropped in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WRAPPER",
-            "CARGO_BUILD_TARGET", "CARGO_PROFILE_RELEASE_LTO", "RUSTUP_TOOLCHAIN", "CARGO_MAKEFLAGS",
-            "CARGO_PKG_NAME", "__CARGO_FIX_PLZ", "CARGO"]
-        {
+        for dropped in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "RUSTC_WRAPPER",
+            "CARGO_BUILD_TARGET",
+            "CARGO_PROFILE_RELEASE_LTO",
+            "RUSTUP_TOOLCHAIN",
+            "CARGO_MAKEFLAGS",
+            "CARGO_PKG_NAME",
+            "__CARGO_FIX_PLZ",
+            "CARGO",
+        ] {
             assert!(inherited_build_var(dropped), "{dropped}");
         }
         for kept in ["CARGO_HOME", "CARGO_NET_OFFLINE", "CARGO_HTTP_PROXY", "PATH", "HOME", "RUSTUP_HOME"] {

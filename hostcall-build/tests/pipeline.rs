@@ -98,10 +98,7 @@ fn same_inputs_give_the_same_ptx_bytes_even_after_a_recompile() {
     std::fs::write(&source, text).expect("rewrite fixture");
     let second = build(&options("std-kernel", libc, "determinism-2.ptx"));
     assert_eq!(first.sha256, second.sha256, "PTX differs between identical builds");
-    assert_eq!(
-        std::fs::read(&first.path).expect("read first"),
-        std::fs::read(&second.path).expect("read second")
-    );
+    assert_eq!(std::fs::read(&first.path).expect("read first"), std::fs::read(&second.path).expect("read second"));
 }
 
 #[test]

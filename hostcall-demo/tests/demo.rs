@@ -81,7 +81,9 @@ fn embedded_ptx_is_complete_and_assembles() {
     let path = dir.path().join("culinux.ptx");
     std::fs::write(&path, PTX).unwrap();
     match hostcall_build::run_ptxas(&path, "sm_90").expect("ptxas ran") {
-        hostcall_build::PtxasCheck::Accepted { cubin_bytes, .. } => eprintln!("ptxas accepted culinux.ptx ({cubin_bytes} bytes of cubin)"),
+        hostcall_build::PtxasCheck::Accepted { cubin_bytes, .. } => {
+            eprintln!("ptxas accepted culinux.ptx ({cubin_bytes} bytes of cubin)")
+        }
         hostcall_build::PtxasCheck::Skipped(why) => eprintln!("skipping ptxas check: {why}"),
     }
 }
@@ -89,7 +91,8 @@ fn embedded_ptx_is_complete_and_assembles() {
 #[test]
 fn gpu_demo_golden_output_and_files() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(out) = run(dir.path(), &[], b"a line for stdin\n", &[("CULINUX_GREETING", "hello from the golden test")]) else {
+    let Some(out) = run(dir.path(), &[], b"a line for stdin\n", &[("CULINUX_GREETING", "hello from the golden test")])
+    else {
         return;
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -107,7 +110,10 @@ fn gpu_demo_golden_output_and_files() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(secs.abs_diff(now) < 3600, "device SystemTime {secs}, host {now}");
     assert!(stderr.contains("culinux: this line goes to stderr"), "stderr: {stderr}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("culinux_out.txt")).unwrap(), "written on the GPU\nsecond line\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("culinux_out.txt")).unwrap(),
+        "written on the GPU\nsecond line\n"
+    );
     assert!(!dir.path().join("culinux_scratch.txt").exists());
     assert!(!dir.path().join("culinux_big.bin").exists());
 }
@@ -132,7 +138,9 @@ fn gpu_panic_reports_message_and_location() {
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(134), "stderr: {stderr}");
-    let line = KERNEL_SOURCE.lines().position(|l| l.contains("panic!(\"culinux_panic on purpose")).expect("panic! in culinux") + 1;
+    let line =
+        KERNEL_SOURCE.lines().position(|l| l.contains("panic!(\"culinux_panic on purpose")).expect("panic! in culinux")
+            + 1;
     let location = format!("panicked at culinux/src/lib.rs:{line}:");
     assert!(stderr.contains(&location), "no `{location}` in: {stderr}");
     assert!(stderr.contains("culinux_panic on purpose: the vector has 0 elements"), "{stderr}");
@@ -147,7 +155,10 @@ fn gpu_debug_traces_every_call() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     for call in ["write", "open", "read", "close", "statx", "lseek", "unlink", "getenv", "getrandom", "clock_gettime"] {
-        assert!(stderr.lines().any(|l| l.contains("DEBUG") && l.contains(&format!(" {call}("))), "no trace of `{call}` in: {stderr}");
+        assert!(
+            stderr.lines().any(|l| l.contains("DEBUG") && l.contains(&format!(" {call}("))),
+            "no trace of `{call}` in: {stderr}"
+        );
     }
 }
 

@@ -45,7 +45,9 @@ fn emu(threads: u32, payload: usize) -> (f64, f64) {
         let mut reply = vec![0u8; payload];
         let t = Instant::now();
         for i in 0..N / u64::from(threads) {
-            let c = q.call::<EmuPlatform>(&Call::new(op, Echo { a: i, b: 1 }.to_args()).payload(&data), &mut reply).unwrap();
+            let c = q
+                .call::<EmuPlatform>(&Call::new(op, Echo { a: i, b: 1 }.to_args()).payload(&data), &mut reply)
+                .unwrap();
             assert_eq!(c.value, i ^ 1);
         }
         if ctx.thread_id == 0 {

@@ -118,7 +118,10 @@ pub enum RuntimeError {
     /// The device broke the protocol; the run was stopped.
     Protocol(ProtocolError),
     /// The kernel failed without calling `exit`/`abort`.
-    KernelFailed { message: String, report: Box<RunReport> },
+    KernelFailed {
+        message: String,
+        report: Box<RunReport>,
+    },
 }
 
 impl fmt::Display for RuntimeError {
@@ -160,7 +163,10 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime with the built-in handlers registered.
     pub fn new(backend: impl Backend + 'static, config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        config.geometry.validate().map_err(|e| RuntimeError::Config(format!("geometry {:?}: {e:?}", config.geometry)))?;
+        config
+            .geometry
+            .validate()
+            .map_err(|e| RuntimeError::Config(format!("geometry {:?}: {e:?}", config.geometry)))?;
         let sandbox = handlers::sandbox::Sandbox::new(&config.root)
             .map_err(|e| RuntimeError::Config(format!("sandbox root {}: {e}", config.root.display())))?;
         if config.debug {
@@ -217,7 +223,11 @@ impl Runtime {
     /// The hostcalls (names without the prefix) the loaded module declares.
     pub fn declared_hostcalls(&self) -> Result<Vec<String>, RuntimeError> {
         let g = self.module_globals.as_ref().ok_or(RuntimeError::NoModule)?;
-        Ok(g.iter().filter_map(|n| n.strip_prefix(globals::ID_PREFIX)).filter(|n| !n.is_empty()).map(str::to_string).collect())
+        Ok(g.iter()
+            .filter_map(|n| n.strip_prefix(globals::ID_PREFIX))
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 
     /// Every hostcall the module declares has a handler; else the missing
@@ -239,7 +249,12 @@ impl Runtime {
 
     /// Set up the queue, patch the globals, launch `entry` and serve it
     /// until it completes.
-    pub fn launch(&mut self, entry: &str, grid: impl Into<Dim3>, block: impl Into<Dim3>) -> Result<RunReport, RuntimeError> {
+    pub fn launch(
+        &mut self,
+        entry: &str,
+        grid: impl Into<Dim3>,
+        block: impl Into<Dim3>,
+    ) -> Result<RunReport, RuntimeError> {
         let start = Instant::now();
         self.check_handlers()?;
         let declared = self.module_globals.clone().ok_or(RuntimeError::NoModule)?;
@@ -259,7 +274,8 @@ impl Runtime {
                 w.store(0, Relaxed);
             }
         }
-        let uses_queue = declared.iter().any(|n| n.starts_with(globals::ID_PREFIX) && n.len() > globals::ID_PREFIX.len());
+        let uses_queue =
+            declared.iter().any(|n| n.starts_with(globals::ID_PREFIX) && n.len() > globals::ID_PREFIX.len());
         let values = [
             (globals::BUFF_PTR, mem.ring.device_addr()),
             (globals::BUFF_TOP, 0),

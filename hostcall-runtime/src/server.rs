@@ -74,7 +74,10 @@ fn idle_wait(idle_for: Duration, round: u32) -> bool {
 }
 
 fn panic_text(p: &(dyn Any + Send)) -> &str {
-    p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(|s| s.as_str())).unwrap_or("(non-string panic)")
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()))
+        .unwrap_or("(non-string panic)")
 }
 
 pub(crate) struct Server<'a> {
@@ -131,7 +134,9 @@ impl Server<'_> {
             };
             idle = 0;
             let len = rec.header.payload_len as usize;
-            let data = payload.get_mut(..len).ok_or(ProtocolError::PayloadTooLarge { ticket: rec.ticket, len: rec.header.payload_len })?;
+            let data = payload
+                .get_mut(..len)
+                .ok_or(ProtocolError::PayloadTooLarge { ticket: rec.ticket, len: rec.header.payload_len })?;
             consumer.read_payload(ring, &rec, data);
             let before = consumer.head();
             consumer.consume(ring, &rec);
@@ -144,7 +149,13 @@ impl Server<'_> {
         }
     }
 
-    fn dispatch(&mut self, rec: &Record, data: &[u8], reply: &mut Vec<u8>, served: &mut Served) -> Result<(), ProtocolError> {
+    fn dispatch(
+        &mut self,
+        rec: &Record,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+        served: &mut Served,
+    ) -> Result<(), ProtocolError> {
         let h = &rec.header;
         let start = self.debug.then(Instant::now);
         served.calls += 1;

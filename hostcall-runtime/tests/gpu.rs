@@ -24,8 +24,8 @@ fn env_u32(name: &str, default: u32) -> u32 {
 /// A runtime with the echo kernels loaded, or the reason to skip.
 fn setup() -> Result<Runtime, String> {
     let backend = CudaBackend::new(0).map_err(|e| format!("no CUDA driver: {e}"))?;
-    let path = std::env::var_os("HOSTCALL_TEST_PTX")
-        .ok_or("HOSTCALL_TEST_PTX is not set (path of the echo_stress PTX)")?;
+    let path =
+        std::env::var_os("HOSTCALL_TEST_PTX").ok_or("HOSTCALL_TEST_PTX is not set (path of the echo_stress PTX)")?;
     let ptx = std::fs::read_to_string(&path).map_err(|e| format!("HOSTCALL_TEST_PTX: {e}"))?;
     eprintln!("device: {}", backend.device_name());
     let mut rt = Runtime::new(backend, RuntimeConfig::default()).map_err(|e| e.to_string())?;

@@ -142,7 +142,8 @@ fn device_regions_carry_bulk_reads_and_writes() {
         let c = ctx.call(Write::NAME, w, &mut []).unwrap();
         assert_eq!((c.value, c.errno), (big.len() as u64, 0));
         let back = ctx.alloc(big.len() + 10);
-        let r = Call::new(0, Pread { fd, offset: 0, len: u64::MAX }.to_args()).device_region(back.addr(), back.len() as u64);
+        let r = Call::new(0, Pread { fd, offset: 0, len: u64::MAX }.to_args())
+            .device_region(back.addr(), back.len() as u64);
         let c = ctx.call(Pread::NAME, r, &mut []).unwrap();
         assert_eq!((c.value, c.errno, c.data_len), (big.len() as u64, 0, 0));
         assert_eq!(&back.to_vec()[..big.len()], &big[..]);
@@ -150,7 +151,8 @@ fn device_regions_carry_bulk_reads_and_writes() {
         let bad = Call::new(0, Write { fd }.to_args()).device_region(0x10, 64);
         assert_eq!(ctx.call(Write::NAME, bad, &mut []).unwrap().errno, Errno::EFAULT.0);
         // read's len bounds the region use.
-        let small = Call::new(0, Pread { fd, offset: 0, len: 3 }.to_args()).device_region(back.addr(), back.len() as u64);
+        let small =
+            Call::new(0, Pread { fd, offset: 0, len: 3 }.to_args()).device_region(back.addr(), back.len() as u64);
         assert_eq!(ctx.call(Pread::NAME, small, &mut []).unwrap().value, 3);
         // Echo through a region: region -> reply data, payload -> region.
         let e = Call::new(0, Echo { a: 1, b: 2 }.to_args()).device_region(buf.addr(), 16);
@@ -188,7 +190,10 @@ fn stdio_env_args_clock_random() {
         assert_eq!(call(ctx, Unsupported {}, b"pthread_create").1, Errno::ENOSYS.0);
         // Arguments that do not decode are EINVAL, not a crash.
         let bad = Call::new(ctx.hostcall_id("close"), [1 << 40, 0, 0]);
-        assert_eq!(ctx.queue().unwrap().call::<hostcall_runtime::backend::emu::EmuPlatform>(&bad, &mut []).unwrap().errno, Errno::EINVAL.0);
+        assert_eq!(
+            ctx.queue().unwrap().call::<hostcall_runtime::backend::emu::EmuPlatform>(&bad, &mut []).unwrap().errno,
+            Errno::EINVAL.0
+        );
     });
     assert_eq!(rig.stdout.to_string_lossy(), "to stdout\n");
     assert_eq!(rig.stderr.to_string_lossy(), "to stderr\n");
@@ -303,7 +308,16 @@ fn corrupt_record_stops_the_run_with_an_error() {
         // would, then wait like a caller (the cancel traps us out).
         let q = ctx.queue().unwrap();
         let t = q.top.fetch_add(1, Relaxed);
-        let h = Header { tag: t + 1, op: 1, slot: 1 << 30, payload_len: 0, flags: 0, dev_addr: 0, dev_len: 0, args: [0; 3] };
+        let h = Header {
+            tag: t + 1,
+            op: 1,
+            slot: 1 << 30,
+            payload_len: 0,
+            flags: 0,
+            dev_addr: 0,
+            dev_len: 0,
+            args: [0; 3],
+        };
         let w = h.to_words();
         for (i, x) in w.iter().enumerate().skip(1) {
             q.ring[i].store(*x, Relaxed);

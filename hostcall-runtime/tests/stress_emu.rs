@@ -60,7 +60,8 @@ fn echo_stress_64_threads_small_ring_few_slots() {
             done.fetch_add(1, Relaxed);
         }
     });
-    let geometry = Geometry { buff_size: 4096, slot_count: 64, reply_data_size: limits::MAX_INLINE.next_multiple_of(8) as u64 };
+    let geometry =
+        Geometry { buff_size: 4096, slot_count: 64, reply_data_size: limits::MAX_INLINE.next_multiple_of(8) as u64 };
     let mut rig = common::rig(dir.path(), geometry, module);
     let t = Instant::now();
     let report = rig.rt.launch("stress", 4, THREADS / 4).expect("run");

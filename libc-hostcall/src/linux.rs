@@ -101,7 +101,7 @@ pub fn stat_from_statx(x: &[u8; STATX_SIZE]) -> [u8; STAT_SIZE] {
     put(48, &le_u64(x, 40).to_le_bytes()); // st_size
     put(56, &le_u32(x, 4).to_le_bytes()); // st_blksize (i64)
     put(64, &le_u64(x, 48).to_le_bytes()); // st_blocks
-    // atime, mtime, ctime: statx_timestamp {i64 sec; u32 nsec; i32 pad}.
+                                           // atime, mtime, ctime: statx_timestamp {i64 sec; u32 nsec; i32 pad}.
     for (stat_at, statx_at) in [(72, 64), (88, 112), (104, 96)] {
         put(stat_at, &le_u64(x, statx_at).to_le_bytes());
         put(stat_at + 8, &le_u32(x, statx_at + 8).to_le_bytes());

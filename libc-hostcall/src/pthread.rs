@@ -139,9 +139,7 @@ pub fn get_specific(key: u32) -> *mut c_void {
     let Some((_, gen)) = key_index(key) else {
         return core::ptr::null_mut();
     };
-    values(false)
-        .and_then(|v| entry(v, key, gen).map(|e| v.values[e].load(Relaxed)))
-        .unwrap_or(core::ptr::null_mut())
+    values(false).and_then(|v| entry(v, key, gen).map(|e| v.values[e].load(Relaxed))).unwrap_or(core::ptr::null_mut())
 }
 
 pub fn set_specific(key: u32, value: *const c_void) -> Result<(), Errno> {

@@ -20,7 +20,13 @@ pub fn fstat_into(fd: c_int, out: &mut [u8; STAT_SIZE]) -> Result<c_int, Errno> 
     Ok(0)
 }
 
-pub fn statx_into(dirfd: c_int, path: &[u8], flags: c_int, mask: u32, out: &mut [u8; STATX_SIZE]) -> Result<c_int, Errno> {
+pub fn statx_into(
+    dirfd: c_int,
+    path: &[u8],
+    flags: c_int,
+    mask: u32,
+    out: &mut [u8; STATX_SIZE],
+) -> Result<c_int, Errno> {
     let done = request(&ids::__HOSTCALL__statx, &Statx { dirfd, flags, mask }, path, None, out)?;
     if done.data_len < STATX_SIZE {
         return Err(Errno::EIO);

@@ -126,7 +126,8 @@ pub unsafe extern "C" fn syscall(num: c_long, mut args: ...) -> c_long {
         SYS_STATX => {
             // SAFETY: C contract: statx(int, const char *, int, unsigned, struct statx *).
             let r = unsafe {
-                let (fd, path, flags) = (args.next_arg::<c_int>(), args.next_arg::<*const c_char>(), args.next_arg::<c_int>());
+                let (fd, path, flags) =
+                    (args.next_arg::<c_int>(), args.next_arg::<*const c_char>(), args.next_arg::<c_int>());
                 let (mask, buf) = (args.next_arg::<u32>(), args.next_arg::<*mut u8>());
                 sys_stat::statx(fd, path, flags, mask, buf)
             };
@@ -135,7 +136,8 @@ pub unsafe extern "C" fn syscall(num: c_long, mut args: ...) -> c_long {
         SYS_GETRANDOM => {
             // SAFETY: C contract: getrandom(void *, size_t, unsigned).
             let r = unsafe {
-                let (buf, len, flags) = (args.next_arg::<*mut c_void>(), args.next_arg::<usize>(), args.next_arg::<u32>());
+                let (buf, len, flags) =
+                    (args.next_arg::<*mut c_void>(), args.next_arg::<usize>(), args.next_arg::<u32>());
                 getrandom(buf, len, flags)
             };
             return r as c_long;

@@ -74,7 +74,12 @@ pub unsafe extern "C" fn nanosleep(req: *const Timespec, rem: *mut Timespec) -> 
 /// # Safety
 /// As for `nanosleep`.
 #[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn clock_nanosleep(clock: c_int, flags: c_int, req: *const Timespec, rem: *mut Timespec) -> c_int {
+pub unsafe extern "C" fn clock_nanosleep(
+    clock: c_int,
+    flags: c_int,
+    req: *const Timespec,
+    rem: *mut Timespec,
+) -> c_int {
     if !matches!(clock, CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_BOOTTIME) {
         return Errno::ENOTSUP.0 as c_int;
     }

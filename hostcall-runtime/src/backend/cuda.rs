@@ -156,7 +156,8 @@ impl CudaBackend {
         match catch_unwind(AssertUnwindSafe(|| Self::open(ordinal))) {
             Ok(r) => r,
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                let msg =
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
                 Err(BackendError(format!(
                     "no CUDA driver found (libcuda.so): loading it failed: {}",
                     msg.unwrap_or_else(|| "unknown panic in the driver loader".into())
@@ -231,7 +232,8 @@ impl CudaBackend {
         let c = CString::new(name).map_err(|_| BackendError(format!("cuda: bad global name `{name}`")))?;
         let (mut addr, mut bytes) = (0, 0);
         // SAFETY: the module is loaded, `c` NUL-terminated, outputs writable.
-        ck(unsafe { sys::cuModuleGetGlobal_v2(&mut addr, &mut bytes, m.module, c.as_ptr()) }, &format!("global `{name}`"))?;
+        let r = unsafe { sys::cuModuleGetGlobal_v2(&mut addr, &mut bytes, m.module, c.as_ptr()) };
+        ck(r, &format!("global `{name}`"))?;
         Ok((addr, bytes))
     }
 
@@ -311,7 +313,8 @@ impl Backend for CudaBackend {
         let mut dev = 0;
         // SAFETY: `p` is a mapped allocation of this context.
         ck(unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, p, 0) }, "cuMemHostGetDevicePointer")?;
-        let nn = NonNull::new(p.cast::<AtomicU64>()).ok_or_else(|| BackendError::new("cuda: cuMemHostAlloc returned null"))?;
+        let nn = NonNull::new(p.cast::<AtomicU64>())
+            .ok_or_else(|| BackendError::new("cuda: cuMemHostAlloc returned null"))?;
         // SAFETY: `words` zeroed, page-aligned u64s, alive until `owner`
         // drops; the host reaches them only through the atomics view.
         Ok(unsafe { MappedRegion::from_raw_parts(nn, words, dev, Box::new(owner)) })
@@ -342,8 +345,11 @@ impl Backend for CudaBackend {
         let (mut max_threads, mut regs) = (0, 0);
         // SAFETY: `f` is a live function of the loaded module; outputs writable.
         let known = unsafe {
-            sys::cuFuncGetAttribute(&mut max_threads, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, f)
-                == sys::CUresult::CUDA_SUCCESS
+            sys::cuFuncGetAttribute(
+                &mut max_threads,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+                f,
+            ) == sys::CUresult::CUDA_SUCCESS
                 && sys::cuFuncGetAttribute(&mut regs, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS, f)
                     == sys::CUresult::CUDA_SUCCESS
         };

@@ -125,9 +125,9 @@ impl Memory {
     }
 
     fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), BackendError> {
-        let (mem, off) = self
-            .find(addr, out.len() as u64)
-            .ok_or_else(|| BackendError(format!("emu: read of {} bytes at {addr:#x} is outside device memory", out.len())))?;
+        let (mem, off) = self.find(addr, out.len() as u64).ok_or_else(|| {
+            BackendError(format!("emu: read of {} bytes at {addr:#x} is outside device memory", out.len()))
+        })?;
         for (i, b) in out.iter_mut().enumerate() {
             let at = off + i;
             *b = mem[at / 8].load(Acquire).to_le_bytes()[at % 8];
@@ -136,9 +136,9 @@ impl Memory {
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), BackendError> {
-        let (mem, off) = self
-            .find(addr, data.len() as u64)
-            .ok_or_else(|| BackendError(format!("emu: write of {} bytes at {addr:#x} is outside device memory", data.len())))?;
+        let (mem, off) = self.find(addr, data.len() as u64).ok_or_else(|| {
+            BackendError(format!("emu: write of {} bytes at {addr:#x} is outside device memory", data.len()))
+        })?;
         // The region belongs to the waiting caller, so a load-modify-store of
         // each word races with nobody.
         let mut i = 0;
@@ -350,7 +350,12 @@ impl DeviceCtx {
     /// Allocate emulated device memory (zeroed), for declared regions.
     pub fn alloc(&self, bytes: usize) -> DeviceBuffer {
         let (addr, words) = self.mem.alloc(bytes.div_ceil(8));
-        DeviceBuffer { addr, words: words.clone(), len: bytes, _freer: Freer { mem: self.mem.clone(), addr, _keep: words } }
+        DeviceBuffer {
+            addr,
+            words: words.clone(),
+            len: bytes,
+            _freer: Freer { mem: self.mem.clone(), addr, _keep: words },
+        }
     }
 
     /// `exit(code)` as the device libc does it: the call, then a trap.
@@ -517,10 +522,8 @@ impl Backend for EmuBackend {
                 queue: OnceLock::new(),
             };
             let (kernel, launch2) = (kernel.clone(), launch.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("emu-dev-{id}"))
-                .stack_size(256 * 1024)
-                .spawn(move || {
+            let spawned =
+                std::thread::Builder::new().name(format!("emu-dev-{id}")).stack_size(256 * 1024).spawn(move || {
                     CURRENT.with(|c| *c.borrow_mut() = Some((launch2.clone(), id)));
                     let r = catch_unwind(AssertUnwindSafe(|| kernel(&ctx)));
                     if let Err(p) = r {

@@ -215,9 +215,8 @@ pub fn ptx_globals(ptx: &str) -> Vec<String> {
     for raw in ptx.lines() {
         let line = raw.split("//").next().unwrap_or("");
         if depth == 0 {
-            let mut toks = line
-                .split(|c: char| c.is_whitespace() || c == ';' || c == '=' || c == '[')
-                .filter(|t| !t.is_empty());
+            let mut toks =
+                line.split(|c: char| c.is_whitespace() || c == ';' || c == '=' || c == '[').filter(|t| !t.is_empty());
             let mut seen_global = false;
             let mut last = None;
             while let Some(t) = toks.next() {

@@ -7,7 +7,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 
-use hostcall_abi::op::{Close, Fstat, Getcwd, Lseek, Mkdir, Open, Pread, Pwrite, Read as ReadReq, Rename, Statx, Unlink, Write as WriteReq};
+use hostcall_abi::op::{
+    Close, Fstat, Getcwd, Lseek, Mkdir, Open, Pread, Pwrite, Read as ReadReq, Rename, Statx, Unlink, Write as WriteReq,
+};
 use hostcall_abi::Errno;
 
 use super::sandbox::VPath;
@@ -269,7 +271,8 @@ fn statx(cx: &mut HostCx<'_>, req: Statx, data: &Payload<'_>) -> HandlerResult {
         if req.flags & AT_EMPTY_PATH == 0 {
             return Err(HostError(Errno::ENOENT));
         }
-        let fd = if req.dirfd == AT_FDCWD { cx.state.sandbox.root_fd().as_raw_fd() } else { host_fd(cx.state, req.dirfd)? };
+        let fd =
+            if req.dirfd == AT_FDCWD { cx.state.sandbox.root_fd().as_raw_fd() } else { host_fd(cx.state, req.dirfd)? };
         statx_at(fd, c"", pass | libc::AT_EMPTY_PATH, req.mask)?
     } else {
         let base = cx.state.dir_base(req.dirfd)?;
