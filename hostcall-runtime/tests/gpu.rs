@@ -1,88 +1,161 @@
-//! On a real GPU: the `echo_stress` kernels (`kernels/echo_stress`, a
-//! `no_std` PTX kernel) make echo hostcalls from many warps and check every
-//! reply on the device, counting into `ECHO_OK` / `ECHO_FAILURES`.
+//! The echo protocol test, one body on two backends.
 //!
-//! Skips, with the reason printed, when there is no CUDA driver or
-//! `HOSTCALL_TEST_PTX` (path of the PTX, from
-//! `hostcall-build ptx kernels/echo_stress --keep ECHO_OK ...`; see
-//! `.ci/gpu`) is unset. `HOSTCALL_TEST_GRID` / `HOSTCALL_TEST_BLOCK` size the
-//! stress grid. The CPU-emulation twin of this test is `stress_emu.rs`.
+//! `kernels/echo_stress` (a `no_std` PTX kernel) makes echo hostcalls from
+//! many warps and checks every reply on the device, counting into `ECHO_OK` /
+//! `ECHO_FAILURES`; `echo_latency` times null calls on `%globaltimer`. The
+//! CPU-emulation twin below runs the same per-call scheme (arguments,
+//! payload sizes and bytes) on OS threads, and both runs go through the same
+//! launch-and-check body.
+//!
+//! The GPU tests skip, with the reason printed, when there is no CUDA driver
+//! or `HOSTCALL_TEST_PTX` (path of the PTX from
+//! `hostcall-build ptx kernels/echo_stress --keep ECHO_OK --keep ECHO_FAILURES
+//! --keep ECHO_MEDIAN_NS --keep ECHO_MEAN_NS`) is unset.
+//! `HOSTCALL_TEST_GRID` / `HOSTCALL_TEST_BLOCK` size the GPU grid.
 
-#![cfg(feature = "cuda")]
+mod common;
 
-use hostcall_runtime::backend::cuda::CudaBackend;
-use hostcall_runtime::{Runtime, RuntimeConfig};
+use std::sync::atomic::Ordering::Relaxed;
+
+use hostcall_runtime::backend::emu::{EmuModule, EmuPlatform};
+use hostcall_runtime::hostcall_abi::op::{Echo, Request};
+use hostcall_runtime::hostcall_abi::{Call, Geometry};
+use hostcall_runtime::Runtime;
 
 /// Must match `kernels/echo_stress`.
 const CALLS_PER_THREAD: u64 = 100;
 const LATENCY_SAMPLES: u64 = 2000;
 
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+/// Call `i` of thread `tid`: `(a, b, payload length)`, as the kernel makes it.
+fn echo_args(tid: u64, i: u64) -> (u64, u64, usize) {
+    let a = (tid << 32) | i;
+    let b = tid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.rotate_left(17);
+    (a, b, ((tid * 31 + i * 17) % 512) as usize)
 }
 
-/// A runtime with the echo kernels loaded, or the reason to skip.
-fn setup() -> Result<Runtime, String> {
-    let backend = CudaBackend::new(0).map_err(|e| format!("no CUDA driver: {e}"))?;
-    let path =
-        std::env::var_os("HOSTCALL_TEST_PTX").ok_or("HOSTCALL_TEST_PTX is not set (path of the echo_stress PTX)")?;
-    let ptx = std::fs::read_to_string(&path).map_err(|e| format!("HOSTCALL_TEST_PTX: {e}"))?;
-    eprintln!("device: {}", backend.device_name());
-    let mut rt = Runtime::new(backend, RuntimeConfig::default()).map_err(|e| e.to_string())?;
-    rt.load(&ptx).map_err(|e| format!("load: {e}"))?;
-    Ok(rt)
+/// The kernel's payload bytes for a call (xorshift seeded by `a ^ b`).
+fn fill(buf: &mut [u8], seed: u64) {
+    let mut x = seed | 1;
+    for b in buf {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
 }
 
-#[test]
-fn gpu_echo_stress() {
-    let mut rt = match setup() {
-        Ok(rt) => rt,
-        Err(why) => return eprintln!("skipping gpu_echo_stress: {why}"),
-    };
-    let (grid, block) = (env_u32("HOSTCALL_TEST_GRID", 132), env_u32("HOSTCALL_TEST_BLOCK", 256));
+/// Launch `echo_stress` on `grid` x `block` threads and check the run: every
+/// call served once, every reply checked right on the device side.
+fn echo_stress_body(rt: &mut Runtime, grid: u32, block: u32) {
     rt.check_handlers().expect("every declared hostcall has a handler");
     let report = rt.launch("echo_stress", grid, block).expect("run");
     let ok = rt.read_global_u64("ECHO_OK").expect("ECHO_OK");
     let failures = rt.read_global_u64("ECHO_FAILURES").expect("ECHO_FAILURES");
     let expected = u64::from(grid) * u64::from(block) * CALLS_PER_THREAD;
     eprintln!(
-        "echo_stress<<<{grid}, {block}>>>: {} calls in {:?} ({:.0} calls/s), {ok} checked ok on the device",
+        "echo_stress<<<{grid}, {block}>>>: {} calls in {:?} ({:.0} calls/s), {ok} checked ok by the callers",
         report.calls,
         report.elapsed,
         report.calls as f64 / report.elapsed.as_secs_f64()
     );
-    assert_eq!(failures, 0, "device-side mismatches");
-    assert_eq!(ok, expected, "replies checked on the device");
+    assert_eq!(failures, 0, "replies that did not match their call");
+    assert_eq!(ok, expected, "replies checked");
     assert_eq!(report.per_op.get("echo").copied().unwrap_or(0), expected, "calls served");
+    assert_eq!(report.calls, expected, "no call served twice");
+    assert_eq!(report.errors, 0);
+}
+
+/// The emulation twin of `kernels/echo_stress`.
+fn emu_echo_module() -> EmuModule {
+    EmuModule::new().hostcall(Echo::NAME).global("ECHO_OK").global("ECHO_FAILURES").entry("echo_stress", |ctx| {
+        let ok = ctx.global("ECHO_OK").expect("ECHO_OK");
+        let failures = ctx.global("ECHO_FAILURES").expect("ECHO_FAILURES");
+        let op = ctx.hostcall_id(Echo::NAME);
+        let q = ctx.queue().expect("queue configured");
+        let tid = u64::from(ctx.thread_id);
+        let (mut payload, mut reply) = ([0u8; 512], [0u8; 512]);
+        for i in 0..CALLS_PER_THREAD {
+            let (a, b, len) = echo_args(tid, i);
+            let sent = &mut payload[..len];
+            fill(sent, a ^ b);
+            let call = Call::new(op, Echo { a, b }.to_args()).payload(sent);
+            let good = match q.call::<EmuPlatform>(&call, &mut reply) {
+                Ok(c) => c.errno == 0 && c.value == a ^ b && c.data_len == len && reply[..len] == *sent,
+                Err(_) => false,
+            };
+            if good { ok } else { failures }.fetch_add(1, Relaxed);
+        }
+    })
 }
 
 #[test]
-fn gpu_null_call_latency() {
-    let mut rt = match setup() {
-        Ok(rt) => rt,
-        Err(why) => return eprintln!("skipping gpu_null_call_latency: {why}"),
-    };
-    let report = rt.launch("echo_latency", 1, 1).expect("run");
-    let ok = rt.read_global_u64("ECHO_OK").expect("ECHO_OK");
-    let median = rt.read_global_u64("ECHO_MEDIAN_NS").expect("ECHO_MEDIAN_NS");
-    let mean = rt.read_global_u64("ECHO_MEAN_NS").expect("ECHO_MEAN_NS");
-    eprintln!(
-        "null hostcall round trip, one GPU thread, {LATENCY_SAMPLES} calls: median {:.2} us, mean {:.2} us (%globaltimer)",
-        median as f64 / 1e3,
-        mean as f64 / 1e3
-    );
-    assert_eq!(rt.read_global_u64("ECHO_FAILURES").expect("ECHO_FAILURES"), 0);
-    assert_eq!(ok, LATENCY_SAMPLES);
-    assert_eq!(report.calls, LATENCY_SAMPLES);
-    assert!(median > 0 && median <= mean * 10, "median {median} ns, mean {mean} ns");
+fn emu_echo_stress() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small ring and few slots, so both wrap and get reused constantly.
+    let geometry = Geometry { buff_size: 4096, slot_count: 64, ..Geometry::DEFAULT };
+    let mut rig = common::rig(dir.path(), geometry, emu_echo_module());
+    echo_stress_body(&mut rig.rt, 4, 16);
 }
 
-#[test]
-fn no_driver_is_an_error_not_a_panic() {
-    // With a driver this opens the device; without one it must be the
-    // documented error. Either way: no panic.
-    match CudaBackend::new(0) {
-        Ok(_) => eprintln!("CUDA driver present"),
-        Err(e) => assert!(e.to_string().starts_with("no CUDA driver found (libcuda.so)"), "{e}"),
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use hostcall_runtime::backend::cuda::CudaBackend;
+    use hostcall_runtime::RuntimeConfig;
+
+    fn env_u32(name: &str, default: u32) -> u32 {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    /// A runtime with the echo kernels loaded, or the reason to skip.
+    fn setup() -> Result<Runtime, String> {
+        let backend = CudaBackend::new(0).map_err(|e| format!("no CUDA driver: {e}"))?;
+        let path = std::env::var_os("HOSTCALL_TEST_PTX")
+            .ok_or("HOSTCALL_TEST_PTX is not set (path of the echo_stress PTX)")?;
+        let ptx = std::fs::read_to_string(&path).map_err(|e| format!("HOSTCALL_TEST_PTX: {e}"))?;
+        eprintln!("device: {}", backend.device_name());
+        let mut rt = Runtime::new(backend, RuntimeConfig::default()).map_err(|e| e.to_string())?;
+        rt.load(&ptx).map_err(|e| format!("load: {e}"))?;
+        Ok(rt)
+    }
+
+    #[test]
+    fn gpu_echo_stress() {
+        let mut rt = match setup() {
+            Ok(rt) => rt,
+            Err(why) => return eprintln!("skipping gpu_echo_stress: {why}"),
+        };
+        echo_stress_body(&mut rt, env_u32("HOSTCALL_TEST_GRID", 132), env_u32("HOSTCALL_TEST_BLOCK", 256));
+    }
+
+    #[test]
+    fn gpu_null_call_latency() {
+        let mut rt = match setup() {
+            Ok(rt) => rt,
+            Err(why) => return eprintln!("skipping gpu_null_call_latency: {why}"),
+        };
+        let report = rt.launch("echo_latency", 1, 1).expect("run");
+        let ok = rt.read_global_u64("ECHO_OK").expect("ECHO_OK");
+        let median = rt.read_global_u64("ECHO_MEDIAN_NS").expect("ECHO_MEDIAN_NS");
+        let mean = rt.read_global_u64("ECHO_MEAN_NS").expect("ECHO_MEAN_NS");
+        eprintln!(
+            "null hostcall round trip, one GPU thread, {LATENCY_SAMPLES} calls: median {:.2} us, mean {:.2} us (%globaltimer)",
+            median as f64 / 1e3,
+            mean as f64 / 1e3
+        );
+        assert_eq!(rt.read_global_u64("ECHO_FAILURES").expect("ECHO_FAILURES"), 0);
+        assert_eq!(ok, LATENCY_SAMPLES);
+        assert_eq!(report.calls, LATENCY_SAMPLES);
+        assert!(median > 0 && median <= mean * 10, "median {median} ns, mean {mean} ns");
+    }
+
+    #[test]
+    fn no_driver_is_an_error_not_a_panic() {
+        // With a driver this opens the device; without one it must be the
+        // documented error. Either way: no panic.
+        match CudaBackend::new(0) {
+            Ok(_) => eprintln!("CUDA driver present"),
+            Err(e) => assert!(e.to_string().starts_with("no CUDA driver found (libcuda.so)"), "{e}"),
+        }
     }
 }
