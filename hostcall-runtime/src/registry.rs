@@ -150,6 +150,7 @@ pub struct HostCx<'a> {
     reply: &'a mut Vec<u8>,
     reply_capacity: usize,
     pub(crate) trace_args: Option<String>,
+    pub(crate) deferred: bool,
 }
 
 impl<'a> HostCx<'a> {
@@ -161,7 +162,15 @@ impl<'a> HostCx<'a> {
         trace: bool,
     ) -> Self {
         reply.clear();
-        HostCx { state, backend, reply, reply_capacity, trace_args: trace.then(String::new) }
+        HostCx { state, backend, reply, reply_capacity, trace_args: trace.then(String::new), deferred: false }
+    }
+
+    /// This call cannot complete yet (it waits for input that has not
+    /// arrived). The server keeps the call and runs the handler again later,
+    /// serving every other call meanwhile; what the handler returns this
+    /// time is ignored. The calling GPU thread simply waits longer.
+    pub fn defer(&mut self) {
+        self.deferred = true;
     }
 
     /// Bytes of reply data this call can return.

@@ -7,6 +7,7 @@
 //! the caller's errno.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,14 @@ fn panic_text(p: &(dyn Any + Send)) -> &str {
         .unwrap_or("(non-string panic)")
 }
 
+/// A call whose handler deferred it ([`HostCx::defer`]): its record and
+/// payload, kept until the handler can finish it.
+struct Deferred {
+    rec: Record,
+    payload: Vec<u8>,
+    since: Instant,
+}
+
 pub(crate) struct Server<'a> {
     pub backend: &'a mut dyn Backend,
     pub registry: &'a mut Registry,
@@ -103,7 +112,16 @@ impl Server<'_> {
         let mut idle = 0u32;
         let mut idle_since = Instant::now();
         let mut since_release = 0u32;
+        let mut deferred: VecDeque<Deferred> = VecDeque::new();
         loop {
+            // Calls waiting for input go first, in the order they came; the
+            // first one still not ready ends the round.
+            while let Some(d) = deferred.pop_front() {
+                if let Some(d) = self.dispatch(d.rec, d.payload, d.since, &mut reply, &mut served)? {
+                    deferred.push_front(d);
+                    break;
+                }
+            }
             let rec = match consumer.poll(ring) {
                 Ok(r) => r,
                 Err(e) => {
@@ -115,6 +133,7 @@ impl Server<'_> {
                 consumer.release(ctrl);
                 since_release = 0;
                 if served.end.is_some() {
+                    // Deferred calls left now belong to threads that are gone.
                     return Ok(served);
                 }
                 if idle == 0 {
@@ -145,30 +164,41 @@ impl Server<'_> {
                 consumer.release(ctrl);
                 since_release = 0;
             }
-            self.dispatch(&rec, &payload[..len], &mut reply, &mut served)?;
+            // A new call does not queue behind deferred ones: those were
+            // retried at the top of this round and still wait for input;
+            // concurrent reads of one stream have no order on Linux either.
+            let data = payload.get(..len).unwrap_or_default();
+            if let Some(d) = self.dispatch(rec, data.to_vec(), Instant::now(), &mut reply, &mut served)? {
+                deferred.push_back(d);
+            }
         }
     }
 
+    /// Run the handler of `rec` and post its reply; `Some` (the call back)
+    /// when the handler deferred it.
     fn dispatch(
         &mut self,
-        rec: &Record,
-        data: &[u8],
+        rec: Record,
+        data: Vec<u8>,
+        since: Instant,
         reply: &mut Vec<u8>,
         served: &mut Served,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Option<Deferred>, ProtocolError> {
         let h = &rec.header;
-        let start = self.debug.then(Instant::now);
-        served.calls += 1;
-        let counted = served.per_op.get_mut(h.op as usize).map_or(0, |_| h.op as usize);
-        if let Some(c) = served.per_op.get_mut(counted) {
-            *c += 1;
-        }
-        let payload = Payload::new(data, DeviceSlice::new(h.dev_addr, h.dev_len));
+        let payload = Payload::new(&data, DeviceSlice::new(h.dev_addr, h.dev_len));
         let capacity = self.geometry.reply_data_size as usize;
         let mut cx = HostCx::new(self.state, &mut *self.backend, reply, capacity, self.debug);
         let registry = &mut *self.registry;
         let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(h.op, &mut cx, h.args, &payload)));
         let registry = &*registry;
+        if cx.deferred && matches!(outcome, Ok(Some(_))) {
+            return Ok(Some(Deferred { rec, payload: data, since }));
+        }
+        served.calls += 1;
+        let counted = served.per_op.get_mut(h.op as usize).map_or(0, |_| h.op as usize);
+        if let Some(c) = served.per_op.get_mut(counted) {
+            *c += 1;
+        }
         let result = match outcome {
             Ok(Some(r)) => r,
             Ok(None) => Err(HostError(Errno::ENOSYS)),
@@ -188,7 +218,7 @@ impl Server<'_> {
         };
         let trace_args = cx.trace_args.take();
         drop(cx);
-        if let Some(start) = start {
+        if self.debug {
             let name = op_name(self.registry, h.op);
             let args = trace_args.unwrap_or_default();
             let outcome = if errno == 0 {
@@ -200,17 +230,17 @@ impl Server<'_> {
             tracing::debug!(
                 target: "hostcall",
                 "{name}({args}){} dev={}B -> {outcome} reply={}B in {:?}",
-                payload_text(data),
+                payload_text(&data),
                 h.dev_len,
                 reply.len(),
-                start.elapsed()
+                since.elapsed()
             );
         }
         if let Some(slot) = rec.slot() {
             let r = Reply { tag: h.tag, value, errno, data_len: 0, reserved: [0; 5] };
             post_reply(&self.geometry, self.mem.slots.words(), self.mem.reply_data.words(), slot, r, reply)?;
         }
-        Ok(())
+        Ok(None)
     }
 }
 

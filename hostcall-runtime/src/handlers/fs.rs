@@ -14,6 +14,7 @@ use hostcall_abi::Errno;
 
 use super::sandbox::VPath;
 use super::stat::{encode_stat, encode_statx};
+use super::stdin::StdinPoll;
 use super::{Fd, HostState, OpenFile, AT_FDCWD};
 use crate::registry::{HandlerResult, HostCx, HostError, Payload, Registry};
 
@@ -118,17 +119,21 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     }
 }
 
-/// One `read(2)` (or `pread`) from a device fd.
-fn read_once(state: &mut HostState, fd: i32, buf: &mut [u8], at: Option<u64>) -> Result<usize, HostError> {
+/// One `read(2)` (or `pread`) from a device fd; `None` when it is stdin and
+/// nothing has arrived yet.
+fn read_once(state: &mut HostState, fd: i32, buf: &mut [u8], at: Option<u64>) -> Result<Option<usize>, HostError> {
     match state.fd(fd)? {
         Fd::Stdin if at.is_some() => Err(HostError(Errno::ESPIPE)),
-        Fd::Stdin => Ok(retry(|| state.stdin.read(buf))?),
+        Fd::Stdin => Ok(match state.stdin.poll_read(buf)? {
+            StdinPoll::Ready(n) => Some(n),
+            StdinPoll::Pending => None,
+        }),
         Fd::Stdout | Fd::Stderr => Err(HostError(Errno::EBADF)),
         Fd::File(f) if f.is_dir => Err(HostError(Errno::EISDIR)),
-        Fd::File(f) => Ok(match at {
+        Fd::File(f) => Ok(Some(match at {
             Some(o) => retry(|| f.file.read_at(buf, o))?,
             None => retry(|| f.file.read(buf))?,
-        }),
+        })),
     }
 }
 
@@ -163,7 +168,10 @@ fn read(cx: &mut HostCx<'_>, fd: i32, len: u64, at: Option<u64>, data: &Payload<
     let Some(region) = data.device() else {
         let n = usize::try_from(len).unwrap_or(usize::MAX).min(cx.reply_capacity());
         let mut buf = vec![0u8; n];
-        let got = read_once(cx.state, fd, &mut buf, at)?;
+        let Some(got) = read_once(cx.state, fd, &mut buf, at)? else {
+            cx.defer();
+            return Ok(0);
+        };
         cx.reply_data(&buf[..got]);
         return Ok(got as u64);
     };
@@ -172,7 +180,16 @@ fn read(cx: &mut HostCx<'_>, fd: i32, len: u64, at: Option<u64>, data: &Payload<
     let mut done = 0u64;
     while done < total {
         let want = ((total - done) as usize).min(CHUNK);
-        let got = read_once(cx.state, fd, &mut buf[..want], at.map(|o| o + done))?;
+        let got = match read_once(cx.state, fd, &mut buf[..want], at.map(|o| o + done))? {
+            Some(got) => got,
+            // Stdin with nothing more yet: a short read if we have some,
+            // else wait for input.
+            None if done > 0 => break,
+            None => {
+                cx.defer();
+                return Ok(0);
+            }
+        };
         region.write(cx, done, &buf[..got])?;
         done += got as u64;
         if got < want {

@@ -17,6 +17,7 @@ pub mod fs;
 pub mod process;
 pub mod sandbox;
 pub mod stat;
+pub mod stdin;
 pub mod time;
 
 use sandbox::{Sandbox, VPath};
@@ -55,7 +56,7 @@ pub const MAX_OPEN_FILES: usize = 1024;
 pub struct HostState {
     pub sandbox: Sandbox,
     files: Vec<Option<OpenFile>>,
-    pub stdin: Box<dyn Read + Send>,
+    pub stdin: stdin::Stdin,
     pub stdout: Box<dyn Write + Send>,
     pub stderr: Box<dyn Write + Send>,
     pub env: HashMap<String, String>,
@@ -79,7 +80,7 @@ impl HostState {
         HostState {
             sandbox,
             files: Vec::new(),
-            stdin,
+            stdin: stdin::Stdin::new(stdin),
             stdout,
             stderr,
             env,
