@@ -124,3 +124,41 @@ fn a_crate_without_entry_points_is_an_error_that_says_so() {
     let message = error.to_string();
     assert!(message.contains("no entry points"), "{message}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("dir entry");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().expect("file type").is_dir() {
+            if entry.file_name() != "target" {
+                copy_dir(&src, &dst);
+            }
+        } else {
+            std::fs::copy(&src, &dst).expect("copy fixture file");
+        }
+    }
+}
+
+#[test]
+fn the_same_sources_in_another_directory_give_the_same_ptx() {
+    // Cargo hashes a path crate's location into its symbol names; the
+    // pipeline must not let a checkout's directory leak into the PTX.
+    let mut shas = Vec::new();
+    for place in ["moved-a", "moved-b/one/level/deeper"] {
+        let base = out_dir().join(place);
+        let _ = std::fs::remove_dir_all(&base);
+        for crate_dir in ["libc-user-kernel", "stub-libc"] {
+            copy_dir(&fixture(crate_dir), &base.join(crate_dir));
+        }
+        let mut o = PtxOptions::new(base.join("libc-user-kernel"));
+        o.libc_dir = Some(base.join("stub-libc"));
+        o.cache_dir = repo_root().join("target/hostcall-build-cache");
+        o.out = base.join("kernel.ptx");
+        let artifact = build(&o);
+        let text = std::fs::read_to_string(&artifact.path).expect("read PTX");
+        assert!(!text.contains(place), "the PTX names its source directory {place}");
+        shas.push(artifact.sha256);
+    }
+    assert_eq!(shas[0], shas[1], "PTX depends on where the sources are");
+}
