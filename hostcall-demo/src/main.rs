@@ -39,6 +39,10 @@ struct Args {
     /// CUDA device ordinal.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Stack bytes per GPU thread (std needs a few KiB; deep recursion more).
+    #[arg(long, default_value_t = hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..=(1 << 20)))]
+    stack_size: u64,
     /// Bytes per command buffer (power of two, >= 4096).
     #[arg(long, default_value_t = Geometry::DEFAULT.buff_size)]
     buff_size: u64,
@@ -80,7 +84,10 @@ fn run(args: &Args) -> Result<u8, String> {
     let geometry = Geometry { buff_size: args.buff_size, slot_count: args.slots, ..Geometry::DEFAULT };
     geometry.validate().map_err(|e| format!("bad queue geometry {geometry:?}: {e:?}"))?;
 
-    let backend = CudaBackend::new(args.device).map_err(|e| e.to_string())?;
+    let mut backend = CudaBackend::new(args.device).map_err(|e| e.to_string())?;
+    if args.stack_size != hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64 {
+        backend.set_stack_size(args.stack_size as usize).map_err(|e| e.to_string())?;
+    }
     let config = RuntimeConfig { root: args.root.clone(), geometry, ..RuntimeConfig::default() };
     let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
     let loading = (!args.quiet).then(|| slow_load_notice(text.len()));
