@@ -176,3 +176,35 @@ pub const BUILTIN: &[&str] = &[
     Abort::NAME,
     Unsupported::NAME,
 ];
+
+/// The call pattern of the echo stress test, written once for the GPU kernel
+/// (`kernels/echo_stress`) and its CPU-emulation twin
+/// (`hostcall-runtime/tests/gpu.rs`), so both really make the same calls.
+pub mod echo_stress {
+    /// Calls each thread makes.
+    pub const CALLS_PER_THREAD: u64 = 100;
+    /// Null calls the latency kernel times.
+    pub const LATENCY_SAMPLES: usize = 2000;
+    /// Largest payload a call sends, plus one.
+    pub const MAX_PAYLOAD: usize = 512;
+
+    /// Call `i` of thread `tid`: `(a, b, payload length)`. Lengths run over
+    /// 0..MAX_PAYLOAD, so records take 1 to 9 ring lines.
+    pub const fn call(tid: u64, i: u64) -> (u64, u64, usize) {
+        let a = (tid << 32) | i;
+        let b = tid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.rotate_left(17);
+        (a, b, ((tid * 31 + i * 17) % MAX_PAYLOAD as u64) as usize)
+    }
+
+    /// The payload bytes of a call (xorshift seeded by `a ^ b`): unique to
+    /// (thread, call), so a crossed reply shows.
+    pub fn fill(buf: &mut [u8], seed: u64) {
+        let mut x = seed | 1;
+        for b in buf {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+}

@@ -18,31 +18,10 @@ mod common;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hostcall_runtime::backend::emu::{EmuModule, EmuPlatform};
+use hostcall_runtime::hostcall_abi::op::echo_stress::{call, fill, CALLS_PER_THREAD, LATENCY_SAMPLES, MAX_PAYLOAD};
 use hostcall_runtime::hostcall_abi::op::{Echo, Request};
 use hostcall_runtime::hostcall_abi::{Call, Geometry};
 use hostcall_runtime::Runtime;
-
-/// Must match `kernels/echo_stress`.
-const CALLS_PER_THREAD: u64 = 100;
-const LATENCY_SAMPLES: u64 = 2000;
-
-/// Call `i` of thread `tid`: `(a, b, payload length)`, as the kernel makes it.
-fn echo_args(tid: u64, i: u64) -> (u64, u64, usize) {
-    let a = (tid << 32) | i;
-    let b = tid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.rotate_left(17);
-    (a, b, ((tid * 31 + i * 17) % 512) as usize)
-}
-
-/// The kernel's payload bytes for a call (xorshift seeded by `a ^ b`).
-fn fill(buf: &mut [u8], seed: u64) {
-    let mut x = seed | 1;
-    for b in buf {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-}
 
 /// Launch `echo_stress` on `grid` x `block` threads and check the run: every
 /// call served once, every reply checked right on the device side.
@@ -73,13 +52,13 @@ fn emu_echo_module() -> EmuModule {
         let op = ctx.hostcall_id(Echo::NAME);
         let q = ctx.queue().expect("queue configured");
         let tid = u64::from(ctx.thread_id);
-        let (mut payload, mut reply) = ([0u8; 512], [0u8; 512]);
+        let (mut payload, mut reply) = ([0u8; MAX_PAYLOAD], [0u8; MAX_PAYLOAD]);
         for i in 0..CALLS_PER_THREAD {
-            let (a, b, len) = echo_args(tid, i);
+            let (a, b, len) = call(tid, i);
             let sent = &mut payload[..len];
             fill(sent, a ^ b);
-            let call = Call::new(op, Echo { a, b }.to_args()).payload(sent);
-            let good = match q.call::<EmuPlatform>(&call, &mut reply) {
+            let request = Call::new(op, Echo { a, b }.to_args()).payload(sent);
+            let good = match q.call::<EmuPlatform>(&request, &mut reply) {
                 Ok(c) => c.errno == 0 && c.value == a ^ b && c.data_len == len && reply[..len] == *sent,
                 Err(_) => false,
             };
@@ -144,8 +123,8 @@ mod gpu {
             mean as f64 / 1e3
         );
         assert_eq!(rt.read_global_u64("ECHO_FAILURES").expect("ECHO_FAILURES"), 0);
-        assert_eq!(ok, LATENCY_SAMPLES);
-        assert_eq!(report.calls, LATENCY_SAMPLES);
+        assert_eq!(ok, LATENCY_SAMPLES as u64);
+        assert_eq!(report.calls, LATENCY_SAMPLES as u64);
         assert!(median > 0 && median <= mean * 10, "median {median} ns, mean {mean} ns");
     }
 

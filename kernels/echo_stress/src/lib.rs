@@ -4,7 +4,8 @@
 //! run.
 //!
 //! * `echo_stress`: every thread makes [`CALLS_PER_THREAD`] calls with
-//!   arguments and payloads unique to (thread, call) and checks each reply.
+//!   arguments and payloads unique to (thread, call), as
+//!   `hostcall_abi::op::echo_stress` lays them out, and checks each reply.
 //!   `ECHO_OK` / `ECHO_FAILURES` count checked and wrong replies.
 //! * `echo_latency`: one thread makes [`LATENCY_SAMPLES`] null calls back to
 //!   back, timing each on `%globaltimer`; the median and mean land in
@@ -14,12 +15,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use hostcall_abi::op::echo_stress::{call, fill, CALLS_PER_THREAD, LATENCY_SAMPLES, MAX_PAYLOAD};
 use libc_hostcall::arch;
-
-/// Calls each thread of `echo_stress` makes.
-pub const CALLS_PER_THREAD: u64 = 100;
-/// Null calls `echo_latency` times.
-pub const LATENCY_SAMPLES: usize = 2000;
 
 #[no_mangle]
 pub static ECHO_OK: AtomicU64 = AtomicU64::new(0);
@@ -33,27 +30,13 @@ pub static ECHO_MEAN_NS: AtomicU64 = AtomicU64::new(0);
 /// `echo_latency`'s samples: global memory, not a 16 KB stack frame.
 static SAMPLES: [AtomicU64; LATENCY_SAMPLES] = [const { AtomicU64::new(0) }; LATENCY_SAMPLES];
 
-/// A byte pattern unique to (thread, call) so a crossed reply shows.
-fn fill(buf: &mut [u8], seed: u64) {
-    let mut x = seed | 1;
-    for b in buf {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-}
-
 #[no_mangle]
 pub extern "ptx-kernel" fn echo_stress() {
     let tid = arch::global_thread_id();
-    let mut payload = [0u8; 512];
-    let mut reply = [0u8; 512];
+    let mut payload = [0u8; MAX_PAYLOAD];
+    let mut reply = [0u8; MAX_PAYLOAD];
     for i in 0..CALLS_PER_THREAD {
-        let a = (tid << 32) | i;
-        let b = tid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.rotate_left(17);
-        // Sizes 0..=511 bytes: 1 to 9 ring lines per record.
-        let len = ((tid * 31 + i * 17) % 512) as usize;
+        let (a, b, len) = call(tid, i);
         let sent = &mut payload[..len];
         fill(sent, a ^ b);
         let ok = match libc_hostcall::echo(a, b, sent, &mut reply) {
