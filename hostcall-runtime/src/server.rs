@@ -117,7 +117,7 @@ impl Server<'_> {
             // Calls waiting for input go first, in the order they came; the
             // first one still not ready ends the round.
             while let Some(d) = deferred.pop_front() {
-                if let Some(d) = self.dispatch(d.rec, d.payload, d.since, &mut reply, &mut served)? {
+                if self.dispatch(&d.rec, &d.payload, d.since, &mut reply, &mut served)? {
                     deferred.push_front(d);
                     break;
                 }
@@ -168,31 +168,33 @@ impl Server<'_> {
             // retried at the top of this round and still wait for input;
             // concurrent reads of one stream have no order on Linux either.
             let data = payload.get(..len).unwrap_or_default();
-            if let Some(d) = self.dispatch(rec, data.to_vec(), Instant::now(), &mut reply, &mut served)? {
-                deferred.push_back(d);
+            let since = Instant::now();
+            if self.dispatch(&rec, data, since, &mut reply, &mut served)? {
+                // Only a deferred call keeps a copy of its payload.
+                deferred.push_back(Deferred { rec, payload: data.to_vec(), since });
             }
         }
     }
 
-    /// Run the handler of `rec` and post its reply; `Some` (the call back)
-    /// when the handler deferred it.
+    /// Run the handler of `rec` and post its reply; `true` when the handler
+    /// deferred it (nothing is posted or counted then).
     fn dispatch(
         &mut self,
-        rec: Record,
-        data: Vec<u8>,
+        rec: &Record,
+        data: &[u8],
         since: Instant,
         reply: &mut Vec<u8>,
         served: &mut Served,
-    ) -> Result<Option<Deferred>, ProtocolError> {
+    ) -> Result<bool, ProtocolError> {
         let h = &rec.header;
-        let payload = Payload::new(&data, DeviceSlice::new(h.dev_addr, h.dev_len));
+        let payload = Payload::new(data, DeviceSlice::new(h.dev_addr, h.dev_len));
         let capacity = self.geometry.reply_data_size as usize;
         let mut cx = HostCx::new(self.state, &mut *self.backend, reply, capacity, self.debug);
         let registry = &mut *self.registry;
         let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(h.op, &mut cx, h.args, &payload)));
         let registry = &*registry;
         if cx.deferred && matches!(outcome, Ok(Some(_))) {
-            return Ok(Some(Deferred { rec, payload: data, since }));
+            return Ok(true);
         }
         served.calls += 1;
         let counted = served.per_op.get_mut(h.op as usize).map_or(0, |_| h.op as usize);
@@ -230,7 +232,7 @@ impl Server<'_> {
             tracing::debug!(
                 target: "hostcall",
                 "{name}({args}){} dev={}B -> {outcome} reply={}B in {:?}",
-                payload_text(&data),
+                payload_text(data),
                 h.dev_len,
                 reply.len(),
                 since.elapsed()
@@ -240,7 +242,7 @@ impl Server<'_> {
             let r = Reply { tag: h.tag, value, errno, data_len: 0, reserved: [0; 5] };
             post_reply(&self.geometry, self.mem.slots.words(), self.mem.reply_data.words(), slot, r, reply)?;
         }
-        Ok(None)
+        Ok(false)
     }
 }
 
