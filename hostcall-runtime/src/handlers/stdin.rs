@@ -64,10 +64,10 @@ impl Stdin {
                 Some(Err(e)) => return Err(HostError(e)),
                 None => {}
             }
-            if self.chunks.is_none() {
-                self.chunks = Some(self.start()?);
-            }
-            let Some(chunks) = &self.chunks else { return Err(HostError(Errno::EBADF)) };
+            let chunks = match &mut self.chunks {
+                Some(rx) => rx,
+                none => none.insert(start(&mut self.source)?),
+            };
             match chunks.try_recv() {
                 Ok(Chunk::Data(data)) => {
                     self.held = data;
@@ -79,34 +79,34 @@ impl Stdin {
             }
         }
     }
+}
 
-    /// Start the reader thread. It holds at most one chunk ahead of the
-    /// device (a rendezvous-sized channel), and ends at end of input, on an
-    /// error, or when this `Stdin` is dropped.
-    fn start(&mut self) -> Result<Receiver<Chunk>, HostError> {
-        let mut source = self.source.take().ok_or(HostError(Errno::EBADF))?;
-        let (tx, rx) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("hostcall-stdin".into())
-            .spawn(move || loop {
-                let mut buf = vec![0u8; CHUNK];
-                let chunk = match source.read(&mut buf) {
-                    Ok(0) => Chunk::Eof,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Chunk::Data(buf)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => Chunk::Failed(errno_of(&e)),
-                };
-                let last = !matches!(chunk, Chunk::Data(_));
-                if tx.send(chunk).is_err() || last {
-                    return;
+/// Start the reader thread on `source` (taken: there is one reader). It
+/// holds at most one chunk ahead of the device (a rendezvous-sized channel),
+/// and ends at end of input, on an error, or when the receiver is dropped.
+fn start(source: &mut Option<Box<dyn Read + Send>>) -> Result<Receiver<Chunk>, HostError> {
+    let mut source = source.take().ok_or(HostError(Errno::EBADF))?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("hostcall-stdin".into())
+        .spawn(move || loop {
+            let mut buf = vec![0u8; CHUNK];
+            let chunk = match source.read(&mut buf) {
+                Ok(0) => Chunk::Eof,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Chunk::Data(buf)
                 }
-            })
-            .map_err(|e| HostError(errno_of(&e)))?;
-        Ok(rx)
-    }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Chunk::Failed(errno_of(&e)),
+            };
+            let last = !matches!(chunk, Chunk::Data(_));
+            if tx.send(chunk).is_err() || last {
+                return;
+            }
+        })
+        .map_err(|e| HostError(errno_of(&e)))?;
+    Ok(rx)
 }
 
 #[cfg(test)]
