@@ -279,16 +279,21 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     }
     // Sources as cargo hands them to rustc: through the link, or (should a
     // tool resolve it) by their real paths.
+    // Cargo names the files of crates below the link root relative to it
+    // (`src/<crate>/src/lib.rs`), so each source gets its relative prefix too.
     remaps.push((anchor.clone(), "/hostcall/src".into()));
     remaps.push((src.clone(), "/hostcall/src".into()));
+    remaps.push((PathBuf::from(SRC_LINK), "/hostcall/src".into()));
     if let (Some(libc), Some(rel)) = (&libc, &libc_rel) {
         remaps.push((libc.clone(), "/hostcall/libc-hostcall".into()));
         remaps.push((root.join(rel), "/hostcall/libc-hostcall".into()));
+        remaps.push((rel.clone(), "/hostcall/libc-hostcall".into()));
     }
     // The kernel's own files read as `<crate>/src/lib.rs`, as in a panic
     // message from a host program built in its workspace.
     remaps.push((kernel.clone(), kernel_name.to_string()));
     remaps.push((root.join(&kernel_rel), kernel_name.to_string()));
+    remaps.push((kernel_rel.clone(), kernel_name.to_string()));
     for (from, to) in &remaps {
         rustflags.push(format!("--remap-path-prefix={}={to}", from.display()));
     }

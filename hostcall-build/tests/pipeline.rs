@@ -62,6 +62,23 @@ fn std_kernel_libc() -> &'static PathBuf {
     })
 }
 
+/// The bytes of every `.b8 name[N] = {...}` initializer in `ptx`, one after
+/// another: where string constants (panic messages, file names) live.
+fn initializer_bytes(ptx: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in ptx.lines().filter(|l| l.contains(".b8 ") && l.contains("= {")) {
+        let Some(list) = line.split_once("= {").and_then(|(_, rest)| rest.split_once('}')).map(|(list, _)| list) else {
+            continue;
+        };
+        out.extend(list.split(',').filter_map(|n| n.trim().parse::<u8>().ok()));
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 #[test]
 fn std_kernel_becomes_self_contained_ptx_that_ptxas_accepts() {
     let artifact = build(&options("std-kernel", Some(std_kernel_libc().clone()), "std-kernel.ptx"));
@@ -79,6 +96,12 @@ fn std_kernel_becomes_self_contained_ptx_that_ptxas_accepts() {
         summary.hostcall_globals
     );
     eprintln!("std-kernel: {} bytes of PTX, sha256 {}", artifact.size, artifact.sha256);
+    // Panic locations name the kernel's files as `<crate dir>/src/...`,
+    // never as the tail of a longer path (through the link root's `src/`
+    // symlink, or absolute).
+    let data = initializer_bytes(&std::fs::read_to_string(&artifact.path).expect("read PTX"));
+    assert!(contains(&data, b"std-kernel/src/lib.rs"), "no `std-kernel/src/lib.rs` panic location in the PTX");
+    assert!(!contains(&data, b"/std-kernel/src/lib.rs"), "a panic location names the kernel by a longer path");
     match run_ptxas(&artifact.path, "sm_90").unwrap_or_else(|e| panic!("ptxas rejected the PTX:\n{e}")) {
         PtxasCheck::Accepted { ptxas, cubin_bytes } => {
             eprintln!("ptxas {} accepted it ({cubin_bytes} bytes of cubin)", ptxas.display())
