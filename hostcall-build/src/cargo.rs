@@ -19,6 +19,8 @@ pub struct CargoBuild {
     /// `--config` arguments.
     pub config: Vec<String>,
     pub offline: bool,
+    /// `RUSTC_WRAPPER`: [`crate::sysroot::RUSTC_WRAPPER`] written out.
+    pub wrapper: PathBuf,
 }
 
 /// An rlib cargo built (or found fresh).
@@ -58,6 +60,7 @@ pub fn build(toolchain: &Toolchain, build: &CargoBuild) -> Result<Vec<Artifact>,
     // The encoded form keeps flags with spaces (paths) intact.
     cmd.env("CARGO_ENCODED_RUSTFLAGS", build.rustflags.join("\x1f"))
         .env("RUSTC", &toolchain.rustc)
+        .env("RUSTC_WRAPPER", &build.wrapper)
         .env("RUSTUP_TOOLCHAIN", &toolchain.channel)
         .env("CARGO_INCREMENTAL", "0")
         .env("CARGO_TERM_COLOR", "never");

@@ -32,7 +32,7 @@ pub mod toolchain;
 use std::path::PathBuf;
 
 pub use error::BuildError;
-pub use pipeline::build_ptx;
+pub use pipeline::{build_ptx, link_ptx, CrateRlib, LinkOptions};
 pub use ptx::{find_ptxas, ptx_summary, repo_root, run_ptxas, PtxSummary, PtxasCheck};
 pub use sysroot::TARGET;
 pub use toolchain::channel;

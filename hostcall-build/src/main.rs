@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hostcall_build::{build_ptx, ptx_summary, run_ptxas, PtxOptions, PtxasCheck};
+use hostcall_build::{build_ptx, link_ptx, ptx_summary, run_ptxas, CrateRlib, LinkOptions, PtxOptions, PtxasCheck};
 
 const HELP: &str = "\
 hostcall-build: build a Rust kernel crate (std or no_std) into PTX
@@ -13,12 +13,19 @@ USAGE:
     hostcall-build summary <FILE.ptx>
     hostcall-build ptxas <FILE.ptx> [--arch sm_90]
     hostcall-build channel
+    hostcall-build library <DIR>
+    hostcall-build link --out <FILE.ptx> --llvm-bin <DIR> --kernel-rlib <RLIB>... --sysroot-rlib <RLIB>...
 
 COMMANDS:
     ptx       build the kernel crate, print the PTX path, size and SHA-256
     summary   list .entry kernels, .extern (undefined) symbols, __HOSTCALL* globals
     ptxas     assemble with ptxas if one is found ($PTXAS, PATH, <repo>/.whl)
     channel   print the pinned nightly (stage0/channel)
+    library   write rust-src's library/ with the fixups applied to <DIR>/library
+    link      the last steps of `ptx` on rlibs some other build made (Buck2 uses it):
+              bitcode out of the rlibs, llvm-link, opt, llc; --kernel-rlib for the
+              kernel and its crates, --sysroot-rlib for core/alloc/std/...;
+              --arch, --opt-level, --keep as for ptx; --work <DIR> for scratch files
 
 OPTIONS (ptx):
     --libc <DIR>       device libc crate [default: <repo>/libc-hostcall]
@@ -52,6 +59,53 @@ fn ptxas(path: &std::path::Path, arch: &str) -> ExitCode {
     }
 }
 
+fn link(args: Vec<String>) -> ExitCode {
+    let mut options = LinkOptions {
+        kernel: String::from("the kernel"),
+        user: Vec::new(),
+        sysroot: Vec::new(),
+        llvm_bin: PathBuf::new(),
+        work_dir: PathBuf::from("hostcall-link.work"),
+        out: PathBuf::new(),
+        arch: "sm_90".into(),
+        opt_level: 3,
+        keep: Vec::new(),
+    };
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let Some(value) = args.next() else { return fail(format!("{flag} needs a value")) };
+        match flag.as_str() {
+            "--out" => options.out = value.into(),
+            "--llvm-bin" => options.llvm_bin = value.into(),
+            "--work" => options.work_dir = value.into(),
+            "--kernel-rlib" => options.user.push(CrateRlib::from_path(value)),
+            "--sysroot-rlib" => options.sysroot.push(CrateRlib::from_path(value)),
+            "--arch" => options.arch = value,
+            "--opt-level" => match value.parse() {
+                Ok(level) => options.opt_level = level,
+                Err(_) => return fail("--opt-level takes 1, 2 or 3"),
+            },
+            "--keep" => options.keep.push(value),
+            other => return fail(format!("unexpected argument {other} (see --help)")),
+        }
+    }
+    if options.out.as_os_str().is_empty() || options.llvm_bin.as_os_str().is_empty() {
+        return fail("link needs --out and --llvm-bin");
+    }
+    if let Some(kernel) = options.user.first() {
+        options.kernel = kernel.crate_name.clone();
+    }
+    match link_ptx(&options) {
+        Ok(artifact) => {
+            println!("{}", artifact.path.display());
+            println!("size: {} bytes", artifact.size);
+            println!("sha256: {}", artifact.sha256);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let command = args.next();
@@ -66,6 +120,19 @@ fn main() -> ExitCode {
             println!("{}", hostcall_build::channel());
             ExitCode::SUCCESS
         }
+        Some("library") => {
+            let Some(dir) = rest.next() else { return fail("library needs an output directory") };
+            let library = hostcall_build::toolchain::ensure_toolchain()
+                .and_then(|toolchain| hostcall_build::sysroot::patched_library(&toolchain, dir.as_ref()));
+            match library {
+                Ok(path) => {
+                    println!("{}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Some("link") => link(rest.collect()),
         Some("summary") => {
             let Some(path) = rest.next() else { return fail("summary needs a PTX file") };
             match std::fs::read_to_string(&path) {

@@ -8,7 +8,7 @@ use crate::cargo::{self, Artifact, CargoBuild};
 use crate::error::BuildError;
 use crate::sha256::{sha256_hex, Sha256};
 use crate::sysroot::{ensure_sysroot, Sysroot, RUSTFLAGS};
-use crate::toolchain::{ensure_toolchain, hermetic_command, run, Toolchain};
+use crate::toolchain::{ensure_toolchain, hermetic_command, run};
 use crate::{archive, progress, ptx_summary, PtxArtifact, PtxOptions};
 
 /// Crate name of the generated root that depends on kernel + libc.
@@ -213,10 +213,6 @@ fn scan_user_ir(ll: &str) -> UserSymbols {
     symbols
 }
 
-fn llvm(toolchain: &Toolchain, step: &str, tool: &str, args: &[&std::ffi::OsStr]) -> Result<(), BuildError> {
-    run(step, hermetic_command(toolchain.llvm_tool(tool)).args(args)).map(|_| ())
-}
-
 /// Builds the kernel crate at [`PtxOptions::kernel_dir`] into PTX at
 /// [`PtxOptions::out`]. See the crate docs for the steps.
 pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
@@ -272,28 +268,29 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     // Remap only what ends up in the PTX (panic locations, debug info):
     // compiler errors keep the real paths a person can open.
     rustflags.push("--remap-path-scope=object".into());
-    // Later prefixes win, so the general ones come first.
+    // Later prefixes win, so the general ones come first. Sources below the
+    // anchor read as their path relative to it (`hostcall-abi/src/lib.rs`),
+    // the kernel and the libc crate as `<their directory name>/src/...`:
+    // what a panic message from a program built in their workspace says,
+    // and what Buck2 names them.
     let mut remaps: Vec<(PathBuf, String)> = vec![(cache.clone(), "/hostcall/cache".into())];
     if let Some(home) = cargo_home() {
         remaps.push((home, "/cargo".into()));
     }
-    // Sources as cargo hands them to rustc: through the link, or (should a
-    // tool resolve it) by their real paths.
     // Cargo names the files of crates below the link root relative to it
-    // (`src/<crate>/src/lib.rs`), so each source gets its relative prefix too.
-    remaps.push((anchor.clone(), "/hostcall/src".into()));
-    remaps.push((src.clone(), "/hostcall/src".into()));
-    remaps.push((PathBuf::from(SRC_LINK), "/hostcall/src".into()));
+    // (`src/<crate>/src/lib.rs`), others absolute; each source gets both.
+    remaps.push((anchor.clone(), String::new()));
+    remaps.push((src.clone(), String::new()));
+    remaps.push((PathBuf::from(SRC_LINK), String::new()));
+    let dir_name = |p: &Path| p.file_name().and_then(|n| n.to_str()).unwrap_or("crate").to_owned();
     if let (Some(libc), Some(rel)) = (&libc, &libc_rel) {
-        remaps.push((libc.clone(), "/hostcall/libc-hostcall".into()));
-        remaps.push((root.join(rel), "/hostcall/libc-hostcall".into()));
-        remaps.push((rel.clone(), "/hostcall/libc-hostcall".into()));
+        for from in [libc.clone(), root.join(rel), rel.clone()] {
+            remaps.push((from, dir_name(libc)));
+        }
     }
-    // The kernel's own files read as `<crate>/src/lib.rs`, as in a panic
-    // message from a host program built in its workspace.
-    remaps.push((kernel.clone(), kernel_name.to_string()));
-    remaps.push((root.join(&kernel_rel), kernel_name.to_string()));
-    remaps.push((kernel_rel.clone(), kernel_name.to_string()));
+    for from in [kernel.clone(), root.join(&kernel_rel), kernel_rel.clone()] {
+        remaps.push((from, kernel_name.to_string()));
+    }
     for (from, to) in &remaps {
         rustflags.push(format!("--remap-path-prefix={}={to}", from.display()));
     }
@@ -306,17 +303,94 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
         rustflags,
         config: Vec::new(),
         offline: false,
+        wrapper: crate::sysroot::write_wrapper(&cache)?,
     };
-    let mut user: Vec<Artifact> =
+    let user: Vec<Artifact> =
         cargo::build(&toolchain, &build)?.into_iter().filter(|a| a.crate_name != ROOT_CRATE).collect();
-    // Cargo reports in completion order, which varies run to run.
-    user.sort_by(|a, b| (&a.crate_name, &a.rlib).cmp(&(&b.crate_name, &b.rlib)));
-    user.dedup_by(|a, b| a.rlib == b.rlib);
     progress(&format!("kernel crates built in {:.1?}", started.elapsed()));
 
-    // 2. Bitcode out of the rlibs.
+    // 2.-4. Bitcode, one module, PTX: the part Buck2 runs too (`link`).
+    let user: Vec<CrateRlib> = user.into_iter().map(|a| CrateRlib { crate_name: a.crate_name, rlib: a.rlib }).collect();
+    let mut sysroot_rlibs = Vec::new();
+    for entry in std::fs::read_dir(sysroot.lib_dir()).map_err(|e| BuildError::io("read", &sysroot.lib_dir(), e))? {
+        let path = entry.map_err(|e| BuildError::io("read", &sysroot.lib_dir(), e))?.path();
+        if path.extension().is_some_and(|x| x == "rlib") {
+            sysroot_rlibs.push(CrateRlib { crate_name: rlib_crate_name(&path), rlib: path });
+        }
+    }
+    let link = LinkOptions {
+        kernel: kernel.display().to_string(),
+        user,
+        sysroot: sysroot_rlibs,
+        llvm_bin: toolchain.llvm_bin.clone(),
+        work_dir: root.clone(),
+        out: options.out.clone(),
+        arch: options.arch.clone(),
+        opt_level: options.opt_level,
+        keep: options.keep.clone(),
+    };
+    let mut artifact = link_ptx(&link)?;
+    artifact.inputs = std::iter::once(kernel).chain(libc).collect();
+    Ok(artifact)
+}
+
+/// One crate's rlib, as a build system produced it.
+#[derive(Debug, Clone)]
+pub struct CrateRlib {
+    pub crate_name: String,
+    pub rlib: PathBuf,
+}
+
+impl CrateRlib {
+    /// `path` with the crate name read from its file name (`libcore-1a2b.rlib`).
+    pub fn from_path(path: impl Into<PathBuf>) -> Self {
+        let rlib = path.into();
+        CrateRlib { crate_name: rlib_crate_name(&rlib), rlib }
+    }
+}
+
+/// What [`link_ptx`] turns into PTX.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// Names the kernel in messages.
+    pub kernel: String,
+    /// The kernel crate and every crate it builds on except the sysroot's
+    /// (the device libc among them): their IR decides the entry points and
+    /// the `__HOSTCALL*` globals that survive.
+    pub user: Vec<CrateRlib>,
+    /// core, alloc, std, panic_abort and their dependencies.
+    pub sysroot: Vec<CrateRlib>,
+    /// Directory holding `llvm-link`, `opt`, `llc`.
+    pub llvm_bin: PathBuf,
+    /// Scratch space (bitcode, linked modules); reused between runs.
+    pub work_dir: PathBuf,
+    pub out: PathBuf,
+    pub arch: String,
+    pub opt_level: u8,
+    pub keep: Vec<String>,
+}
+
+fn llvm_tool(options: &LinkOptions, step: &str, tool: &str, args: &[&std::ffi::OsStr]) -> Result<(), BuildError> {
+    let program = options.llvm_bin.join(format!("{tool}{}", std::env::consts::EXE_SUFFIX));
+    run(step, hermetic_command(program).args(args)).map(|_| ())
+}
+
+/// Bitcode out of the rlibs, `llvm-link` into one module, `opt`
+/// (internalize everything but the entry points, the `__HOSTCALL*` globals
+/// and `keep`; global DCE; O`opt_level`), `llc` to PTX. Both doors end here:
+/// inputs are ordered by crate name, never by how a build system named the
+/// files, so the same crates give the same bytes.
+pub fn link_ptx(options: &LinkOptions) -> Result<PtxArtifact, BuildError> {
+    if !(1..=3).contains(&options.opt_level) {
+        return Err(BuildError::Invalid(format!("opt_level must be 1..=3, got {}", options.opt_level)));
+    }
     let started = Instant::now();
-    let bc_dir = root.join("bc");
+    let by_name = |a: &CrateRlib, b: &CrateRlib| (&a.crate_name, &a.rlib).cmp(&(&b.crate_name, &b.rlib));
+    let mut user = options.user.clone();
+    // Cargo reports in completion order, which varies run to run.
+    user.sort_by(by_name);
+    user.dedup_by(|a, b| a.rlib == b.rlib);
+    let bc_dir = options.work_dir.join("bc");
     if bc_dir.exists() {
         std::fs::remove_dir_all(&bc_dir).map_err(|e| BuildError::io("remove", &bc_dir, e))?;
     }
@@ -326,41 +400,41 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
         user_bitcode.extend(extract_bitcode(&artifact.rlib, &bc_dir, &format!("u{i:03}-{}", artifact.crate_name))?);
     }
     if user_bitcode.is_empty() {
-        return Err(BuildError::Invalid(format!("the build of {} produced no bitcode", kernel.display())));
+        return Err(BuildError::Invalid(format!("the build of {} produced no bitcode", options.kernel)));
     }
 
-    let user_ll = root.join("user.ll");
+    let user_ll = options.work_dir.join("user.ll");
     let mut args: Vec<&std::ffi::OsStr> = vec!["-S".as_ref(), "-o".as_ref(), user_ll.as_os_str()];
     args.extend(user_bitcode.iter().map(|p| p.as_os_str()));
-    llvm(&toolchain, "llvm-link (kernel crates)", "llvm-link", &args)?;
+    llvm_tool(options, "llvm-link (kernel crates)", "llvm-link", &args)?;
     let ll = std::fs::read_to_string(&user_ll).map_err(|e| BuildError::io("read", &user_ll, e))?;
     let symbols = scan_user_ir(&ll);
     if symbols.entries.is_empty() {
         return Err(BuildError::Invalid(format!(
             "no entry points in {}: declare `#[no_mangle] pub extern \"ptx-kernel\" fn name()` \
              (with #![feature(abi_ptx)])",
-            kernel.display()
+            options.kernel
         )));
     }
 
-    let mut sysroot_rlibs: Vec<PathBuf> = std::fs::read_dir(sysroot.lib_dir())
-        .map_err(|e| BuildError::io("read", &sysroot.lib_dir(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "rlib"))
-        .filter(|p| !symbols.own_panic_handler || NO_STD_SYSROOT.contains(&rlib_crate_name(p).as_str()))
+    let mut sysroot: Vec<CrateRlib> = options
+        .sysroot
+        .iter()
+        .filter(|c| !symbols.own_panic_handler || NO_STD_SYSROOT.contains(&c.crate_name.as_str()))
+        .cloned()
         .collect();
-    sysroot_rlibs.sort();
+    sysroot.sort_by(by_name);
     let mut all_bitcode = user_bitcode.clone();
-    for (i, rlib) in sysroot_rlibs.iter().enumerate() {
-        all_bitcode.extend(extract_bitcode(rlib, &bc_dir, &format!("s{i:03}-{}", rlib_crate_name(rlib)))?);
+    for (i, rlib) in sysroot.iter().enumerate() {
+        all_bitcode.extend(extract_bitcode(&rlib.rlib, &bc_dir, &format!("s{i:03}-{}", rlib.crate_name))?);
     }
 
-    // 3. One module; everything not kept becomes internal and dies in DCE.
-    let linked = root.join("linked.bc");
-    let optimized = root.join("optimized.bc");
+    // One module; everything not kept becomes internal and dies in DCE.
+    let linked = options.work_dir.join("linked.bc");
+    let optimized = options.work_dir.join("optimized.bc");
     let mut args: Vec<&std::ffi::OsStr> = vec!["-o".as_ref(), linked.as_os_str()];
     args.extend(all_bitcode.iter().map(|p| p.as_os_str()));
-    llvm(&toolchain, "llvm-link", "llvm-link", &args)?;
+    llvm_tool(options, "llvm-link", "llvm-link", &args)?;
 
     let mut keep: Vec<String> = symbols.entries.clone();
     keep.extend(symbols.hostcall_globals.iter().cloned());
@@ -369,7 +443,7 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     let keep_arg = format!("-internalize-public-api-list={}", keep.join(","));
     let args: Vec<&std::ffi::OsStr> =
         vec![passes.as_ref(), keep_arg.as_ref(), linked.as_os_str(), "-o".as_ref(), optimized.as_os_str()];
-    llvm(&toolchain, "opt", "opt", &args)?;
+    llvm_tool(options, "opt", "opt", &args)?;
 
     if let Some(dir) = options.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| BuildError::io("create", dir, e))?;
@@ -380,7 +454,7 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     let level = format!("-O{}", options.opt_level);
     let args: Vec<&std::ffi::OsStr> =
         vec![cpu.as_ref(), attrs.as_ref(), level.as_ref(), optimized.as_os_str(), "-o".as_ref(), partial.as_os_str()];
-    llvm(&toolchain, "llc", "llc", &args)?;
+    llvm_tool(options, "llc", "llc", &args)?;
     std::fs::rename(&partial, &options.out).map_err(|e| BuildError::io("rename", &partial, e))?;
 
     let bytes = std::fs::read(&options.out).map_err(|e| BuildError::io("read", &options.out, e))?;
@@ -394,7 +468,7 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     progress(&format!(
         "linked {} bitcode modules from {} crates; {} bytes of PTX at {} in {:.1?}",
         all_bitcode.len(),
-        user.len() + sysroot_rlibs.len(),
+        user.len() + sysroot.len(),
         bytes.len(),
         options.out.display(),
         started.elapsed()
@@ -404,7 +478,7 @@ pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
         size: bytes.len() as u64,
         sha256: sha256_hex(&bytes),
         summary,
-        inputs: std::iter::once(kernel).chain(libc).collect(),
+        inputs: user.iter().chain(sysroot.iter()).map(|c| c.rlib.clone()).collect(),
     })
 }
 

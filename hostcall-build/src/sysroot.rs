@@ -33,11 +33,15 @@ pub const FIXUPS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The script both doors run rustc through for nvptx compiles: it gives
+/// each crate a build-system-independent disambiguator (see the script).
+pub const RUSTC_WRAPPER: &str = include_str!("../../stage0/rustc-wrapper.sh");
+
 /// Flags every nvptx crate is compiled with, sysroot and kernels alike.
 pub const RUSTFLAGS: &[&str] = &["-Zforce-unstable-if-unmarked", "-Cpanic=abort"];
 
 /// Bumped when the way a sysroot is laid out or built changes.
-const LAYOUT_VERSION: &str = "hostcall-sysroot-v1";
+const LAYOUT_VERSION: &str = "hostcall-sysroot-v2";
 
 /// The PTX ISA version LLVM should target for `arch`.
 pub fn ptx_features(arch: &str) -> &'static str {
@@ -135,11 +139,58 @@ fn sysroot_hash(toolchain: &Toolchain, spec: &str) -> String {
     for flag in RUSTFLAGS {
         h.field(flag.as_bytes());
     }
+    h.field(RUSTC_WRAPPER.as_bytes());
     for (name, diff) in FIXUPS {
         h.field(name.as_bytes());
         h.field(diff.as_bytes());
     }
     h.hex()[..16].to_owned()
+}
+
+/// Copies the toolchain's rust-src `library/` to `<src_root>/library` and
+/// applies [`FIXUPS`]: the sources the nvptx sysroot is built from, by
+/// either door (`hostcall-build library` hands them to Buck2).
+pub fn patched_library(toolchain: &Toolchain, src_root: &Path) -> Result<PathBuf, BuildError> {
+    let library = src_root.join("library");
+    copy_tree(&toolchain.library_src(), &library)?;
+    for (name, diff) in FIXUPS {
+        crate::patch::apply(src_root, diff)
+            .map_err(|reason| BuildError::Fixup { patch: (*name).to_owned(), reason })?;
+    }
+    Ok(library)
+}
+
+/// Writes [`RUSTC_WRAPPER`] into `cache` (once per content) and returns its
+/// path, executable.
+pub fn write_wrapper(cache: &Path) -> Result<PathBuf, BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut h = Sha256::new();
+    h.field(RUSTC_WRAPPER.as_bytes());
+    let path = cache.join(format!("rustc-wrapper-{}.sh", &h.hex()[..16]));
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(RUSTC_WRAPPER) {
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, RUSTC_WRAPPER).map_err(|e| BuildError::io("write", &partial, e))?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| BuildError::io("chmod", &partial, e))?;
+        std::fs::rename(&partial, &path).map_err(|e| BuildError::io("rename", &partial, e))?;
+    }
+    Ok(path)
+}
+
+/// `--remap-path-prefix` flags that name rust-src's files as an official
+/// toolchain does, `/rustc/<channel>/library/...`: cargo hands rustc the
+/// paths of the library workspace's own crates relative to `library/`
+/// (`core/src/lib.rs`), and the vendored ones absolute.
+fn library_remaps(src_root: &Path, library: &Path, channel: &str) -> Result<Vec<String>, BuildError> {
+    let mut flags = vec![format!("--remap-path-prefix={}=/rustc/{channel}", src_root.display())];
+    let entries = std::fs::read_dir(library).map_err(|e| BuildError::io("read", library, e))?;
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect();
+    names.sort();
+    for name in names {
+        flags.push(format!("--remap-path-prefix={name}=/rustc/{channel}/library/{name}"));
+    }
+    Ok(flags)
 }
 
 /// Returns the sysroot for `arch`, building it first when absent. The caller
@@ -177,18 +228,14 @@ pub fn ensure_sysroot(toolchain: &Toolchain, arch: &str, cache: &Path) -> Result
     }
     let src_root = partial.join("lib/rustlib/src/rust");
     let library = src_root.join("library");
-    copy_tree(&toolchain.library_src(), &library)?;
-    for (name, diff) in FIXUPS {
-        crate::patch::apply(&src_root, diff)
-            .map_err(|reason| BuildError::Fixup { patch: (*name).to_owned(), reason })?;
-    }
+    patched_library(toolchain, &src_root)?;
 
     let libc = vendored_libc(&library)?;
     let build_dir = partial.join("build");
     let mut rustflags: Vec<String> = RUSTFLAGS.iter().map(|f| f.to_string()).collect();
     // The sysroot is built under `.partial` and used from its final name:
     // neither belongs in panic messages or the PTX.
-    rustflags.push(format!("--remap-path-prefix={}=/rustc/{}", src_root.display(), toolchain.channel));
+    rustflags.extend(library_remaps(&src_root, &library, &toolchain.channel)?);
     let build = CargoBuild {
         step: "building the nvptx sysroot",
         manifest: library.join("Cargo.toml"),
@@ -198,6 +245,7 @@ pub fn ensure_sysroot(toolchain: &Toolchain, arch: &str, cache: &Path) -> Result
         rustflags,
         config: vec![format!("patch.crates-io.libc.path=\"{}\"", libc.display().to_string().replace('\\', "/"))],
         offline: true,
+        wrapper: write_wrapper(cache)?,
     };
     let artifacts = cargo::build(toolchain, &build)?;
 

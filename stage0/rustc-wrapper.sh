@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# rustc-wrapper.sh RUSTC ARGS...: how both doors run rustc for the nvptx
+# target, so that the same sources give the same PTX bytes whichever build
+# system drove the compile. Cargo calls it as RUSTC_WRAPPER (hostcall-build
+# sets that up); Buck2's nvptx toolchain names it as the compiler.
+#
+# For an nvptx compile (an argument names nvptx64-vectorware-linux) it
+# changes two things a build system chooses and the PTX would otherwise show:
+#
+#  * The crate disambiguator. Cargo passes `-C metadata=<its own hash>`, Buck
+#    `-Cmetadata=<target label>#<configuration>`; rustc folds it into the hash
+#    in every mangled symbol name. Both are replaced by `<crate>-<version>`
+#    (CARGO_PKG_VERSION, which cargo sets and the Buck targets set too), so a
+#    crate is told apart from other crates by name and version, as on
+#    crates.io.
+#  * Buck's source path. The prelude compiles a per-target copy of the sources
+#    and remaps it to `<package>/` (`--remap-path-prefix=<copy>/=<package>/`);
+#    when HOSTCALL_SOURCE_PREFIX is set, the copy is remapped to that instead
+#    (`/rustc/<channel>/` for rust-src, matching what hostcall-build passes
+#    for the sysroot cargo builds).
+#
+# Anything else (build scripts, `rustc -vV`, host crates) runs unchanged.
+set -euo pipefail
+rustc=$1
+shift
+
+# rustc reads `@file` arguments as one argument per line; Buck passes all of
+# its arguments that way.
+args=()
+for arg in "$@"; do
+  if [[ $arg == @* && -f ${arg#@} ]]; then
+    mapfile -t lines < "${arg#@}"
+    args+=("${lines[@]}")
+  else
+    args+=("$arg")
+  fi
+done
+
+nvptx=0
+for arg in "${args[@]}"; do
+  [[ $arg == *nvptx64-vectorware-linux* ]] && nvptx=1
+done
+if [[ $nvptx == 0 ]]; then
+  exec "$rustc" "$@"
+fi
+
+out=()
+crate=
+i=0
+n=${#args[@]}
+while ((i < n)); do
+  arg=${args[i]}
+  i=$((i + 1))
+  case $arg in
+    -C)
+      next=${args[i]:-}
+      i=$((i + 1))
+      [[ $next == metadata=* ]] || out+=(-C "$next")
+      continue
+      ;;
+    -Cmetadata=*) continue ;;
+    --crate-name)
+      crate=${args[i]:-}
+      ;;
+    --crate-name=*) crate=${arg#--crate-name=} ;;
+    --remap-path-prefix=*/__srcs/=*)
+      if [[ -n ${HOSTCALL_SOURCE_PREFIX:-} ]]; then
+        from=${arg#--remap-path-prefix=}
+        arg="--remap-path-prefix=${from%%/__srcs/=*}/__srcs/=$HOSTCALL_SOURCE_PREFIX"
+      fi
+      ;;
+  esac
+  out+=("$arg")
+done
+if [[ -z $crate ]]; then
+  echo "rustc-wrapper: no --crate-name in an nvptx compile" >&2
+  exit 2
+fi
+exec "$rustc" "${out[@]}" "-Cmetadata=$crate-${CARGO_PKG_VERSION:-}"
