@@ -46,3 +46,7 @@ stage0_tool = rule(
         "_tool": attrs.exec_dep(default = "//stage0:tool"),
     },
 )
+
+# stage0/channel, for rules that need it at analysis time (BUCK files cannot
+# read files); hostcall-build's tests check that the two agree.
+CHANNEL = "nightly-2026-05-22"

@@ -21,7 +21,7 @@ COMMANDS:
     summary   list .entry kernels, .extern (undefined) symbols, __HOSTCALL* globals
     ptxas     assemble with ptxas if one is found ($PTXAS, PATH, <repo>/.whl)
     channel   print the pinned nightly (stage0/channel)
-    library   write rust-src's library/ with the fixups applied to <DIR>/library
+    library   write rust-src's library/ with the fixups applied as <DIR>
     link      the last steps of `ptx` on rlibs some other build made (Buck2 uses it):
               bitcode out of the rlibs, llvm-link, opt, llc; --kernel-rlib for the
               kernel and its crates, --sysroot-rlib for core/alloc/std/...;
@@ -122,11 +122,9 @@ fn main() -> ExitCode {
         }
         Some("library") => {
             let Some(dir) = rest.next() else { return fail("library needs an output directory") };
-            let library = hostcall_build::toolchain::ensure_toolchain()
-                .and_then(|toolchain| hostcall_build::sysroot::patched_library(&toolchain, dir.as_ref()));
-            match library {
-                Ok(path) => {
-                    println!("{}", path.display());
+            match hostcall_build::sysroot::write_library(dir.as_ref()) {
+                Ok(()) => {
+                    println!("{dir}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

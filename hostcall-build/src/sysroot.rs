@@ -160,6 +160,23 @@ pub fn patched_library(toolchain: &Toolchain, src_root: &Path) -> Result<PathBuf
     Ok(library)
 }
 
+/// rust-src's `library/` with the fixups applied, as the directory `dir`
+/// (built next to it and renamed into place): `hostcall-build library`,
+/// how Buck2 gets the sources it builds the sysroot crates from.
+pub fn write_library(dir: &Path) -> Result<(), BuildError> {
+    if dir.exists() {
+        return Err(BuildError::Invalid(format!("{} already exists", dir.display())));
+    }
+    let scratch = dir.with_extension("partial");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(|e| BuildError::io("remove", &scratch, e))?;
+    }
+    let toolchain = crate::toolchain::ensure_toolchain()?;
+    let patched = patched_library(&toolchain, &scratch)?;
+    std::fs::rename(&patched, dir).map_err(|e| BuildError::io("rename", &patched, e))?;
+    std::fs::remove_dir_all(&scratch).map_err(|e| BuildError::io("remove", &scratch, e))
+}
+
 /// Writes [`RUSTC_WRAPPER`] into `cache` (once per content) and returns its
 /// path, executable.
 pub fn write_wrapper(cache: &Path) -> Result<PathBuf, BuildError> {

@@ -1,35 +1,47 @@
-# hostcall_ptx: a Rust kernel crate -> PTX, by the same pipeline as the cargo
-# door (hostcall-build, itself built by Buck from source as a host binary).
+# hostcall_ptx: a kernel crate, the crates it builds on and the nvptx sysroot,
+# all Buck `rust_library` targets, linked into PTX.
 #
-# The action runs `hostcall-build ptx <kernel_dir> --libc <libc_dir> --cache
-# <fresh dir> --out <ptx>` from the project root, so the kernel crates keep the
-# paths they have in the cargo door: cargo derives each crate's `-C metadata`
-# (and so the symbol names left in the PTX) from the path of a path
-# dependency, and the same paths give byte-identical PTX. The `srcs` are the
-# action's declared inputs (what makes Buck rebuild); the pipeline reads the
-# same files in place. It runs locally, never cached remotely: it calls the
-# pinned nightly's cargo (//stage0) outside Buck's sandbox.
+# The rule runs `hostcall-build link` (built by Buck from source as a host
+# binary): bitcode out of the rlibs, llvm-link, opt (internalize, globaldce,
+# O3), llc, with the pinned nightly's LLVM tools (//stage0). That is the code
+# the cargo door ends in (`link_ptx` in hostcall-build), so the same rlibs
+# give the same PTX; and the rlibs are the same because both doors compile
+# the same sources with the same rustc and flags (toolchains//:rust_nvptx,
+# stage0/rustc-wrapper.sh).
+#
+# The rule only builds in //platforms/nvptx:library (wrap it in a
+# configured_alias, as //hostcall-demo:culinux_ptx does): its crate deps are
+# nvptx libraries.
+
+load("@root//stage0:defs.bzl", "Stage0Info")
+load("@root//sysroot:defs.bzl", "SYSROOT_CRATES")
+
+def _rlib(dep: Dependency) -> Artifact:
+    return dep[DefaultInfo].sub_targets["static_pic"][DefaultInfo].default_outputs[0]
 
 def _hostcall_ptx_impl(ctx: AnalysisContext) -> list[Provider]:
     ptx = ctx.actions.declare_output(ctx.attrs.out)
-    cache = ctx.actions.declare_output("hostcall-build-cache", dir = True)
+    work = ctx.actions.declare_output("work", dir = True)
     cmd = cmd_args(
+        "sh",
+        "-c",
+        '. "$1"; shift; exec "$@" --llvm-bin "$STAGE0_LLVM_BIN"',
+        "sh",
+        ctx.attrs._stage0[Stage0Info].env,
         ctx.attrs._hostcall_build[RunInfo],
-        "ptx",
-        ctx.attrs.kernel_dir,
-        "--libc",
-        ctx.attrs.libc_dir,
-        "--arch",
-        ctx.attrs.arch,
-        "--cache",
-        cache.as_output(),
+        "link",
         "--out",
         ptx.as_output(),
-        hidden = ctx.attrs.srcs + [ctx.attrs._stage0[DefaultInfo].default_outputs[0]],
+        "--work",
+        work.as_output(),
+        [cmd_args("--keep", symbol) for symbol in ctx.attrs.keep],
+        [cmd_args("--kernel-rlib", _rlib(dep)) for dep in [ctx.attrs.kernel] + ctx.attrs.crates],
+        [cmd_args("--sysroot-rlib", _rlib(dep)) for dep in ctx.attrs.sysroot],
     )
     ctx.actions.run(
         cmd,
         category = "hostcall_ptx",
+        # The LLVM tools live in the rustup toolchain, outside buck-out.
         local_only = True,
         allow_cache_upload = False,
     )
@@ -65,12 +77,16 @@ def _hostcall_ptx_impl(ctx: AnalysisContext) -> list[Provider]:
 hostcall_ptx = rule(
     impl = _hostcall_ptx_impl,
     attrs = {
-        "arch": attrs.string(default = "sm_90"),
-        "kernel_dir": attrs.string(),
-        "libc_dir": attrs.string(),
+        # The crates the kernel builds on besides the sysroot: the device
+        # libc and its dependencies, the kernel's own dependencies.
+        "crates": attrs.list(attrs.dep(), default = []),
+        # Symbols to keep besides the entry points and __HOSTCALL* globals.
+        "keep": attrs.list(attrs.string(), default = []),
+        # The kernel crate (a rust_library with `extern "ptx-kernel"` entries).
+        "kernel": attrs.dep(),
         "out": attrs.string(),
-        "srcs": attrs.list(attrs.source(), default = []),
-        "_hostcall_build": attrs.exec_dep(default = "//hostcall-build:hostcall-build-bin"),
-        "_stage0": attrs.toolchain_dep(default = "//stage0:stage0"),
+        "sysroot": attrs.list(attrs.dep(), default = SYSROOT_CRATES),
+        "_hostcall_build": attrs.exec_dep(default = "root//hostcall-build:hostcall-build-bin"),
+        "_stage0": attrs.toolchain_dep(default = "root//stage0:stage0", providers = [Stage0Info]),
     },
 )
