@@ -75,7 +75,8 @@ fn tour() -> io::Result<()> {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_err(io::Error::other)?;
     println!("time: SystemTime is {} s after the epoch (host clock)", since_epoch.as_secs());
 
-    // Environment and stdin.
+    // Command line (`hostcalls_bin -- ARGS`), environment and stdin.
+    println!("args: {:?}", std::env::args().collect::<Vec<_>>());
     match std::env::var("CULINUX_GREETING") {
         Ok(v) => println!("env: CULINUX_GREETING={v}"),
         Err(e) => println!("env: CULINUX_GREETING: {e}"),

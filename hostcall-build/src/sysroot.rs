@@ -31,6 +31,7 @@ pub const FIXUPS: &[(&str, &str)] = &[
         "0005-std-personality-unwind-data-reg.patch",
         include_str!("../../fixups/0005-std-personality-unwind-data-reg.patch"),
     ),
+    ("0006-std-args-from-the-host.patch", include_str!("../../fixups/0006-std-args-from-the-host.patch")),
 ];
 
 /// The script both doors run rustc through for nvptx compiles: it gives

@@ -55,6 +55,10 @@ struct Args {
     /// No summary line on stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// Arguments for the kernel: `std::env::args()` on the GPU sees the entry
+    /// point's name, then these.
+    #[arg(last = true, value_name = "KERNEL_ARGS")]
+    kernel_args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -88,7 +92,8 @@ fn run(args: &Args) -> Result<u8, String> {
     if args.stack_size != hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64 {
         backend.set_stack_size(args.stack_size as usize).map_err(|e| e.to_string())?;
     }
-    let config = RuntimeConfig { root: args.root.clone(), geometry, ..RuntimeConfig::default() };
+    let kernel_args = std::iter::once(args.entry.clone()).chain(args.kernel_args.iter().cloned()).collect();
+    let config = RuntimeConfig { root: args.root.clone(), geometry, args: kernel_args, ..RuntimeConfig::default() };
     let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
     let loading = (!args.quiet).then(|| slow_load_notice(text.len()));
     let loaded = runtime.load(&text);

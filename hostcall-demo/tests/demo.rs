@@ -91,8 +91,8 @@ fn embedded_ptx_is_complete_and_assembles() {
 #[test]
 fn gpu_demo_golden_output_and_files() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(out) = run(dir.path(), &[], b"a line for stdin\n", &[("CULINUX_GREETING", "hello from the golden test")])
-    else {
+    let greeting = [("CULINUX_GREETING", "hello from the golden test")];
+    let Some(out) = run(dir.path(), &["--", "first", "two words"], b"a line for stdin\n", &greeting) else {
         return;
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -128,6 +128,7 @@ fn gpu_demo_with_empty_stdin_and_no_env() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("stdin: (empty)\n"), "{stdout}");
     assert!(stdout.contains("env: CULINUX_GREETING=\n"), "{stdout}");
+    assert!(stdout.contains("args: [\"culinux_main\"]\n"), "{stdout}");
 }
 
 #[test]

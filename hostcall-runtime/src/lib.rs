@@ -167,6 +167,14 @@ impl Runtime {
             .geometry
             .validate()
             .map_err(|e| RuntimeError::Config(format!("geometry {:?}: {e:?}", config.geometry)))?;
+        // The `arg` hostcall returns an argument in one reply.
+        let reply = config.geometry.reply_data_size as usize;
+        if let Some((i, arg)) = config.args.iter().enumerate().find(|(_, a)| a.len() > reply) {
+            return Err(RuntimeError::Config(format!(
+                "kernel argument {i} is {} bytes; the GPU can be handed at most {reply} (the reply data size)",
+                arg.len()
+            )));
+        }
         let sandbox = handlers::sandbox::Sandbox::new(&config.root)
             .map_err(|e| RuntimeError::Config(format!("sandbox root {}: {e}", config.root.display())))?;
         if config.debug {

@@ -332,3 +332,19 @@ fn corrupt_record_stops_the_run_with_an_error() {
         other => panic!("expected a protocol error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_kernel_argument_longer_than_a_reply_is_refused_before_launch() {
+    use hostcall_runtime::backend::emu::EmuBackend;
+    use hostcall_runtime::{Runtime, RuntimeConfig};
+    let geometry = Geometry::DEFAULT;
+    let fits = "x".repeat(geometry.reply_data_size as usize);
+    let config = RuntimeConfig { args: vec!["kernel".into(), fits.clone()], ..RuntimeConfig::default() };
+    assert!(Runtime::new(EmuBackend::new(), config).is_ok());
+    let config = RuntimeConfig { args: vec!["kernel".into(), fits + "y"], ..RuntimeConfig::default() };
+    match Runtime::new(EmuBackend::new(), config) {
+        Err(RuntimeError::Config(message)) => assert!(message.contains("kernel argument 1"), "{message}"),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a too-long argument was accepted"),
+    }
+}

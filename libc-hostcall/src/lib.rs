@@ -25,6 +25,7 @@
 #![allow(internal_features)]
 
 pub mod arch;
+pub mod args;
 pub mod errno;
 pub mod fcntl;
 pub mod heap;

@@ -1,0 +1,169 @@
+//! The kernel's command line: `__hostcall_argv`, which std's
+//! `std::env::args()` calls on nvptx64 (fixup 0006). On Linux, glibc hands std
+//! `argc`/`argv` at process start; a kernel has no start-up, so the first
+//! thread to ask fetches the arguments from the host with the `arg` hostcall
+//! (one per argument, until the host says ENOENT) and every thread of the
+//! launch shares the result.
+
+use core::ffi::c_char;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicPtr, AtomicU64};
+
+use hostcall_abi::op::Arg;
+use hostcall_abi::Errno;
+
+use crate::hostcall::{ids, reply_capacity, request};
+use crate::{arch, heap};
+
+/// More arguments than this are not fetched (a runaway host list must not
+/// exhaust the device heap).
+pub const MAX_ARGS: usize = 4096;
+
+/// The launch whose argv is published in `ARGV`/`ARGC` (0: none yet).
+static READY: AtomicU64 = AtomicU64::new(0);
+/// The launch whose argv some thread has claimed to build.
+static BUILDER: AtomicU64 = AtomicU64::new(0);
+static ARGC: AtomicU64 = AtomicU64::new(0);
+static ARGV: AtomicPtr<*const c_char> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Builds a NULL-terminated argv on the device heap from `fetch(i, buf)`,
+/// which writes argument `i` into `buf` and returns its length, or ENOENT
+/// past the last one. An argument that does not fit `buf` (the host refuses
+/// those before launch) or a full heap ends the list early.
+pub fn build_argv(
+    capacity: usize,
+    mut fetch: impl FnMut(u32, &mut [u8]) -> Result<usize, Errno>,
+) -> (usize, *mut *const c_char) {
+    let mut argv: *mut *const c_char = core::ptr::null_mut();
+    let mut argc = 0usize;
+    let mut slots = 0usize;
+    let scratch = heap::alloc(capacity.max(1), 1);
+    if scratch.is_null() {
+        return (0, core::ptr::null_mut());
+    }
+    while argc < MAX_ARGS {
+        // SAFETY: `scratch` is our block of `capacity.max(1)` bytes.
+        let buf = unsafe { core::slice::from_raw_parts_mut(scratch, capacity) };
+        let Ok(len) = fetch(argc as u32, buf) else { break };
+        if len > capacity {
+            break;
+        }
+        if argc + 1 >= slots {
+            let grown = (slots * 2).max(8);
+            let bytes = grown * core::mem::size_of::<*const c_char>();
+            // SAFETY: `argv` is null or our block from an earlier round.
+            let new = unsafe { heap::realloc(argv.cast(), bytes, core::mem::align_of::<*const c_char>()) };
+            if new.is_null() {
+                break;
+            }
+            argv = new.cast();
+            slots = grown;
+        }
+        let text = heap::alloc(len + 1, 1);
+        if text.is_null() {
+            break;
+        }
+        // SAFETY: `text` is a fresh block of `len + 1` bytes, `scratch` holds
+        // `len <= capacity` fetched bytes, and `argv` has room for `argc + 1`
+        // pointers (checked above).
+        unsafe {
+            core::ptr::copy_nonoverlapping(scratch, text, len);
+            *text.add(len) = 0;
+            *argv.add(argc) = text.cast();
+        }
+        argc += 1;
+    }
+    // SAFETY: `scratch` is ours and no longer used.
+    unsafe { heap::free(scratch) };
+    if argv.is_null() {
+        return (0, core::ptr::null_mut());
+    }
+    // SAFETY: the growth check keeps a free slot after the last argument.
+    unsafe { *argv.add(argc) = core::ptr::null() };
+    (argc, argv)
+}
+
+fn fetch_from_host(index: u32, buf: &mut [u8]) -> Result<usize, Errno> {
+    let done = request(&ids::__HOSTCALL__arg, &Arg { index }, &[], None, buf)?;
+    if done.host_data_len > done.data_len {
+        return Err(Errno::E2BIG);
+    }
+    Ok(done.data_len)
+}
+
+/// The arguments of this launch, fetched by the first caller; the others
+/// wait for it. Returns the argv (NULL-terminated, valid for the rest of the
+/// launch; null when there are none) and stores the count in `*argc`.
+///
+/// # Safety
+/// `argc` is valid for a write.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __hostcall_argv(argc: *mut isize) -> *const *const c_char {
+    let launch = arch::launch_id();
+    let mut round = 0u32;
+    loop {
+        if READY.load(Acquire) == launch {
+            // SAFETY: the caller passes a writable `argc`.
+            unsafe { *argc = ARGC.load(Relaxed) as isize };
+            return ARGV.load(Relaxed);
+        }
+        let builder = BUILDER.load(Relaxed);
+        if builder != launch && BUILDER.compare_exchange(builder, launch, Acquire, Relaxed).is_ok() {
+            let (count, argv) = build_argv(reply_capacity(), fetch_from_host);
+            ARGC.store(count as u64, Relaxed);
+            ARGV.store(argv, Relaxed);
+            READY.store(launch, Release);
+            continue;
+        }
+        arch::nanosleep(if round < 16 { 64 } else { 1024 });
+        round = round.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(argc: usize, argv: *mut *const c_char) -> Vec<String> {
+        (0..argc)
+            .map(|i| {
+                // SAFETY: build_argv returned `argc` C strings.
+                let p = unsafe { *argv.add(i) };
+                unsafe { core::ffi::CStr::from_ptr(p) }.to_str().expect("utf-8").to_owned()
+            })
+            .collect()
+    }
+
+    fn fake(list: &'static [&'static str]) -> impl FnMut(u32, &mut [u8]) -> Result<usize, Errno> {
+        move |i, buf| {
+            let arg = list.get(i as usize).ok_or(Errno::ENOENT)?;
+            if arg.len() > buf.len() {
+                return Err(Errno::E2BIG);
+            }
+            buf[..arg.len()].copy_from_slice(arg.as_bytes());
+            Ok(arg.len())
+        }
+    }
+
+    #[test]
+    fn argv_holds_every_argument_in_order_and_ends_in_null() {
+        let list: &'static [&'static str] =
+            &["kernel", "", "two words", "a", "b", "c", "d", "e", "f", "g", "after the first growth"];
+        let (argc, argv) = build_argv(64, fake(list));
+        assert_eq!(strings(argc, argv), list);
+        // SAFETY: NULL-terminated, as promised.
+        assert!(unsafe { *argv.add(argc) }.is_null());
+    }
+
+    #[test]
+    fn no_arguments_is_an_empty_list() {
+        let (argc, argv) = build_argv(64, fake(&[]));
+        assert_eq!((argc, argv.is_null()), (0, true));
+    }
+
+    #[test]
+    fn an_argument_longer_than_a_reply_ends_the_list() {
+        let (argc, argv) = build_argv(4, fake(&["ok", "far too long", "never"]));
+        assert_eq!(strings(argc, argv), ["ok"]);
+    }
+}
