@@ -3,6 +3,8 @@
 //!
 //! `HOSTCALL_DEMO_PTX=<file>` embeds that file instead (a PTX built
 //! elsewhere, e.g. by Buck2), skipping the pipeline.
+//! `HOSTCALL_PTX_OPT_LEVEL=z` (or 1, 2, 3, s) builds it at that level
+//! (default z; see `hostcall-build --help`).
 
 use std::path::{Path, PathBuf};
 use std::{env, fs, process};
@@ -40,6 +42,11 @@ fn build_culinux(out: &Path) -> Result<Vec<u8>, String> {
     let repo = manifest.parent().ok_or("hostcall-demo has no parent directory")?;
     let mut options = hostcall_build::PtxOptions::new(repo.join("culinux"));
     options.out = out.to_path_buf();
+    println!("cargo:rerun-if-env-changed=HOSTCALL_PTX_OPT_LEVEL");
+    if let Some(level) = env::var_os("HOSTCALL_PTX_OPT_LEVEL") {
+        let level = level.to_str().ok_or("HOSTCALL_PTX_OPT_LEVEL is not UTF-8")?;
+        options.opt_level = level.parse().map_err(|e| format!("HOSTCALL_PTX_OPT_LEVEL: {e}"))?;
+    }
     let artifact = hostcall_build::build_ptx(&options).map_err(|e| e.to_string())?;
     for input in &artifact.inputs {
         println!("cargo:rerun-if-changed={}", input.display());

@@ -9,7 +9,7 @@ use crate::error::BuildError;
 use crate::sha256::{sha256_hex, Sha256};
 use crate::sysroot::{ensure_sysroot, Sysroot, RUSTFLAGS};
 use crate::toolchain::{ensure_toolchain, hermetic_command, run};
-use crate::{archive, progress, ptx_summary, PtxArtifact, PtxOptions};
+use crate::{archive, progress, ptx_summary, OptLevel, PtxArtifact, PtxOptions};
 
 /// Crate name of the generated root that depends on kernel + libc.
 const ROOT_CRATE: &str = "hostcall_link_root";
@@ -217,9 +217,6 @@ fn scan_user_ir(ll: &str) -> UserSymbols {
 /// [`PtxOptions::out`]. See the crate docs for the steps.
 pub fn build_ptx(options: &PtxOptions) -> Result<PtxArtifact, BuildError> {
     crate::set_quiet(!options.verbose);
-    if !(1..=3).contains(&options.opt_level) {
-        return Err(BuildError::Invalid(format!("opt_level must be 1..=3, got {}", options.opt_level)));
-    }
     let kernel = canonical(&options.kernel_dir, "kernel crate")?;
     if !kernel.join("Cargo.toml").is_file() {
         return Err(BuildError::Invalid(format!("{} has no Cargo.toml", kernel.display())));
@@ -366,7 +363,7 @@ pub struct LinkOptions {
     pub work_dir: PathBuf,
     pub out: PathBuf,
     pub arch: String,
-    pub opt_level: u8,
+    pub opt_level: OptLevel,
     pub keep: Vec<String>,
 }
 
@@ -377,13 +374,10 @@ fn llvm_tool(options: &LinkOptions, step: &str, tool: &str, args: &[&std::ffi::O
 
 /// Bitcode out of the rlibs, `llvm-link` into one module, `opt`
 /// (internalize everything but the entry points, the `__HOSTCALL*` globals
-/// and `keep`; global DCE; O`opt_level`), `llc` to PTX. Both doors end here:
+/// and `keep`; global DCE; `opt_level`), `llc` to PTX. Both doors end here:
 /// inputs are ordered by crate name, never by how a build system named the
 /// files, so the same crates give the same bytes.
 pub fn link_ptx(options: &LinkOptions) -> Result<PtxArtifact, BuildError> {
-    if !(1..=3).contains(&options.opt_level) {
-        return Err(BuildError::Invalid(format!("opt_level must be 1..=3, got {}", options.opt_level)));
-    }
     let started = Instant::now();
     let by_name = |a: &CrateRlib, b: &CrateRlib| (&a.crate_name, &a.rlib).cmp(&(&b.crate_name, &b.rlib));
     let mut user = options.user.clone();
@@ -439,7 +433,7 @@ pub fn link_ptx(options: &LinkOptions) -> Result<PtxArtifact, BuildError> {
     let mut keep: Vec<String> = symbols.entries.clone();
     keep.extend(symbols.hostcall_globals.iter().cloned());
     keep.extend(options.keep.iter().cloned());
-    let passes = format!("-passes=internalize,globaldce,default<O{}>,globaldce", options.opt_level);
+    let passes = format!("-passes=internalize,globaldce,default<{}>,globaldce", options.opt_level.pipeline());
     let keep_arg = format!("-internalize-public-api-list={}", keep.join(","));
     let args: Vec<&std::ffi::OsStr> =
         vec![passes.as_ref(), keep_arg.as_ref(), linked.as_os_str(), "-o".as_ref(), optimized.as_os_str()];
@@ -451,7 +445,7 @@ pub fn link_ptx(options: &LinkOptions) -> Result<PtxArtifact, BuildError> {
     let partial = options.out.with_extension("ptx.partial");
     let cpu = format!("-mcpu={}", options.arch);
     let attrs = format!("-mattr={}", crate::sysroot::ptx_features(&options.arch));
-    let level = format!("-O{}", options.opt_level);
+    let level = options.opt_level.codegen_flag();
     let args: Vec<&std::ffi::OsStr> =
         vec![cpu.as_ref(), attrs.as_ref(), level.as_ref(), optimized.as_os_str(), "-o".as_ref(), partial.as_os_str()];
     llvm_tool(options, "llc", "llc", &args)?;

@@ -3,7 +3,7 @@
 #
 # The rule runs `hostcall-build link` (built by Buck from source as a host
 # binary): bitcode out of the rlibs, llvm-link, opt (internalize, globaldce,
-# O3), llc, with the pinned nightly's LLVM tools (//stage0). That is the code
+# Oz by default), llc, with the pinned nightly's LLVM tools (//stage0). That is the code
 # the cargo door ends in (`link_ptx` in hostcall-build), so the same rlibs
 # give the same PTX; and the rlibs are the same because both doors compile
 # the same sources with the same rustc and flags (toolchains//:rust_nvptx,
@@ -34,6 +34,8 @@ def _hostcall_ptx_impl(ctx: AnalysisContext) -> list[Provider]:
         ptx.as_output(),
         "--work",
         work.as_output(),
+        "--opt-level",
+        ctx.attrs.opt_level,
         [cmd_args("--keep", symbol) for symbol in ctx.attrs.keep],
         [cmd_args("--kernel-rlib", _rlib(dep)) for dep in [ctx.attrs.kernel] + ctx.attrs.crates],
         [cmd_args("--sysroot-rlib", _rlib(dep)) for dep in ctx.attrs.sysroot],
@@ -84,6 +86,9 @@ hostcall_ptx = rule(
         "keep": attrs.list(attrs.string(), default = []),
         # The kernel crate (a rust_library with `extern "ptx-kernel"` entries).
         "kernel": attrs.dep(),
+        # `hostcall-build --opt-level`: 1, 2, 3, s or z (the default, as in
+        # the cargo door).
+        "opt_level": attrs.string(default = "z"),
         "out": attrs.string(),
         "sysroot": attrs.list(attrs.dep(), default = SYSROOT_CRATES),
         "_hostcall_build": attrs.exec_dep(default = "root//hostcall-build:hostcall-build-bin"),
