@@ -12,7 +12,13 @@
 //! 4. the bitcode of every crate of that graph plus the sysroot crates
 //!    `llvm-link`ed together, `opt` internalizing everything but the
 //!    `ptx-kernel` entries and `__HOSTCALL*` globals, and `llc` lowering
-//!    the result to PTX.
+//!    the result to PTX ([`link_ptx`], which Buck2 runs on its own rlibs as
+//!    `hostcall-build link`).
+//!
+//! Every nvptx rustc runs through `stage0/rustc-wrapper.sh`
+//! ([`sysroot::RUSTC_WRAPPER`]), which gives each crate a disambiguator
+//! that does not depend on the build system, so cargo and Buck2 produce the
+//! same bytes (docs/buck2.md).
 //!
 //! Safe to call from a `build.rs`: children never see the outer cargo's
 //! environment and use their own target directory. What it does not do:
