@@ -4,7 +4,7 @@
 # system drove the compile. Cargo calls it as RUSTC_WRAPPER (hostcall-build
 # sets that up); Buck2's nvptx toolchain names it as the compiler.
 #
-# For an nvptx compile (an argument names nvptx64-vectorware-linux) it
+# For an nvptx compile (`--target` names nvptx64-vectorware-linux) it
 # changes two things a build system chooses and the PTX would otherwise show:
 #
 #  * The crate disambiguator. Cargo passes `-C metadata=<its own hash>`, Buck
@@ -37,8 +37,13 @@ for arg in "$@"; do
 done
 
 nvptx=0
+prev=
 for arg in "${args[@]}"; do
-  [[ $arg == *nvptx64-vectorware-linux* ]] && nvptx=1
+  case $arg in
+    --target=*nvptx64-vectorware-linux*) nvptx=1 ;;
+    *nvptx64-vectorware-linux*) [[ $prev == --target ]] && nvptx=1 ;;
+  esac
+  prev=$arg
 done
 if [[ $nvptx == 0 ]]; then
   exec "$rustc" "$@"

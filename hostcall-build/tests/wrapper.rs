@@ -96,6 +96,10 @@ fn buck_argument_file_metadata_and_source_tree_are_rewritten() {
 fn host_compiles_pass_through_untouched() {
     let args = ["--crate-name", "build_script_build", "-C", "metadata=abc", "build.rs"];
     assert_eq!(wrap(&args, &[("CARGO_PKG_VERSION", "1.0.0")]), args);
+    // Only `--target` decides: a host compile may name nvptx directories.
+    let args =
+        ["--crate-name", "proc_macro_x", "-L", "dependency=/t/nvptx64-vectorware-linux/deps", "-C", "metadata=1"];
+    assert_eq!(wrap(&args, &[]), args);
 }
 
 #[test]
