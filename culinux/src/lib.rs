@@ -77,6 +77,8 @@ fn tour() -> io::Result<()> {
 
     // Command line (`hostcalls_bin -- ARGS`), environment and stdin.
     println!("args: {:?}", std::env::args().collect::<Vec<_>>());
+    let listed = std::env::vars_os().any(|(name, _)| name == "CULINUX_GREETING");
+    println!("env: vars_os() lists CULINUX_GREETING: {listed}");
     match std::env::var("CULINUX_GREETING") {
         Ok(v) => println!("env: CULINUX_GREETING={v}"),
         Err(e) => println!("env: CULINUX_GREETING: {e}"),

@@ -123,6 +123,12 @@ request! {
     Arg = "arg" { index: u32 => uint }
 }
 request! {
+    /// The host's environment entry `index`, `NAME=value`, in name order
+    /// (entries longer than one reply are left out) -> its length, reply
+    /// data = its bytes; ENOENT past the end.
+    Environ = "environ" { index: u32 => uint }
+}
+request! {
     /// `clock_gettime(clock)` for clocks the device cannot read itself
     /// (REALTIME) -> nanoseconds since the epoch.
     ClockGettime = "clock_gettime" { clock: i32 => int }
@@ -170,6 +176,7 @@ pub const BUILTIN: &[&str] = &[
     Getcwd::NAME,
     Getenv::NAME,
     Arg::NAME,
+    Environ::NAME,
     ClockGettime::NAME,
     Getrandom::NAME,
     Exit::NAME,

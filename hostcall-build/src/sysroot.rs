@@ -32,6 +32,7 @@ pub const FIXUPS: &[(&str, &str)] = &[
         include_str!("../../fixups/0005-std-personality-unwind-data-reg.patch"),
     ),
     ("0006-std-args-from-the-host.patch", include_str!("../../fixups/0006-std-args-from-the-host.patch")),
+    ("0007-std-environ-from-the-host.patch", include_str!("../../fixups/0007-std-environ-from-the-host.patch")),
 ];
 
 /// The script both doors run rustc through for nvptx compiles: it gives

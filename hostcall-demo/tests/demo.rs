@@ -129,6 +129,7 @@ fn gpu_demo_with_empty_stdin_and_no_env() {
     assert!(stdout.contains("stdin: (empty)\n"), "{stdout}");
     assert!(stdout.contains("env: CULINUX_GREETING=\n"), "{stdout}");
     assert!(stdout.contains("args: [\"culinux_main\"]\n"), "{stdout}");
+    assert!(stdout.contains("env: vars_os() lists CULINUX_GREETING: true\n"), "{stdout}");
 }
 
 #[test]
@@ -155,7 +156,8 @@ fn gpu_debug_traces_every_call() {
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    for call in ["write", "open", "read", "close", "statx", "lseek", "unlink", "getenv", "getrandom", "clock_gettime"] {
+    let calls = ["write", "open", "read", "close", "statx", "lseek", "unlink", "getenv", "environ", "arg", "getrandom"];
+    for call in calls.into_iter().chain(["clock_gettime"]) {
         assert!(
             stderr.lines().any(|l| l.contains("DEBUG") && l.contains(&format!(" {call}("))),
             "no trace of `{call}` in: {stderr}"

@@ -348,3 +348,30 @@ fn a_kernel_argument_longer_than_a_reply_is_refused_before_launch() {
         Ok(_) => panic!("a too-long argument was accepted"),
     }
 }
+
+#[test]
+fn environ_lists_name_value_entries_in_name_order_leaving_out_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let module = EmuModule::new().builtin_hostcalls().entry("main", move |ctx| {
+        for index in 0.. {
+            let (len, errno, data) = call(ctx, Environ { index }, &[]);
+            if errno != 0 {
+                s2.lock().unwrap().push(format!("errno {errno}"));
+                break;
+            }
+            assert_eq!(len as usize, data.len());
+            s2.lock().unwrap().push(String::from_utf8(data).unwrap());
+        }
+    });
+    let mut rig = common::rig(dir.path(), Geometry::DEFAULT, module);
+    let env = &mut rig.rt.state_mut().env;
+    env.clear();
+    env.insert("ZED".into(), "last".into());
+    env.insert("ALPHA".into(), "first".into());
+    env.insert("EMPTY".into(), String::new());
+    env.insert("HUGE".into(), "x".repeat(Geometry::DEFAULT.reply_data_size as usize));
+    rig.rt.launch("main", 1, 1).expect("run");
+    assert_eq!(*seen.lock().unwrap(), ["ALPHA=first", "EMPTY=", "ZED=last", &format!("errno {}", Errno::ENOENT.0)]);
+}

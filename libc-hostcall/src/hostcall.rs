@@ -181,6 +181,7 @@ pub mod ids {
         __HOSTCALL__getcwd = "getcwd",
         __HOSTCALL__getenv = "getenv",
         __HOSTCALL__arg = "arg",
+        __HOSTCALL__environ = "environ",
         __HOSTCALL__clock_gettime = "clock_gettime",
         __HOSTCALL__getrandom = "getrandom",
         __HOSTCALL__exit = "exit",

@@ -25,7 +25,7 @@
 #![allow(internal_features)]
 
 pub mod arch;
-pub mod args;
+pub mod hostlist;
 pub mod errno;
 pub mod fcntl;
 pub mod heap;

@@ -1,7 +1,7 @@
 //! The process around the kernel: environment, arguments, exit, abort, and
 //! the `unsupported` report; plus `echo`, the test-only call.
 
-use hostcall_abi::op::{Abort, Arg, Echo, Exit, Getenv, Unsupported};
+use hostcall_abi::op::{Abort, Arg, Echo, Environ, Exit, Getenv, Unsupported};
 use hostcall_abi::Errno;
 
 use super::ExitStatus;
@@ -13,6 +13,7 @@ pub const ABORT_CODE: i32 = 134;
 pub fn register(r: &mut Registry) {
     r.register::<Getenv, _>(getenv);
     r.register::<Arg, _>(arg);
+    r.register::<Environ, _>(environ);
     r.register::<Exit, _>(|cx, req: Exit, _| {
         record_exit(cx, ExitStatus { code: req.code, aborted: false });
         Ok(0)
@@ -44,6 +45,23 @@ fn arg(cx: &mut HostCx<'_>, req: Arg, _: &Payload<'_>) -> HandlerResult {
     let a = cx.state.args.get(req.index as usize).ok_or(HostError(Errno::ENOENT))?.clone();
     cx.reply_data(a.as_bytes());
     Ok(a.len() as u64)
+}
+
+/// Entry `index` of the environment as `NAME=value`, names in byte order;
+/// an entry longer than one reply is left out (the device could not read it
+/// with `getenv` either).
+fn environ(cx: &mut HostCx<'_>, req: Environ, _: &Payload<'_>) -> HandlerResult {
+    let capacity = cx.reply_capacity();
+    let mut names: Vec<&String> = cx.state.env.keys().collect();
+    names.sort();
+    let entry = names
+        .into_iter()
+        .map(|name| format!("{name}={}", cx.state.env[name]))
+        .filter(|entry| entry.len() <= capacity)
+        .nth(req.index as usize)
+        .ok_or(HostError(Errno::ENOENT))?;
+    cx.reply_data(entry.as_bytes());
+    Ok(entry.len() as u64)
 }
 
 fn unsupported(cx: &mut HostCx<'_>, _: Unsupported, data: &Payload<'_>) -> HandlerResult {

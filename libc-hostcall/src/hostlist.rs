@@ -1,30 +1,73 @@
-//! The kernel's command line: `__hostcall_argv`, which std's
-//! `std::env::args()` calls on nvptx64 (fixup 0006). On Linux, glibc hands std
-//! `argc`/`argv` at process start; a kernel has no start-up, so the first
-//! thread to ask fetches the arguments from the host with the `arg` hostcall
-//! (one per argument, until the host says ENOENT) and every thread of the
-//! launch shares the result.
+//! The lists a process gets at start-up, which a kernel has to ask the host
+//! for: its arguments (`__hostcall_argv`, what std's `std::env::args()`
+//! calls on nvptx64, fixup 0006) and its environment (`__hostcall_environ`,
+//! what `std::env::vars()` reads, fixup 0007). The first thread of a launch
+//! to ask fetches the list, one entry per hostcall (`arg`, `environ`) until
+//! the host says ENOENT, into the device heap; every thread of the launch
+//! shares the result.
 
 use core::ffi::c_char;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicPtr, AtomicU64};
 
-use hostcall_abi::op::Arg;
+use hostcall_abi::op::{Arg, Environ};
 use hostcall_abi::Errno;
 
 use crate::hostcall::{ids, reply_capacity, request};
 use crate::{arch, heap};
 
-/// More arguments than this are not fetched (a runaway host list must not
+/// More entries than this are not fetched (a runaway host list must not
 /// exhaust the device heap).
 pub const MAX_ARGS: usize = 4096;
 
-/// The launch whose argv is published in `ARGV`/`ARGC` (0: none yet).
-static READY: AtomicU64 = AtomicU64::new(0);
-/// The launch whose argv some thread has claimed to build.
-static BUILDER: AtomicU64 = AtomicU64::new(0);
-static ARGC: AtomicU64 = AtomicU64::new(0);
-static ARGV: AtomicPtr<*const c_char> = AtomicPtr::new(core::ptr::null_mut());
+/// One list, fetched once per launch.
+struct HostList {
+    /// The launch whose list is published in `count`/`array` (0: none yet).
+    ready: AtomicU64,
+    /// The launch whose list some thread has claimed to build.
+    builder: AtomicU64,
+    count: AtomicU64,
+    /// The NULL-terminated array (null when the list is empty). Its address
+    /// is what `__hostcall_environ` returns: an `AtomicPtr<T>` has the
+    /// layout of a `*mut T`.
+    array: AtomicPtr<*const c_char>,
+}
+
+impl HostList {
+    const fn new() -> Self {
+        HostList {
+            ready: AtomicU64::new(0),
+            builder: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            array: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// This launch's list, built by the first caller with `fetch`; the
+    /// others wait for it.
+    fn get(&self, fetch: fn(u32, &mut [u8]) -> Result<usize, Errno>) -> (usize, *mut *const c_char) {
+        let launch = arch::launch_id();
+        let mut round = 0u32;
+        loop {
+            if self.ready.load(Acquire) == launch {
+                return (self.count.load(Relaxed) as usize, self.array.load(Relaxed));
+            }
+            let builder = self.builder.load(Relaxed);
+            if builder != launch && self.builder.compare_exchange(builder, launch, Acquire, Relaxed).is_ok() {
+                let (count, array) = build_argv(reply_capacity(), fetch);
+                self.count.store(count as u64, Relaxed);
+                self.array.store(array, Relaxed);
+                self.ready.store(launch, Release);
+                continue;
+            }
+            arch::nanosleep(if round < 16 { 64 } else { 1024 });
+            round = round.saturating_add(1);
+        }
+    }
+}
+
+static ARGS: HostList = HostList::new();
+static ENVIRON: HostList = HostList::new();
 
 /// Builds a NULL-terminated argv on the device heap from `fetch(i, buf)`,
 /// which writes argument `i` into `buf` and returns its length, or ENOENT
@@ -83,41 +126,47 @@ pub fn build_argv(
     (argc, argv)
 }
 
-fn fetch_from_host(index: u32, buf: &mut [u8]) -> Result<usize, Errno> {
-    let done = request(&ids::__HOSTCALL__arg, &Arg { index }, &[], None, buf)?;
+/// What a hostcall answered, or E2BIG when it did not fit `buf` (the
+/// host leaves such entries out; this is the check that they did).
+fn fetched(done: Result<hostcall_abi::Completed, Errno>) -> Result<usize, Errno> {
+    let done = done?;
     if done.host_data_len > done.data_len {
         return Err(Errno::E2BIG);
     }
     Ok(done.data_len)
 }
 
-/// The arguments of this launch, fetched by the first caller; the others
-/// wait for it. Returns the argv (NULL-terminated, valid for the rest of the
-/// launch; null when there are none) and stores the count in `*argc`.
+fn fetch_arg(index: u32, buf: &mut [u8]) -> Result<usize, Errno> {
+    fetched(request(&ids::__HOSTCALL__arg, &Arg { index }, &[], None, buf))
+}
+
+fn fetch_environ(index: u32, buf: &mut [u8]) -> Result<usize, Errno> {
+    fetched(request(&ids::__HOSTCALL__environ, &Environ { index }, &[], None, buf))
+}
+
+/// The arguments of this launch. Returns the argv (NULL-terminated, valid
+/// for the rest of the launch; null when there are none) and stores the
+/// count in `*argc`.
 ///
 /// # Safety
 /// `argc` is valid for a write.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn __hostcall_argv(argc: *mut isize) -> *const *const c_char {
-    let launch = arch::launch_id();
-    let mut round = 0u32;
-    loop {
-        if READY.load(Acquire) == launch {
-            // SAFETY: the caller passes a writable `argc`.
-            unsafe { *argc = ARGC.load(Relaxed) as isize };
-            return ARGV.load(Relaxed);
-        }
-        let builder = BUILDER.load(Relaxed);
-        if builder != launch && BUILDER.compare_exchange(builder, launch, Acquire, Relaxed).is_ok() {
-            let (count, argv) = build_argv(reply_capacity(), fetch_from_host);
-            ARGC.store(count as u64, Relaxed);
-            ARGV.store(argv, Relaxed);
-            READY.store(launch, Release);
-            continue;
-        }
-        arch::nanosleep(if round < 16 { 64 } else { 1024 });
-        round = round.saturating_add(1);
-    }
+    let (count, argv) = ARGS.get(fetch_arg);
+    // SAFETY: the caller passes a writable `argc`.
+    unsafe { *argc = count as isize };
+    argv
+}
+
+/// The environment of this launch, `NAME=value` entries in name order, as
+/// the address of an `environ`-style variable: a pointer to the
+/// NULL-terminated array (itself null when the environment is empty). The
+/// device cannot change it (`setenv` is not supported), so it stays valid for
+/// the rest of the launch.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn __hostcall_environ() -> *mut *const *const c_char {
+    ENVIRON.get(fetch_environ);
+    ENVIRON.array.as_ptr().cast()
 }
 
 #[cfg(test)]
