@@ -2,21 +2,29 @@
 //! what a crate is called inside the PTX. A fake rustc prints the arguments
 //! the wrapper hands it, one per line.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
-fn fake_rustc() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wrapper-test");
-    std::fs::create_dir_all(&dir).expect("create test dir");
-    let path = dir.join("fake-rustc");
-    std::fs::write(&path, "#!/bin/sh\nfor arg; do echo \"$arg\"; done\n").expect("write fake rustc");
-    let status = Command::new("chmod").arg("+x").arg(&path).status().expect("chmod");
-    assert!(status.success());
-    path
+/// Written once, before any test runs it: a test writing it while another
+/// executes it would fail with ETXTBSY.
+fn fake_rustc() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wrapper-test");
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let path = dir.join("fake-rustc");
+        let partial = dir.join("fake-rustc.partial");
+        std::fs::write(&partial, "#!/bin/sh\nfor arg; do echo \"$arg\"; done\n").expect("write fake rustc");
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).expect("chmod fake rustc");
+        std::fs::rename(&partial, &path).expect("rename fake rustc");
+        path
+    })
 }
 
 /// Runs the wrapper on `args` with `env`; returns what rustc got.

@@ -18,7 +18,7 @@ use crate::{arch, heap};
 
 /// More entries than this are not fetched (a runaway host list must not
 /// exhaust the device heap).
-pub const MAX_ARGS: usize = 4096;
+pub const MAX_ENTRIES: usize = 4096;
 
 /// One list, fetched once per launch.
 struct HostList {
@@ -69,10 +69,11 @@ impl HostList {
 static ARGS: HostList = HostList::new();
 static ENVIRON: HostList = HostList::new();
 
-/// Builds a NULL-terminated argv on the device heap from `fetch(i, buf)`,
-/// which writes argument `i` into `buf` and returns its length, or ENOENT
-/// past the last one. An argument that does not fit `buf` (the host refuses
-/// those before launch) or a full heap ends the list early.
+/// Builds a NULL-terminated argv-style array of C strings on the device heap
+/// from `fetch(i, buf)`, which writes entry `i` into `buf` and returns its
+/// length, or ENOENT past the last one. An entry that does not fit `buf`
+/// (the host refuses such arguments before launch and leaves such
+/// environment entries out) or a full heap ends the list early.
 pub fn build_argv(
     capacity: usize,
     mut fetch: impl FnMut(u32, &mut [u8]) -> Result<usize, Errno>,
@@ -84,7 +85,7 @@ pub fn build_argv(
     if scratch.is_null() {
         return (0, core::ptr::null_mut());
     }
-    while argc < MAX_ARGS {
+    while argc < MAX_ENTRIES {
         // SAFETY: `scratch` is our block of `capacity.max(1)` bytes.
         let buf = unsafe { core::slice::from_raw_parts_mut(scratch, capacity) };
         let Ok(len) = fetch(argc as u32, buf) else { break };
