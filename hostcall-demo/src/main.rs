@@ -105,7 +105,19 @@ fn run(args: &Args) -> Result<u8, String> {
             if !args.quiet {
                 eprintln!("hostcalls_bin: {label}: {}", summary(&report));
             }
-            Ok(exit_byte(report.exit_code.unwrap_or(0)))
+            let code = exit_byte(report.exit_code.unwrap_or(0));
+            if let Some((op, errno)) = &report.first_unanswered {
+                // Output the kernel did not wait for (stdout/stderr writes) was
+                // lost on the host: say so, and do not exit 0.
+                eprintln!(
+                    "hostcalls_bin: {label}: {} {} the kernel did not wait for failed on the host (first: {op}: {})",
+                    report.unanswered_errors,
+                    if report.unanswered_errors == 1 { "call" } else { "calls" },
+                    errno.name().unwrap_or("unknown errno"),
+                );
+                return Ok(if code == 0 { 1 } else { code });
+            }
+            Ok(code)
         }
         Err(RuntimeError::KernelFailed { message, report }) => {
             eprintln!("hostcalls_bin: {label}: {}", summary(&report));
@@ -125,7 +137,7 @@ fn slow_load_notice(bytes: usize) -> std::sync::mpsc::Sender<()> {
         if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(std::time::Duration::from_secs(2)) {
             eprintln!(
                 "hostcalls_bin: the CUDA driver is compiling {:.1} MB of PTX for this GPU; the first run of a \
-                 new kernel takes a while (about 2 minutes for culinux on an H100 host), later runs reuse \
+                 new kernel takes a while (about 30 s for culinux on an H100 host), later runs reuse \
                  the driver's cache",
                 bytes as f64 / 1e6
             );

@@ -166,6 +166,29 @@ fn gpu_debug_traces_every_call() {
 }
 
 #[test]
+fn gpu_output_the_host_could_not_write_is_reported() {
+    // The device does not wait for its writes to stdout; when the host cannot
+    // write them (here: /dev/full, ENOSPC), the run says so and exits 1.
+    let dir = tempfile::tempdir().unwrap();
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipping: no /dev/full");
+        return;
+    };
+    let mut cmd = Command::new(bin());
+    cmd.args(["--grid", "1", "--block", "1"]).current_dir(dir.path()).stdin(Stdio::null()).stdout(full);
+    let out = cmd.env_remove("HOSTCALL_DEBUG").stderr(Stdio::piped()).output().expect("run hostcalls_bin");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("no CUDA driver found") || stderr.contains("CUDA_ERROR_NO_DEVICE") {
+        eprintln!("skipping: {}", stderr.trim());
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("the kernel did not wait for failed on the host (first: write: ENOSPC)"), "{stderr}");
+    // The kernel itself ran to the end (its files are written).
+    assert!(dir.path().join("culinux_out.txt").exists());
+}
+
+#[test]
 fn missing_ptx_file_is_a_clear_error() {
     let out = Command::new(bin()).args(["--ptx", "/nonexistent/k.ptx"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

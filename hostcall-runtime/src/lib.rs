@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use hostcall_abi::{globals, Geometry, ProtocolError, LINE_WORDS};
+use hostcall_abi::{globals, Errno, Geometry, ProtocolError, LINE_WORDS};
 
 pub mod backend;
 pub mod handlers;
@@ -95,6 +95,11 @@ pub struct RunReport {
     pub per_op: BTreeMap<String, u64>,
     /// Calls answered with an errno.
     pub errors: u64,
+    /// Posted calls that failed on the host (writes to stdout/stderr, which
+    /// the device does not wait for): counted in `errors` too, but no device
+    /// code saw them. With the first one's hostcall name and errno.
+    pub unanswered_errors: u64,
+    pub first_unanswered: Option<(String, Errno)>,
     /// Handlers that panicked (each answered with EIO).
     pub handler_panics: u64,
     /// How the kernel ended when it ended abnormally after `exit`/`abort`
@@ -338,6 +343,8 @@ impl Runtime {
             calls: served.calls,
             per_op: BTreeMap::new(),
             errors: served.errors,
+            unanswered_errors: served.unanswered_errors,
+            first_unanswered: served.first_unanswered.clone(),
             handler_panics: served.handler_panics,
             kernel_error: None,
             elapsed: start.elapsed(),

@@ -33,6 +33,10 @@ pub(crate) struct Served {
     /// Indexed by handler ID (0: unknown IDs).
     pub per_op: Vec<u64>,
     pub errors: u64,
+    /// Failed calls that had no reply slot (posted): nobody on the device
+    /// saw the errno. The first one, by name and errno.
+    pub unanswered_errors: u64,
+    pub first_unanswered: Option<(String, Errno)>,
     pub handler_panics: u64,
     pub end: Option<KernelState>,
 }
@@ -214,6 +218,10 @@ impl Server<'_> {
             Ok(v) => (v, 0),
             Err(HostError(e)) => {
                 served.errors += 1;
+                if rec.slot().is_none() {
+                    served.unanswered_errors += 1;
+                    served.first_unanswered.get_or_insert_with(|| (op_name(registry, h.op), e));
+                }
                 cx.clear_reply();
                 (0, e.0)
             }

@@ -375,3 +375,23 @@ fn environ_lists_name_value_entries_in_name_order_leaving_out_what_does_not_fit(
     rig.rt.launch("main", 1, 1).expect("run");
     assert_eq!(*seen.lock().unwrap(), ["ALPHA=first", "EMPTY=", "ZED=last", &format!("errno {}", Errno::ENOENT.0)]);
 }
+
+#[test]
+fn posted_writes_keep_their_order_and_their_failures_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, rig) = common::run_kernel(dir.path(), 1, |ctx| {
+        let post =
+            |fd: i32, text: &[u8]| ctx.post("write", Call::new(0, Write { fd }.to_args()).payload(text)).unwrap();
+        post(1, b"posted, ");
+        assert_eq!(call(ctx, Write { fd: 1 }, b"waited for, ").0, 12);
+        post(1, b"posted again\n");
+        post(42, b"to a closed fd");
+        post(2, b"on stderr\n");
+    });
+    let report = report.expect("run");
+    assert_eq!(rig.stdout.to_string_lossy(), "posted, waited for, posted again\n");
+    assert_eq!(rig.stderr.to_string_lossy(), "on stderr\n");
+    assert_eq!(report.unanswered_errors, 1);
+    assert_eq!(report.first_unanswered, Some(("write".to_string(), Errno::EBADF)));
+    assert_eq!(report.per_op.get("write"), Some(&5));
+}

@@ -312,6 +312,16 @@ pub fn call(
     }
 }
 
+/// Post a hostcall without waiting for it: it is queued (`payload` copied
+/// inline, at most `limits::MAX_INLINE` bytes) and served in queue order
+/// with every other call, but nobody learns its result (the host counts
+/// failures, see `RunReport::unanswered_errors`).
+#[inline(never)]
+pub fn post<R: hostcall_abi::op::Request>(op: &HostcallId, req: &R, payload: &[u8]) -> Result<(), Errno> {
+    let c = Call::new(op.get(), req.to_args()).payload(payload);
+    with_queue(|q| q.post::<Gpu>(&c)).map_err(call_errno)
+}
+
 /// [`call`] with a typed request from `hostcall_abi::op`.
 pub fn request<R: hostcall_abi::op::Request>(
     op: &HostcallId,

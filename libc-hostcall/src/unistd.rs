@@ -15,12 +15,19 @@ use hostcall_abi::op::{Close, Getcwd, Lseek, Pread, Pwrite, Read, Rename, Unlink
 use hostcall_abi::Errno;
 
 use crate::errno::{c_ret, set_errno};
-use crate::hostcall::{ids, reply_capacity, request, Region};
+use crate::hostcall::{ids, post, reply_capacity, request, Region};
 use crate::linux::{AT_FDCWD, AT_REMOVEDIR};
 use crate::{cstr, heap};
 
+/// Descriptors whose inline writes are posted (see the module docs).
+const POSTED_FDS: [c_int; 2] = [1, 2];
+
 /// One write call: `payload` inline or `region`, at `offset` if given.
 fn write_once(fd: c_int, payload: &[u8], region: Option<Region>, offset: Option<i64>) -> Result<usize, Errno> {
+    if region.is_none() && offset.is_none() && POSTED_FDS.contains(&fd) {
+        post(&ids::__HOSTCALL__write, &Write { fd }, payload)?;
+        return Ok(payload.len());
+    }
     let len = region.map_or(payload.len() as u64, |r| r.len);
     let done = match offset {
         None => request(&ids::__HOSTCALL__write, &Write { fd }, payload, region, &mut [])?,

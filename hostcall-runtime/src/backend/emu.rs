@@ -342,6 +342,13 @@ impl DeviceCtx {
         self.queue()?.call::<EmuPlatform>(&Call { op, ..call }, reply)
     }
 
+    /// Post a call to hostcall `name` without waiting for it (what the
+    /// device libc does for writes to stdout/stderr).
+    pub fn post(&self, name: &str, call: Call<'_>) -> Result<(), CallError> {
+        let op = self.hostcall_id(name);
+        self.queue()?.post::<EmuPlatform>(&Call { op, ..call })
+    }
+
     /// Make a typed built-in call.
     pub fn request<R: Request>(&self, req: &R, payload: &[u8], reply: &mut [u8]) -> Result<Completed, CallError> {
         self.call(R::NAME, Call::new(0, req.to_args()).payload(payload), reply)
