@@ -177,8 +177,9 @@ mod tests {
     fn strings(argc: usize, argv: *mut *const c_char) -> Vec<String> {
         (0..argc)
             .map(|i| {
-                // SAFETY: build_argv returned `argc` C strings.
+                // SAFETY: build_argv returned an array of `argc` pointers...
                 let p = unsafe { *argv.add(i) };
+                // SAFETY: ...each to a NUL-terminated string it wrote.
                 unsafe { core::ffi::CStr::from_ptr(p) }.to_str().expect("utf-8").to_owned()
             })
             .collect()
