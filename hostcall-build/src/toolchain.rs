@@ -36,10 +36,6 @@ impl Toolchain {
     pub fn library_src(&self) -> PathBuf {
         self.sysroot.join("lib/rustlib/src/rust/library")
     }
-
-    pub fn llvm_tool(&self, name: &str) -> PathBuf {
-        self.llvm_bin.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-    }
 }
 
 /// Is `key` part of the environment a parent cargo/rustup sets up for its

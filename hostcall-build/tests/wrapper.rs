@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
-}
+use hostcall_build::repo_root;
 
 /// Written once, before any test runs it: a test writing it while another
 /// executes it would fail with ETXTBSY.
@@ -30,7 +28,7 @@ fn fake_rustc() -> &'static Path {
 /// Runs the wrapper on `args` with `env`; returns what rustc got.
 fn wrap(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     let mut cmd = Command::new("bash");
-    cmd.arg(repo().join("stage0/rustc-wrapper.sh")).arg(fake_rustc()).args(args);
+    cmd.arg(repo_root().join("stage0/rustc-wrapper.sh")).arg(fake_rustc()).args(args);
     cmd.env_remove("CARGO_PKG_VERSION").env_remove("HOSTCALL_SOURCE_PREFIX");
     for (key, value) in env {
         cmd.env(key, value);
@@ -112,8 +110,8 @@ fn host_compiles_pass_through_untouched() {
 
 #[test]
 fn buck_knows_the_pinned_channel() {
-    let channel = std::fs::read_to_string(repo().join("stage0/channel")).expect("read stage0/channel");
-    let defs = std::fs::read_to_string(repo().join("stage0/defs.bzl")).expect("read stage0/defs.bzl");
+    let channel = std::fs::read_to_string(repo_root().join("stage0/channel")).expect("read stage0/channel");
+    let defs = std::fs::read_to_string(repo_root().join("stage0/defs.bzl")).expect("read stage0/defs.bzl");
     let line = format!("CHANNEL = \"{}\"", channel.trim());
     assert!(defs.lines().any(|l| l == line), "stage0/defs.bzl must say {line} (it says what BUCK files use)");
 }
