@@ -1,15 +1,15 @@
-//! Builds `culinux/` into PTX with the hostcall pipeline and leaves
-//! `culinux.ptx` and its SHA-256 in `OUT_DIR` for `src/ptx.rs` to embed.
+//! Builds `culinux/` into PTX with the hostcall pipeline, and a cubin from
+//! the PTX when a `ptxas` is found, and leaves in `OUT_DIR` what `src/ptx.rs`
+//! embeds: `culinux.ptx`, `culinux.cubin` (empty: none) and `culinux.sha256`,
+//! the one SHA-256 of both (`hostcall_image::bundle_sha256`).
 //!
-//! `HOSTCALL_DEMO_PTX=<file>` embeds that file instead (a PTX built
-//! elsewhere, e.g. by Buck2), skipping the pipeline.
-//! `HOSTCALL_PTX_OPT_LEVEL=z` (or 1, 2, 3, s) builds it at that level
-//! (default z; see `hostcall-build --help`).
+//! `HOSTCALL_DEMO_PTX=<file>` embeds that PTX instead (one built elsewhere,
+//! e.g. by Buck2), skipping the Rust build; the cubin is still built from it.
+//! `HOSTCALL_PTX_OPT_LEVEL=z` (or 1, 2, 3, s) builds at that level (default
+//! z; see `hostcall-build --help`). `PTXAS` names the ptxas to use.
 
 use std::path::{Path, PathBuf};
 use std::{env, fs, process};
-
-use sha2::{Digest, Sha256};
 
 fn main() {
     if let Err(e) = run() {
@@ -21,20 +21,40 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?);
-    let out = out_dir.join("culinux.ptx");
+    let ptx_path = out_dir.join("culinux.ptx");
     println!("cargo:rerun-if-env-changed=HOSTCALL_DEMO_PTX");
-    let bytes = match env::var_os("HOSTCALL_DEMO_PTX") {
+    println!("cargo:rerun-if-env-changed=PTXAS");
+    let ptx = match env::var_os("HOSTCALL_DEMO_PTX") {
         Some(path) => {
             let path = PathBuf::from(path);
             println!("cargo:rerun-if-changed={}", path.display());
             fs::read(&path).map_err(|e| format!("HOSTCALL_DEMO_PTX={}: {e}", path.display()))?
         }
-        None => build_culinux(&out)?,
+        None => build_culinux(&ptx_path)?,
     };
-    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    write(&out, &bytes)?;
-    write(&out_dir.join("culinux.ptx.sha256"), digest.as_bytes())?;
-    Ok(())
+    write(&ptx_path, &ptx)?;
+    let options = hostcall_build::CubinOptions {
+        arch: "sm_90".into(),
+        max_registers: hostcall_build::DEFAULT_MAX_REGISTERS,
+        cache_dir: hostcall_build::PtxOptions::new("culinux").cache_dir,
+    };
+    let cubin_path = out_dir.join("culinux.cubin");
+    let cubin = match hostcall_build::build_cubin(&ptx_path, &cubin_path, &options).map_err(|e| e.to_string())? {
+        Some(artifact) => {
+            println!("cargo:rerun-if-changed={}", hostcall_build::find_ptxas().unwrap_or_default().display());
+            Some(fs::read(&artifact.path).map_err(|e| format!("{}: {e}", artifact.path.display()))?)
+        }
+        None => {
+            println!(
+                "cargo:warning=no ptxas found: hostcalls_bin embeds PTX only, and its first run waits for the \
+                 CUDA driver to compile it (set PTXAS, or `pip install --target .whl nvidia-cuda-nvcc-cu12`)"
+            );
+            write(&cubin_path, b"")?;
+            None
+        }
+    };
+    let digest = hostcall_image::bundle_sha256(&ptx, cubin.as_deref());
+    write(&out_dir.join("culinux.sha256"), digest.as_bytes())
 }
 
 fn build_culinux(out: &Path) -> Result<Vec<u8>, String> {
@@ -42,6 +62,7 @@ fn build_culinux(out: &Path) -> Result<Vec<u8>, String> {
     let repo = manifest.parent().ok_or("hostcall-demo has no parent directory")?;
     let mut options = hostcall_build::PtxOptions::new(repo.join("culinux"));
     options.out = out.to_path_buf();
+    options.cubin = false; // built below, from whichever PTX is embedded
     println!("cargo:rerun-if-env-changed=HOSTCALL_PTX_OPT_LEVEL");
     if let Some(level) = env::var_os("HOSTCALL_PTX_OPT_LEVEL") {
         let level = level.to_str().ok_or("HOSTCALL_PTX_OPT_LEVEL is not UTF-8")?;

@@ -4,6 +4,10 @@
 
 load("@root//stage0:defs.bzl", "CHANNEL")
 
+# The sysroot's opt-level: hostcall-build's `SYSROOT_OPT_LEVEL` (cargo's
+# profile.release.opt-level for `-p std -p panic_abort`).
+SYSROOT_OPT_LEVEL = "-Copt-level=z"
+
 # Every crate of sysroot/BUCK: what a kernel's PTX links besides its own.
 SYSROOT_CRATES = [
     "root//sysroot:" + name
@@ -76,7 +80,9 @@ def sysroot_crate(
         crate_root = "library/{}/{}".format(path, crate_root),
         edition = edition,
         features = features,
-        rustc_flags = ["--cfg={}".format(cfg) for cfg in cfgs] + rustc_flags,
+        # Size first, as hostcall-build's SYSROOT_OPT_LEVEL; a crate's own
+        # opt-level (library/Cargo.toml's overrides) comes later and wins.
+        rustc_flags = [SYSROOT_OPT_LEVEL] + ["--cfg={}".format(cfg) for cfg in cfgs] + rustc_flags,
         env = dict(
             {
                 "CARGO_PKG_VERSION": version,

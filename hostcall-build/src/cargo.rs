@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use serde_json::Value;
+
 use crate::error::{tail, BuildError};
-use crate::json::{self, Json};
 use crate::toolchain::{describe, hermetic_command, Toolchain};
 
 /// One `cargo build --release --target <spec>` invocation.
@@ -75,29 +76,20 @@ pub fn build(toolchain: &Toolchain, build: &CargoBuild) -> Result<Vec<Artifact>,
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut artifacts = Vec::new();
     let mut errors = Vec::new();
-    for message in stdout.lines().filter_map(json::parse) {
-        match message.get("reason").and_then(Json::as_str) {
+    for message in stdout.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()) {
+        match message["reason"].as_str() {
             Some("compiler-artifact") => {
-                let crate_name = message
-                    .get("target")
-                    .and_then(|t| t.get("name"))
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .replace('-', "_");
-                let files = message.get("filenames").map(Json::as_array).unwrap_or_default();
-                for file in files.iter().filter_map(Json::as_str) {
+                let crate_name = message["target"]["name"].as_str().unwrap_or_default().replace('-', "_");
+                let files = message["filenames"].as_array().map(Vec::as_slice).unwrap_or_default();
+                for file in files.iter().filter_map(Value::as_str) {
                     if file.ends_with(".rlib") {
                         artifacts.push(Artifact { crate_name: crate_name.clone(), rlib: file.into() });
                     }
                 }
             }
-            Some("compiler-message") => {
-                let diagnostic = message.get("message");
-                let level = diagnostic.and_then(|m| m.get("level")).and_then(Json::as_str);
-                if level == Some("error") {
-                    let rendered = diagnostic.and_then(|m| m.get("rendered")).and_then(Json::as_str);
-                    errors.push(rendered.unwrap_or("(no rendered message)").to_owned());
-                }
+            Some("compiler-message") if message["message"]["level"] == "error" => {
+                let rendered = message["message"]["rendered"].as_str();
+                errors.push(rendered.unwrap_or("(no rendered message)").to_owned());
             }
             _ => {}
         }

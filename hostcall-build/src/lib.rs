@@ -13,7 +13,10 @@
 //!    `llvm-link`ed together, `opt` internalizing everything but the
 //!    `ptx-kernel` entries and `__HOSTCALL*` globals, and `llc` lowering
 //!    the result to PTX ([`link_ptx`], which Buck2 runs on its own rlibs as
-//!    `hostcall-build link`).
+//!    `hostcall-build link`);
+//! 5. where a `ptxas` is found, a cubin beside the PTX ([`build_cubin`],
+//!    `ptxas -c`, cached by PTX, arch, ptxas version and flags), so the
+//!    runtime starts the kernel without waiting for the driver's compiler.
 //!
 //! Every nvptx rustc runs through `stage0/rustc-wrapper.sh`
 //! ([`sysroot::RUSTC_WRAPPER`]), which gives each crate a disambiguator
@@ -27,19 +30,18 @@
 mod archive;
 mod cargo;
 mod error;
-mod json;
 mod patch;
 mod pipeline;
 mod ptx;
-pub mod sha256;
 pub mod sysroot;
 pub mod toolchain;
 
 use std::path::PathBuf;
 
 pub use error::BuildError;
+pub use hostcall_image::{bundle_sha256, ptx_summary, PtxSummary, DEFAULT_MAX_REGISTERS};
 pub use pipeline::{build_ptx, link_ptx, CrateRlib, LinkOptions};
-pub use ptx::{find_ptxas, ptx_summary, repo_root, run_ptxas, PtxSummary, PtxasCheck};
+pub use ptx::{build_cubin, cubin_path, find_ptxas, repo_root, run_ptxas, CubinArtifact, CubinOptions, PtxasCheck};
 pub use sysroot::TARGET;
 pub use toolchain::channel;
 
@@ -64,6 +66,12 @@ pub struct PtxOptions {
     /// Symbols kept besides the defaults (every `ptx-kernel` entry and every
     /// global whose name starts with `__HOSTCALL`).
     pub keep: Vec<String>,
+    /// Build a cubin beside the PTX when a `ptxas` is found
+    /// ([`build_cubin`]).
+    pub cubin: bool,
+    /// Registers per thread the cubin may use, at most
+    /// ([`DEFAULT_MAX_REGISTERS`] lets every entry launch 1024 threads a block).
+    pub max_registers: u32,
     /// Print progress lines on stderr.
     pub verbose: bool,
 }
@@ -83,6 +91,8 @@ impl PtxOptions {
             cache_dir,
             opt_level: OptLevel::Oz,
             keep: Vec::new(),
+            cubin: true,
+            max_registers: DEFAULT_MAX_REGISTERS,
             verbose: true,
             kernel_dir,
         }
@@ -115,6 +125,17 @@ impl OptLevel {
             OptLevel::O3 => "O3",
             OptLevel::Os => "Os",
             OptLevel::Oz => "Oz",
+        }
+    }
+
+    /// The `opt-level` of the kernel crates' cargo profile (TOML).
+    pub fn cargo_profile(self) -> &'static str {
+        match self {
+            OptLevel::O1 => "1",
+            OptLevel::O2 => "2",
+            OptLevel::O3 => "3",
+            OptLevel::Os => "\"s\"",
+            OptLevel::Oz => "\"z\"",
         }
     }
 
@@ -152,6 +173,8 @@ pub struct PtxArtifact {
     /// SHA-256 of the PTX bytes, lowercase hex.
     pub sha256: String,
     pub summary: PtxSummary,
+    /// The cubin beside the PTX, when one was asked for and a ptxas found.
+    pub cubin: Option<CubinArtifact>,
     /// Sources the PTX depends on beyond the toolchain: a `build.rs` prints
     /// `cargo:rerun-if-changed=` for each.
     pub inputs: Vec<PathBuf>,
@@ -184,6 +207,8 @@ mod tests {
         assert_eq!(OptLevel::Oz.pipeline(), "Oz");
         assert_eq!(OptLevel::Oz.codegen_flag(), "-O2");
         assert_eq!(OptLevel::O3.codegen_flag(), "-O3");
+        assert_eq!(OptLevel::Oz.cargo_profile(), "\"z\"");
+        assert_eq!(OptLevel::O2.cargo_profile(), "2");
         assert!("0".parse::<OptLevel>().is_err());
         assert!("O3".parse::<OptLevel>().is_err());
         assert_eq!(PtxOptions::new("k").opt_level, OptLevel::Oz);

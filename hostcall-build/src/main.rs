@@ -1,212 +1,248 @@
 //! `hostcall-build`: the PTX pipeline from the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Args, Parser, Subcommand};
 use hostcall_build::{
-    build_ptx, link_ptx, ptx_summary, run_ptxas, BuildError, CrateRlib, LinkOptions, OptLevel, PtxOptions, PtxasCheck,
+    build_cubin, build_ptx, bundle_sha256, cubin_path, link_ptx, ptx_summary, run_ptxas, BuildError, CrateRlib,
+    CubinArtifact, CubinOptions, LinkOptions, OptLevel, PtxOptions, PtxasCheck, DEFAULT_MAX_REGISTERS,
 };
 
-const HELP: &str = "\
-hostcall-build: build a Rust kernel crate (std or no_std) into PTX
-
-USAGE:
-    hostcall-build ptx <KERNEL_DIR> [OPTIONS]
-    hostcall-build summary <FILE.ptx>
-    hostcall-build ptxas <FILE.ptx> [--arch sm_90]
-    hostcall-build channel
-    hostcall-build library <DIR>
-    hostcall-build link --out <FILE.ptx> --llvm-bin <DIR> --kernel-rlib <RLIB>... --sysroot-rlib <RLIB>...
-
-COMMANDS:
-    ptx       build the kernel crate, print the PTX path, size and SHA-256
-    summary   list .entry kernels, .extern (undefined) symbols, __HOSTCALL* globals
-    ptxas     assemble with ptxas if one is found ($PTXAS, PATH, <repo>/.whl)
-    channel   print the pinned nightly (stage0/channel)
-    library   write rust-src's library/ with the fixups applied as <DIR>
-    link      the last steps of `ptx` on rlibs some other build made (Buck2 uses it):
-              bitcode out of the rlibs, llvm-link, opt, llc; --kernel-rlib for the
-              kernel and its crates, --sysroot-rlib for core/alloc/std/...;
-              --arch, --opt-level, --keep as for ptx; --work <DIR> for scratch files
-
-OPTIONS (ptx):
-    --libc <DIR>       device libc crate [default: <repo>/libc-hostcall]
-    --no-libc          link no libc (pure no_std kernels)
-    --arch <SM>        GPU architecture [default: sm_90]
-    --out <FILE>       output PTX [default: <cache>/<kernel dir name>.ptx]
-    --cache <DIR>      cache dir [default: <repo>/target/hostcall-build-cache]
-    --opt-level <N>    1, 2, 3, s or z [default: z]: z makes the PTX about half
-                       the size of 3's and the driver's first load of it ~4x
-                       faster; use 3 for kernels that compute
-    --keep <SYMBOL>    keep SYMBOL exported too (repeatable)
-    --check            run ptxas on the result (skipped if none is found)
-    -q, --quiet        no progress lines
-    -h, --help         this text
-";
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("hostcall-build: error: {message}");
-    ExitCode::FAILURE
+/// Build a Rust kernel crate (std or no_std) into PTX, and a cubin beside it
+/// when a ptxas is found ($PTXAS, PATH, <repo>/.whl).
+#[derive(Parser, Debug)]
+#[command(name = "hostcall-build", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn ptxas(path: &std::path::Path, arch: &str) -> ExitCode {
-    match run_ptxas(path, arch) {
-        Ok(PtxasCheck::Accepted { ptxas, cubin_bytes }) => {
-            println!("ptxas {} accepted it for {arch} ({cubin_bytes} bytes of cubin)", ptxas.display());
-            ExitCode::SUCCESS
-        }
-        Ok(PtxasCheck::Skipped(reason)) => {
-            println!("ptxas check skipped: {reason}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
+/// What `ptx`, `cubin` and `link` share: the target and the code it gets.
+#[derive(Args, Debug)]
+struct Codegen {
+    /// GPU architecture.
+    #[arg(long, default_value = "sm_90")]
+    arch: String,
+    /// 1, 2, 3, s or z: z makes the PTX about half the size of 3's and the
+    /// driver's first load of it ~4x faster; use 3 for kernels that compute.
+    #[arg(long, default_value = "z", value_parser = parse_opt_level)]
+    opt_level: OptLevel,
+    /// Registers per thread the cubin may use, at most (64 lets every entry
+    /// point launch 1024-thread blocks).
+    #[arg(long, default_value_t = DEFAULT_MAX_REGISTERS, value_parser = clap::value_parser!(u32).range(16..=255))]
+    max_registers: u32,
+    /// Keep SYMBOL exported too (besides entry points and __HOSTCALL* globals).
+    #[arg(long = "keep", value_name = "SYMBOL")]
+    keep: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the kernel crate; print the PTX (and cubin) path, size and SHA-256.
+    Ptx {
+        kernel_dir: PathBuf,
+        /// Device libc crate [default: <repo>/libc-hostcall].
+        #[arg(long, conflicts_with = "no_libc")]
+        libc: Option<PathBuf>,
+        /// Link no libc (pure no_std kernels).
+        #[arg(long)]
+        no_libc: bool,
+        /// Output PTX [default: <cache>/<kernel dir name>.ptx]; the cubin goes
+        /// beside it as <name>.<arch>.cubin.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Cache directory [default: <repo>/target/hostcall-build-cache].
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// PTX only, even when a ptxas is found.
+        #[arg(long)]
+        no_cubin: bool,
+        /// Also run a whole-program ptxas check on the result (skipped without ptxas).
+        #[arg(long)]
+        check: bool,
+        /// No progress lines.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        codegen: Codegen,
+    },
+    /// Build the cubin of a PTX file with ptxas -c (what `ptx` does after linking).
+    Cubin {
+        ptx: PathBuf,
+        /// Output [default: <ptx stem>.<arch>.cubin beside it].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Cache directory [default: <repo>/target/hostcall-build-cache].
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Fail when no ptxas is found (instead of saying so and writing nothing).
+        #[arg(long)]
+        require: bool,
+        #[command(flatten)]
+        codegen: Codegen,
+    },
+    /// Print the one SHA-256 of a PTX file and its cubin (an empty or absent
+    /// cubin: none), as hostcalls_bin checks its embedded image.
+    Hash { ptx: PathBuf, cubin: Option<PathBuf> },
+    /// List .entry kernels, .extern (undefined) symbols, __HOSTCALL* globals.
+    Summary { ptx: PathBuf },
+    /// Assemble with a whole-program ptxas if one is found, as a check.
+    Ptxas {
+        ptx: PathBuf,
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
+    },
+    /// Print the pinned nightly (stage0/channel).
+    Channel,
+    /// Write rust-src's library/ with the fixups applied as DIR.
+    Library { dir: PathBuf },
+    /// The last steps of `ptx` on rlibs some other build made (Buck2 uses it):
+    /// bitcode out of the rlibs, llvm-link, opt, llc.
+    Link {
+        #[arg(long)]
+        out: PathBuf,
+        /// Directory holding llvm-link, opt and llc.
+        #[arg(long)]
+        llvm_bin: PathBuf,
+        /// Scratch directory.
+        #[arg(long, default_value = "hostcall-link.work")]
+        work: PathBuf,
+        /// The kernel crate's rlib first, then the crates it builds on.
+        #[arg(long = "kernel-rlib", value_name = "RLIB")]
+        kernel_rlibs: Vec<PathBuf>,
+        /// core, alloc, std, panic_abort and their dependencies.
+        #[arg(long = "sysroot-rlib", value_name = "RLIB")]
+        sysroot_rlibs: Vec<PathBuf>,
+        #[command(flatten)]
+        codegen: Codegen,
+    },
+}
+
+fn parse_opt_level(text: &str) -> Result<OptLevel, String> {
+    text.parse().map_err(|e: BuildError| e.to_string())
+}
+
+fn print_artifact(path: &Path, size: u64, sha256: &str) {
+    println!("{}", path.display());
+    println!("size: {size} bytes");
+    println!("sha256: {sha256}");
+}
+
+fn print_cubin(cubin: &Option<CubinArtifact>) {
+    match cubin {
+        Some(c) => println!("cubin: {} ({} bytes, sha256 {})", c.path.display(), c.size, c.sha256),
+        None => println!("cubin: none"),
     }
 }
 
-fn link(args: Vec<String>) -> ExitCode {
-    let mut options = LinkOptions {
-        kernel: String::from("the kernel"),
-        user: Vec::new(),
-        sysroot: Vec::new(),
-        llvm_bin: PathBuf::new(),
-        work_dir: PathBuf::from("hostcall-link.work"),
-        out: PathBuf::new(),
-        arch: "sm_90".into(),
-        opt_level: OptLevel::Oz,
-        keep: Vec::new(),
-    };
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        let Some(value) = args.next() else { return fail(format!("{flag} needs a value")) };
-        match flag.as_str() {
-            "--out" => options.out = value.into(),
-            "--llvm-bin" => options.llvm_bin = value.into(),
-            "--work" => options.work_dir = value.into(),
-            "--kernel-rlib" => options.user.push(CrateRlib::from_path(value)),
-            "--sysroot-rlib" => options.sysroot.push(CrateRlib::from_path(value)),
-            "--arch" => options.arch = value,
-            "--opt-level" => match value.parse() {
-                Ok(level) => options.opt_level = level,
-                Err(e) => return fail(e),
-            },
-            "--keep" => options.keep.push(value),
-            other => return fail(format!("unexpected argument {other} (see --help)")),
+fn ptxas_check(path: &Path, arch: &str) -> Result<(), BuildError> {
+    match run_ptxas(path, arch)? {
+        PtxasCheck::Accepted { ptxas, cubin_bytes } => {
+            println!("ptxas {} accepted it for {arch} ({cubin_bytes} bytes of cubin)", ptxas.display())
+        }
+        PtxasCheck::Skipped(reason) => println!("ptxas check skipped: {reason}"),
+    }
+    Ok(())
+}
+
+fn default_cache() -> PathBuf {
+    hostcall_build::repo_root().join("target/hostcall-build-cache")
+}
+
+fn run(command: Command) -> Result<(), BuildError> {
+    match command {
+        Command::Ptx { kernel_dir, libc, no_libc, out, cache, no_cubin, check, quiet, codegen } => {
+            let mut options = PtxOptions::new(&kernel_dir);
+            if let Some(libc) = libc {
+                options.libc_dir = Some(libc);
+            }
+            if no_libc {
+                options.libc_dir = None;
+            }
+            if let Some(cache) = cache {
+                options.cache_dir = cache;
+            }
+            options.out = out.unwrap_or_else(|| {
+                let stem = kernel_dir.file_name().and_then(|n| n.to_str()).unwrap_or("kernel");
+                options.cache_dir.join(format!("{stem}.ptx"))
+            });
+            (options.arch, options.opt_level, options.max_registers) =
+                (codegen.arch, codegen.opt_level, codegen.max_registers);
+            options.keep = codegen.keep;
+            options.cubin = !no_cubin;
+            options.verbose = !quiet;
+            let artifact = build_ptx(&options)?;
+            print_artifact(&artifact.path, artifact.size, &artifact.sha256);
+            print_cubin(&artifact.cubin);
+            println!("entries: {}", artifact.summary.entries.join(" "));
+            println!("externs: {}", artifact.summary.externs.join(" "));
+            println!("hostcall globals: {}", artifact.summary.hostcall_globals().collect::<Vec<_>>().join(" "));
+            if check {
+                ptxas_check(&artifact.path, &options.arch)?;
+            }
+        }
+        Command::Cubin { ptx, out, cache, require, codegen } => {
+            let out = out.unwrap_or_else(|| cubin_path(&ptx, &codegen.arch));
+            let options = CubinOptions {
+                arch: codegen.arch,
+                max_registers: codegen.max_registers,
+                cache_dir: cache.unwrap_or_else(default_cache),
+            };
+            let cubin = build_cubin(&ptx, &out, &options)?;
+            if require && cubin.is_none() {
+                return Err(BuildError::Invalid("no ptxas found, and --require was given".into()));
+            }
+            print_cubin(&cubin);
+        }
+        Command::Hash { ptx, cubin } => {
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|e| BuildError::Invalid(format!("cannot read {}: {e}", p.display())))
+            };
+            let ptx = read(&ptx)?;
+            let cubin = cubin.as_deref().map(read).transpose()?.filter(|c| !c.is_empty());
+            println!("{}", bundle_sha256(&ptx, cubin.as_deref()));
+        }
+        Command::Summary { ptx } => {
+            let text = std::fs::read_to_string(&ptx)
+                .map_err(|e| BuildError::Invalid(format!("cannot read {}: {e}", ptx.display())))?;
+            let s = ptx_summary(&text);
+            println!("entries: {}", s.entries.join(" "));
+            println!("externs: {}", s.externs.join(" "));
+            println!("hostcall globals: {}", s.hostcall_globals().collect::<Vec<_>>().join(" "));
+        }
+        Command::Ptxas { ptx, arch } => ptxas_check(&ptx, &arch)?,
+        Command::Channel => println!("{}", hostcall_build::channel()),
+        Command::Library { dir } => {
+            hostcall_build::sysroot::write_library(&dir)?;
+            println!("{}", dir.display());
+        }
+        Command::Link { out, llvm_bin, work, kernel_rlibs, sysroot_rlibs, codegen } => {
+            let user: Vec<CrateRlib> = kernel_rlibs.into_iter().map(CrateRlib::from_path).collect();
+            let options = LinkOptions {
+                kernel: user.first().map_or_else(|| "the kernel".to_owned(), |k| k.crate_name.clone()),
+                user,
+                sysroot: sysroot_rlibs.into_iter().map(CrateRlib::from_path).collect(),
+                llvm_bin,
+                work_dir: work,
+                out,
+                arch: codegen.arch,
+                opt_level: codegen.opt_level,
+                keep: codegen.keep,
+            };
+            let artifact = link_ptx(&options)?;
+            print_artifact(&artifact.path, artifact.size, &artifact.sha256);
         }
     }
-    if options.out.as_os_str().is_empty() || options.llvm_bin.as_os_str().is_empty() {
-        return fail("link needs --out and --llvm-bin");
-    }
-    if let Some(kernel) = options.user.first() {
-        options.kernel = kernel.crate_name.clone();
-    }
-    match link_ptx(&options) {
-        Ok(artifact) => {
-            println!("{}", artifact.path.display());
-            println!("size: {} bytes", artifact.size);
-            println!("sha256: {}", artifact.sha256);
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let command = args.next();
-    let rest: Vec<String> = args.collect();
-    if command.is_none() || rest.iter().chain(command.iter()).any(|a| a == "-h" || a == "--help") {
-        print!("{HELP}");
-        return ExitCode::SUCCESS;
-    }
-    let mut rest = rest.into_iter();
-    match command.as_deref() {
-        Some("channel") => {
-            println!("{}", hostcall_build::channel());
-            ExitCode::SUCCESS
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hostcall-build: error: {e}");
+            ExitCode::FAILURE
         }
-        Some("library") => {
-            let Some(dir) = rest.next() else { return fail("library needs an output directory") };
-            match hostcall_build::sysroot::write_library(dir.as_ref()) {
-                Ok(()) => {
-                    println!("{dir}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
-        }
-        Some("link") => link(rest.collect()),
-        Some("summary") => {
-            let Some(path) = rest.next() else { return fail("summary needs a PTX file") };
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let s = ptx_summary(&text);
-                    println!("entries: {}", s.entries.join(" "));
-                    println!("externs: {}", s.externs.join(" "));
-                    println!("hostcall globals: {}", s.hostcall_globals.join(" "));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(format!("cannot read {path}: {e}")),
-            }
-        }
-        Some("ptxas") => {
-            let Some(path) = rest.next() else { return fail("ptxas needs a PTX file") };
-            let mut arch = "sm_90".to_owned();
-            while let Some(flag) = rest.next() {
-                match (flag.as_str(), rest.next()) {
-                    ("--arch", Some(value)) => arch = value,
-                    _ => return fail(format!("unexpected argument {flag}")),
-                }
-            }
-            ptxas(path.as_ref(), &arch)
-        }
-        Some("ptx") => {
-            let Some(kernel) = rest.next() else { return fail("ptx needs a kernel crate directory") };
-            let mut options = PtxOptions::new(&kernel);
-            let (mut out, mut check) = (None, false);
-            while let Some(flag) = rest.next() {
-                let mut value = |name: &str| rest.next().ok_or(format!("{name} needs a value"));
-                let parsed: Result<(), String> = (|| {
-                    match flag.as_str() {
-                        "--libc" => options.libc_dir = Some(value("--libc")?.into()),
-                        "--no-libc" => options.libc_dir = None,
-                        "--arch" => options.arch = value("--arch")?,
-                        "--out" => out = Some(PathBuf::from(value("--out")?)),
-                        "--cache" => options.cache_dir = value("--cache")?.into(),
-                        "--opt-level" => {
-                            options.opt_level = value("--opt-level")?.parse().map_err(|e: BuildError| e.to_string())?
-                        }
-                        "--keep" => options.keep.push(value("--keep")?),
-                        "--check" => check = true,
-                        "-q" | "--quiet" => options.verbose = false,
-                        other => return Err(format!("unexpected argument {other} (see --help)")),
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = parsed {
-                    return fail(e);
-                }
-            }
-            options.out = out.unwrap_or_else(|| {
-                let stem = options.kernel_dir.file_name().and_then(|n| n.to_str()).unwrap_or("kernel");
-                options.cache_dir.join(format!("{stem}.ptx"))
-            });
-            match build_ptx(&options) {
-                Ok(artifact) => {
-                    println!("{}", artifact.path.display());
-                    println!("size: {} bytes", artifact.size);
-                    println!("sha256: {}", artifact.sha256);
-                    println!("entries: {}", artifact.summary.entries.join(" "));
-                    println!("externs: {}", artifact.summary.externs.join(" "));
-                    println!("hostcall globals: {}", artifact.summary.hostcall_globals.join(" "));
-                    if check {
-                        return ptxas(&artifact.path, &options.arch);
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
-        }
-        Some(other) => fail(format!("unknown command {other} (see --help)")),
-        None => fail("no command (see --help)"),
     }
 }

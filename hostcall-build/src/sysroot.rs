@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use crate::cargo::{self, CargoBuild};
 use crate::error::BuildError;
-use crate::sha256::Sha256;
 use crate::toolchain::Toolchain;
+use hostcall_image::Fingerprint;
 
 /// Target name; the spec file must be called `<TARGET>.json`.
 pub const TARGET: &str = "nvptx64-vectorware-linux";
@@ -42,6 +42,13 @@ pub const FIXUPS: &[(&str, &str)] = &[
 /// The script both doors run rustc through for nvptx compiles: it gives
 /// each crate a build-system-independent disambiguator (see the script).
 pub const RUSTC_WRAPPER: &str = include_str!("../../stage0/rustc-wrapper.sh");
+
+/// The sysroot's `opt-level` (cargo profile; library/Cargo.toml's own
+/// per-crate overrides still apply). Size, because the driver's compile time
+/// and ptxas's follow the PTX's size, and a std kernel spends its time in
+/// hostcalls: the demo's PTX is 1.93 MB with std at 3 and 1.54 MB at "z"
+/// (2026-12-02). Buck2's sysroot targets say the same (`sysroot/BUCK`).
+pub const SYSROOT_OPT_LEVEL: &str = "\"z\"";
 
 /// Flags every nvptx crate is compiled with, sysroot and kernels alike.
 pub const RUSTFLAGS: &[&str] = &["-Zforce-unstable-if-unmarked", "-Cpanic=abort"];
@@ -137,8 +144,9 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), BuildError> {
 }
 
 fn sysroot_hash(toolchain: &Toolchain, spec: &str) -> String {
-    let mut h = Sha256::new();
+    let mut h = Fingerprint::new();
     h.field(LAYOUT_VERSION.as_bytes());
+    h.field(SYSROOT_OPT_LEVEL.as_bytes());
     h.field(toolchain.channel.as_bytes());
     h.field(toolchain.version.as_bytes());
     h.field(spec.as_bytes());
@@ -187,7 +195,7 @@ pub fn write_library(dir: &Path) -> Result<(), BuildError> {
 /// path, executable.
 pub fn write_wrapper(cache: &Path) -> Result<PathBuf, BuildError> {
     use std::os::unix::fs::PermissionsExt;
-    let mut h = Sha256::new();
+    let mut h = Fingerprint::new();
     h.field(RUSTC_WRAPPER.as_bytes());
     let path = cache.join(format!("rustc-wrapper-{}.sh", &h.hex()[..16]));
     if std::fs::read_to_string(&path).ok().as_deref() != Some(RUSTC_WRAPPER) {
@@ -266,7 +274,10 @@ pub fn ensure_sysroot(toolchain: &Toolchain, arch: &str, cache: &Path) -> Result
         target_spec: spec.clone(),
         target_dir: build_dir.clone(),
         rustflags,
-        config: vec![format!("patch.crates-io.libc.path=\"{}\"", libc.display().to_string().replace('\\', "/"))],
+        config: vec![
+            format!("patch.crates-io.libc.path=\"{}\"", libc.display().to_string().replace('\\', "/")),
+            format!("profile.release.opt-level={SYSROOT_OPT_LEVEL}"),
+        ],
         offline: true,
         wrapper: write_wrapper(cache)?,
     };

@@ -90,10 +90,10 @@ fn std_kernel_becomes_self_contained_ptx_that_ptxas_accepts() {
         std_kernel_libc().display(),
         summary.externs
     );
+    let hostcall_globals: Vec<&str> = summary.hostcall_globals().collect();
     assert!(
-        summary.hostcall_globals.iter().any(|g| g == "__HOSTCALL__fixture_probe"),
-        "__HOSTCALL globals were not kept: {:?}",
-        summary.hostcall_globals
+        hostcall_globals.contains(&"__HOSTCALL__fixture_probe"),
+        "__HOSTCALL globals were not kept: {hostcall_globals:?}"
     );
     eprintln!("std-kernel: {} bytes of PTX, sha256 {}", artifact.size, artifact.sha256);
     // Panic locations name the kernel's files as `<crate dir>/src/...`,
@@ -108,6 +108,34 @@ fn std_kernel_becomes_self_contained_ptx_that_ptxas_accepts() {
         }
         PtxasCheck::Skipped(reason) => eprintln!("skipping the ptxas check: {reason}"),
     }
+}
+
+/// With a ptxas, the build leaves a relocatable sm_90 cubin beside the PTX
+/// that declares what the PTX declares, and names it by its SHA-256; a second
+/// build takes it from the cache, byte for byte.
+#[test]
+fn the_cubin_is_built_beside_the_ptx_and_cached() {
+    if hostcall_build::find_ptxas().is_none() {
+        eprintln!("skipping: no ptxas (set PTXAS or install .whl/ as .ci/run does)");
+        return;
+    }
+    let libc = Some(std_kernel_libc().clone());
+    let first = build(&options("std-kernel", libc.clone(), "cubin-1.ptx"));
+    let cubin = first.cubin.clone().expect("a cubin when ptxas is found");
+    assert_eq!(cubin.path, out_dir().join("cubin-1.sm_90.cubin"));
+    let bytes = std::fs::read(&cubin.path).expect("read the cubin");
+    assert_eq!(hostcall_image::sha256_hex(&bytes), cubin.sha256);
+    let parsed = hostcall_image::Cubin::parse(&bytes).expect("ptxas wrote a CUDA ELF file");
+    assert_eq!(parsed.kind, hostcall_image::CubinKind::Relocatable, "ptxas -c makes relocatable cubins");
+    assert_eq!(parsed.arch().as_deref(), Some("sm_90"));
+    assert_eq!(parsed.entries, first.summary.entries);
+    for global in first.summary.hostcall_globals() {
+        assert!(parsed.globals.iter().any(|g| g == global), "{global} missing from the cubin's symbols");
+    }
+    let second = build(&options("std-kernel", libc, "cubin-2.ptx"));
+    let again = second.cubin.expect("a cubin the second time");
+    assert!(again.cached, "the second build of the same PTX takes the cubin from the cache");
+    assert_eq!(again.sha256, cubin.sha256);
 }
 
 #[test]
@@ -129,7 +157,7 @@ fn no_std_kernel_with_its_own_panic_handler_links_without_std_or_libc() {
     let artifact = build(&options("nostd-kernel", None, "nostd-kernel.ptx"));
     assert_eq!(artifact.summary.entries, ["add_one"]);
     assert!(artifact.summary.externs.is_empty(), "{:?}", artifact.summary.externs);
-    assert_eq!(artifact.summary.hostcall_globals, ["__HOSTCALL__nostd_probe"]);
+    assert_eq!(artifact.summary.hostcall_globals().collect::<Vec<_>>(), ["__HOSTCALL__nostd_probe"]);
     assert!(artifact.size < 20_000, "a no_std kernel should stay tiny, got {} bytes", artifact.size);
 }
 

@@ -1,8 +1,9 @@
 //! `hostcalls_bin`: run a GPU kernel built with std and serve its hostcalls.
 //!
-//! By default it runs the `culinux` demo, whose PTX is embedded at build time
-//! (checked against its SHA-256 before loading). `--ptx` runs any other
-//! kernel built by `hostcall-build`. The process exits with the code the
+//! By default it runs the `culinux` demo, whose PTX and cubin are embedded at
+//! build time (checked against their SHA-256 before loading; the cubin is
+//! loaded when it matches the GPU, else the PTX). `--ptx` and `--cubin` run
+//! any other kernel built by `hostcall-build`. The process exits with the code the
 //! kernel passed to `exit` (134 after a panic or `abort`, 0 when it simply
 //! returned); setup errors print one line and exit 1.
 
@@ -30,9 +31,22 @@ struct Args {
     /// Threads per block.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     block: u32,
-    /// Run this PTX file instead of the embedded culinux demo.
+    /// Run this PTX file instead of the embedded culinux demo (the driver
+    /// compiles it on first use; the result is cached, see HOSTCALL_JIT_CACHE).
     #[arg(long)]
     ptx: Option<PathBuf>,
+    /// Run this cubin (from `hostcall-build`, or any ptxas); with --ptx, the
+    /// PTX is the fallback when the cubin does not suit the GPU.
+    #[arg(long)]
+    cubin: Option<PathBuf>,
+    /// Load the PTX even when a cubin is there (to measure or compare the JIT).
+    #[arg(long)]
+    ptx_only: bool,
+    /// Registers per thread, at most, when the driver compiles PTX (64 allows
+    /// 1024-thread blocks; a cubin keeps what its build gave it).
+    #[arg(long, default_value_t = hostcall_runtime::hostcall_image::DEFAULT_MAX_REGISTERS,
+          value_parser = clap::value_parser!(u32).range(16..=255))]
+    max_registers: u32,
     /// Directory the kernel's file calls are confined to.
     #[arg(long, default_value = ".")]
     root: PathBuf,
@@ -49,7 +63,7 @@ struct Args {
     /// Return slots (multiple of 64).
     #[arg(long, default_value_t = Geometry::DEFAULT.slot_count)]
     slots: u64,
-    /// Print the embedded PTX's SHA-256 and size, then exit.
+    /// Print the SHA-256 of the image (PTX and cubin together), then of each, and exit.
     #[arg(long)]
     print_hash: bool,
     /// No summary line on stderr.
@@ -72,19 +86,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<u8, String> {
-    let image = match &args.ptx {
-        Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        None => {
-            ptx::verify(ptx::PTX, ptx::PTX_SHA256)?;
-            ptx::PTX.to_vec()
+/// What to run: the PTX, its cubin, or both (at least one).
+struct Image {
+    ptx: Option<Vec<u8>>,
+    cubin: Option<Vec<u8>>,
+}
+
+/// The files named by `--ptx`/`--cubin`, else the embedded demo (verified).
+fn image(args: &Args) -> Result<Image, String> {
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    if args.ptx.is_some() || args.cubin.is_some() {
+        let ptx = args.ptx.as_ref().map(read).transpose()?;
+        let cubin = args.cubin.as_ref().map(read).transpose()?;
+        return Ok(Image { ptx, cubin });
+    }
+    let cubin = ptx::cubin();
+    ptx::verify(ptx::PTX, cubin, ptx::SHA256)?;
+    Ok(Image { ptx: Some(ptx::PTX.to_vec()), cubin: cubin.map(<[u8]>::to_vec) })
+}
+
+fn print_hash(ptx: Option<&[u8]>, cubin: Option<&[u8]>) {
+    use hostcall_runtime::hostcall_image::{bundle_sha256, sha256_hex};
+    if let Some(ptx) = ptx {
+        println!("image {}", bundle_sha256(ptx, cubin));
+    }
+    for (name, bytes) in [("ptx", ptx), ("cubin", cubin)] {
+        match bytes {
+            Some(b) => println!("{name} {}  {} bytes", sha256_hex(b), b.len()),
+            None => println!("{name} none"),
         }
-    };
+    }
+}
+
+fn run(args: &Args) -> Result<u8, String> {
+    let Image { ptx, cubin } = image(args)?;
     if args.print_hash {
-        println!("{}  {} bytes", ptx::sha256_hex(&image), image.len());
+        print_hash(ptx.as_deref(), cubin.as_deref());
         return Ok(0);
     }
-    let text = String::from_utf8(image).map_err(|_| "the PTX is not UTF-8 text".to_string())?;
+    let cubin = cubin.filter(|_| !args.ptx_only || ptx.is_none());
     let geometry = Geometry { buff_size: args.buff_size, slot_count: args.slots, ..Geometry::DEFAULT };
     geometry.validate().map_err(|e| format!("bad queue geometry {geometry:?}: {e:?}"))?;
 
@@ -92,18 +132,25 @@ fn run(args: &Args) -> Result<u8, String> {
     if args.stack_size != hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64 {
         backend.set_stack_size(args.stack_size as usize).map_err(|e| e.to_string())?;
     }
+    backend.set_max_registers(args.max_registers);
     let kernel_args = std::iter::once(args.entry.clone()).chain(args.kernel_args.iter().cloned()).collect();
     let config = RuntimeConfig { root: args.root.clone(), geometry, args: kernel_args, ..RuntimeConfig::default() };
     let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
-    let loading = (!args.quiet).then(|| slow_load_notice(text.len()));
-    let loaded = runtime.load(&text);
+    let loading = ptx.as_ref().filter(|_| !args.quiet).map(|ptx| slow_load_notice(ptx.len()));
+    let started = std::time::Instant::now();
+    let loaded = match (&ptx, &cubin) {
+        (Some(ptx), cubin) => runtime.load_best(ptx, cubin.as_deref()),
+        (None, Some(cubin)) => runtime.load(cubin),
+        (None, None) => Err(hostcall_runtime::RuntimeError::NoModule),
+    };
     drop(loading);
     loaded.map_err(|e| e.to_string())?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let label = format!("{}<<<{}, {}>>>", args.entry, args.grid, args.block);
     match runtime.launch(&args.entry, args.grid, args.block) {
         Ok(report) => {
             if !args.quiet {
-                eprintln!("hostcalls_bin: {label}: {}", summary(&report));
+                eprintln!("hostcalls_bin: {label}: {}; module loaded in {load_ms:.1} ms", summary(&report));
             }
             let code = exit_byte(report.exit_code.unwrap_or(0));
             if let Some((op, errno)) = &report.first_unanswered {
@@ -128,17 +175,17 @@ fn run(args: &Args) -> Result<u8, String> {
 }
 
 /// Say why the start is slow if loading takes more than a moment: the
-/// driver compiles PTX it has not seen before (minutes for a std kernel) and
-/// caches the result, so later runs start at once. Dropping the guard
-/// cancels the notice.
+/// driver compiles PTX it has not seen before (seconds to a minute for a std
+/// kernel) and the runtime caches the result, so later runs start at once.
+/// Dropping the guard cancels the notice.
 fn slow_load_notice(bytes: usize) -> std::sync::mpsc::Sender<()> {
     let (done, wait) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(std::time::Duration::from_secs(2)) {
             eprintln!(
                 "hostcalls_bin: the CUDA driver is compiling {:.1} MB of PTX for this GPU; the first run of a \
-                 new kernel takes a while (about 30 s for culinux on an H100 host), later runs reuse \
-                 the driver's cache",
+                 new kernel takes a while (about 7 s for culinux on an H200 host), later runs load the \
+                 compiled code from the JIT cache (a cubin from `hostcall-build` needs no wait at all)",
                 bytes as f64 / 1e6
             );
         }

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/culinux.ptx"));
+/// Empty when the build found no ptxas.
+const CUBIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/culinux.cubin"));
 const GOLDEN: &str = include_str!("golden/culinux_main.stdout");
 const KERNEL_SOURCE: &str = include_str!("../../culinux/src/lib.rs");
 
@@ -75,12 +77,13 @@ fn embedded_ptx_is_complete_and_assembles() {
         assert!(summary.entries.iter().any(|e| e == entry), "entry {entry} missing: {:?}", summary.entries);
     }
     assert!(summary.externs.is_empty(), "undefined symbols: {:?}", summary.externs);
+    let hostcall_globals: Vec<&str> = summary.hostcall_globals().collect();
     for g in hostcall_runtime::hostcall_abi::globals::ALL {
-        assert!(summary.hostcall_globals.iter().any(|h| h == g), "queue global {g} missing");
+        assert!(hostcall_globals.contains(&g), "queue global {g} missing");
     }
     for op in ["write", "read", "open", "close", "statx", "clock_gettime", "getrandom", "getenv", "abort", "exit"] {
         let name = format!("__HOSTCALL__{op}");
-        assert!(summary.hostcall_globals.contains(&name), "{name} missing");
+        assert!(hostcall_globals.contains(&name.as_str()), "{name} missing");
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("culinux.ptx");
@@ -91,6 +94,101 @@ fn embedded_ptx_is_complete_and_assembles() {
         }
         hostcall_build::PtxasCheck::Skipped(why) => eprintln!("skipping ptxas check: {why}"),
     }
+}
+
+/// The build made a cubin wherever it found a ptxas (CI installs one), the
+/// cubin declares what the PTX declares, and `--print-hash` names both with
+/// the hash the binary checks before loading.
+#[test]
+fn embedded_cubin_is_built_and_matches_the_image_hash() {
+    use hostcall_runtime::hostcall_image::{bundle_sha256, sha256_hex, Cubin, CubinKind};
+    let cubin = (!CUBIN.is_empty()).then_some(CUBIN);
+    match (cubin, hostcall_build::find_ptxas()) {
+        (None, Some(ptxas)) => panic!("{} is here, but the build embedded no cubin", ptxas.display()),
+        (None, None) => eprintln!("no ptxas: checking the PTX-only image"),
+        (Some(bytes), _) => {
+            let parsed = Cubin::parse(bytes).expect("the embedded cubin is a CUDA ELF file");
+            assert_eq!(parsed.kind, CubinKind::Relocatable);
+            assert_eq!(parsed.arch().as_deref(), Some("sm_90"));
+            let summary = hostcall_build::ptx_summary(PTX);
+            assert_eq!(parsed.entries.len(), summary.entries.len(), "{:?}", parsed.entries);
+            for global in summary.hostcall_globals() {
+                assert!(parsed.globals.iter().any(|g| g == global), "{global} missing from the cubin");
+            }
+        }
+    }
+    let out = Command::new(bin()).arg("--print-hash").output().expect("run hostcalls_bin --print-hash");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let expected_cubin = match cubin {
+        Some(bytes) => format!("cubin {}  {} bytes", sha256_hex(bytes), bytes.len()),
+        None => "cubin none".to_owned(),
+    };
+    let expected = format!(
+        "image {}\nptx {}  {} bytes\n{expected_cubin}\n",
+        bundle_sha256(PTX.as_bytes(), cubin),
+        sha256_hex(PTX.as_bytes()),
+        PTX.len()
+    );
+    assert_eq!(printed, expected);
+}
+
+/// The lines of a `HOSTCALL_DEBUG` run's stderr that say how the module loaded.
+fn load_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains("module loaded on")).collect()
+}
+
+#[test]
+fn gpu_demo_loads_its_cubin_and_runs_1024_thread_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--grid", "2", "--block", "1024"];
+    let Some(out) = run(dir.path(), &args, b"", &[("HOSTCALL_DEBUG", "1")]) else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    if !CUBIN.is_empty() {
+        let loads = load_lines(&stderr);
+        assert!(loads.iter().any(|l| l.contains("relocatable cubin, linked by the driver")), "{loads:?}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let hellos: std::collections::BTreeSet<&str> = stdout.lines().filter(|l| l.starts_with("hello from")).collect();
+    assert_eq!(hellos.len(), 2048, "every thread of 2 x 1024 says hello once");
+}
+
+/// PTX alone: the first run compiles it (through the driver's linker, with
+/// the register limit that allows 1024-thread blocks) and stores the result;
+/// the second loads it from the cache. A cubin alone loads without the PTX,
+/// its globals read from its symbol table.
+#[test]
+fn gpu_ptx_alone_is_compiled_once_then_cached_and_a_cubin_alone_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("jit-cache");
+    let cache_env = cache.to_str().expect("UTF-8 temp path");
+    let env = [("HOSTCALL_DEBUG", "1"), ("HOSTCALL_JIT_CACHE", cache_env), ("CUDA_CACHE_DISABLE", "1")];
+    let args = ["--ptx-only", "--grid", "1", "--block", "1024"];
+    for expected in ["PTX, compiled by the driver now", "PTX, compiled code from the JIT cache"] {
+        let Some(out) = run(dir.path(), &args, b"", &env) else {
+            return;
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        let loads = load_lines(&stderr);
+        assert!(loads.iter().any(|l| l.contains(expected)), "expected `{expected}`: {loads:?}");
+    }
+    assert_eq!(std::fs::read_dir(&cache).expect("the cache directory was made").count(), 1);
+    if CUBIN.is_empty() {
+        eprintln!("skipping the cubin-alone run: the build had no ptxas");
+        return;
+    }
+    let cubin = dir.path().join("culinux.cubin");
+    std::fs::write(&cubin, CUBIN).unwrap();
+    let args = ["--cubin", cubin.to_str().unwrap(), "--grid", "1", "--block", "1"];
+    let Some(out) = run(dir.path(), &args, b"", &[]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from thread 0 of block 0 (global 0)"));
 }
 
 #[test]

@@ -17,7 +17,7 @@
 //! use hostcall_runtime::{backend::cuda::CudaBackend, Runtime, RuntimeConfig};
 //! let backend = CudaBackend::new(0)?;
 //! let mut rt = Runtime::new(backend, RuntimeConfig::default())?;
-//! rt.load(&std::fs::read_to_string("kernel.ptx")?)?;
+//! rt.load(std::fs::read("kernel.ptx")?)?; // or a cubin
 //! let report = rt.launch("main", 1, 32)?;
 //! std::process::exit(report.exit_code.unwrap_or(0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -40,6 +40,7 @@ mod server;
 pub use backend::{Backend, BackendError, Dim3, KernelState};
 pub use handlers::{ExitStatus, HostState, SharedBuf};
 pub use hostcall_abi;
+pub use hostcall_image;
 pub use registry::{DeviceSlice, HandlerResult, HostCx, HostError, Payload, Registry};
 
 /// How a [`Runtime`] is set up.
@@ -80,6 +81,20 @@ impl Default for RuntimeConfig {
 /// `HOSTCALL_DEBUG` is set to something other than `0` or empty.
 pub fn debug_from_env() -> bool {
     std::env::var_os("HOSTCALL_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether `cubin` was built for a device that takes `device_arch` cubins
+/// (`sm_90`); else why not.
+pub fn cubin_suits(cubin: &[u8], device_arch: Option<&str>) -> Result<(), String> {
+    let built_for = hostcall_image::Cubin::parse(cubin).map_err(|e| e.to_string())?.arch();
+    match (built_for.as_deref(), device_arch) {
+        (Some(built), Some(device)) if built == device => Ok(()),
+        (built, device) => Err(format!(
+            "the cubin is for {}, this device takes {}",
+            built.unwrap_or("an unknown architecture"),
+            device.map_or_else(|| "no cubins".to_owned(), |d| format!("{d} cubins"))
+        )),
+    }
 }
 
 /// What a run did.
@@ -225,12 +240,28 @@ impl Runtime {
         &mut *self.backend
     }
 
-    /// Load a module (PTX text for CUDA; a module name for the emulation).
-    pub fn load(&mut self, image: &str) -> Result<(), RuntimeError> {
+    /// Load a module: PTX text or a cubin for CUDA (the backend says which
+    /// way it loaded under `HOSTCALL_DEBUG`); a module name for the emulation.
+    pub fn load(&mut self, image: impl AsRef<[u8]>) -> Result<(), RuntimeError> {
         self.module_globals = None;
-        self.backend.load_module(image)?;
+        self.backend.load_module(image.as_ref())?;
         self.module_globals = Some(self.backend.globals()?);
         Ok(())
+    }
+
+    /// Load the cubin when it was built for this device's architecture, else
+    /// the PTX it was built from (also when the driver refuses the cubin).
+    pub fn load_best(&mut self, ptx: &[u8], cubin: Option<&[u8]>) -> Result<(), RuntimeError> {
+        if let Some(cubin) = cubin {
+            match cubin_suits(cubin, self.backend.cubin_arch().as_deref()) {
+                Ok(()) => match self.load(cubin) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tracing::debug!(target: "hostcall", "the cubin did not load ({e}); loading the PTX"),
+                },
+                Err(why) => tracing::debug!(target: "hostcall", "{why}: loading the PTX"),
+            }
+        }
+        self.load(ptx)
     }
 
     /// The hostcalls (names without the prefix) the loaded module declares.
@@ -366,5 +397,32 @@ impl Runtime {
             }
             _ => Ok(report),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostcall_image::cubin::testing::cubin;
+    use hostcall_image::CubinKind;
+
+    #[test]
+    fn a_cubin_is_taken_only_by_a_device_of_its_architecture() {
+        let sm90 = cubin(CubinKind::Relocatable, 90, &["main"], &[]);
+        assert_eq!(cubin_suits(&sm90, Some("sm_90")), Ok(()));
+        let other = cubin_suits(&sm90, Some("sm_80")).unwrap_err();
+        assert_eq!(other, "the cubin is for sm_90, this device takes sm_80 cubins");
+        assert!(cubin_suits(&sm90, None).unwrap_err().ends_with("takes no cubins"), "the emulation takes none");
+        assert!(cubin_suits(b"not an ELF file", Some("sm_90")).is_err());
+    }
+
+    #[test]
+    fn load_best_falls_back_to_the_ptx_when_the_cubin_does_not_suit() {
+        let module = backend::emu::EmuModule::new().entry("main", |_| {});
+        let backend = backend::emu::EmuBackend::with_module("ptx-twin", module);
+        let mut rt = Runtime::new(backend, RuntimeConfig::default()).expect("runtime");
+        let sm90 = cubin(CubinKind::Relocatable, 90, &["main"], &[]);
+        rt.load_best(b"ptx-twin", Some(&sm90)).expect("the PTX (here: the emulated module) loads");
+        assert!(rt.launch("main", 1, 1).is_ok());
     }
 }

@@ -86,15 +86,17 @@ mod gpu {
         std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
     }
 
-    /// A runtime with the echo kernels loaded, or the reason to skip.
+    /// A runtime with the echo kernels loaded (the cubin `hostcall-build`
+    /// leaves beside the PTX when there is one), or the reason to skip.
     fn setup() -> Result<Runtime, String> {
         let backend = CudaBackend::new(0).map_err(|e| format!("no CUDA driver: {e}"))?;
         let path = std::env::var_os("HOSTCALL_TEST_PTX")
             .ok_or("HOSTCALL_TEST_PTX is not set (path of the echo_stress PTX)")?;
-        let ptx = std::fs::read_to_string(&path).map_err(|e| format!("HOSTCALL_TEST_PTX: {e}"))?;
+        let ptx = std::fs::read(&path).map_err(|e| format!("HOSTCALL_TEST_PTX: {e}"))?;
+        let cubin = std::fs::read(std::path::Path::new(&path).with_extension("sm_90.cubin")).ok();
         eprintln!("device: {}", backend.device_name());
         let mut rt = Runtime::new(backend, RuntimeConfig::default()).map_err(|e| e.to_string())?;
-        rt.load(&ptx).map_err(|e| format!("load: {e}"))?;
+        rt.load_best(&ptx, cubin.as_deref()).map_err(|e| format!("load: {e}"))?;
         Ok(rt)
     }
 

@@ -11,8 +11,12 @@
 //! * mapped memory is `cuMemHostAlloc(DEVICEMAP | PORTABLE)` plus
 //!   `cuMemHostGetDevicePointer`;
 //! * the driver cannot list a module's globals, so they are read from the
-//!   PTX text ([`super::ptx_globals`]) and looked up with
-//!   `cuModuleGetGlobal`.
+//!   image (`hostcall_image`: PTX text, or a cubin's symbol table) and
+//!   looked up with `cuModuleGetGlobal`;
+//! * loading ([`jit`]): a linked cubin goes straight to `cuModuleLoadData`;
+//!   a relocatable one (`ptxas -c`) and PTX go through the driver's linker
+//!   with a register limit, and the result of compiling PTX is kept in a
+//!   cache on disk, so only the first run of a kernel waits for it.
 
 use std::ffi::{c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,7 +26,11 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::{self, CUresult};
 
-use super::{ptx_globals, Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion};
+use super::{Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion};
+
+mod jit;
+
+pub use jit::{default_jit_cache, LoadPath};
 
 /// A driver error as text: `NAME (description)`.
 fn describe(r: CUresult) -> String {
@@ -129,6 +137,15 @@ pub struct CudaBackend {
     module: Option<Module>,
     launched: bool,
     device_name: String,
+    /// `(major, minor)` compute capability.
+    capability: (i32, i32),
+    /// `cuDriverGetVersion`: part of the JIT cache's key.
+    driver_version: i32,
+    max_registers: u32,
+    /// `CU_JIT_OPTIMIZATION_LEVEL` for PTX; `None`: the driver's default (4).
+    jit_opt_level: Option<u32>,
+    jit_cache: Option<std::path::PathBuf>,
+    last_load: Option<(LoadPath, std::time::Duration)>,
 }
 
 // SAFETY: the raw handles (streams, module) belong to `ctx`, which every
@@ -196,6 +213,17 @@ impl CudaBackend {
             let r = unsafe { sys::cuStreamCreate(s, flags) };
             ck(r, "cuStreamCreate")?;
         }
+        let mut capability = (0, 0);
+        for (out, attr) in [
+            (&mut capability.0, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+            (&mut capability.1, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+        ] {
+            // SAFETY: `out` is writable; `dev` is a valid device.
+            ck(unsafe { sys::cuDeviceGetAttribute(out, attr, dev) }, "cuDeviceGetAttribute")?;
+        }
+        let mut driver_version = 0;
+        // SAFETY: `driver_version` is writable.
+        ck(unsafe { sys::cuDriverGetVersion(&mut driver_version) }, "cuDriverGetVersion")?;
         let mut backend = CudaBackend {
             ctx,
             kernel_stream: streams[0],
@@ -203,6 +231,12 @@ impl CudaBackend {
             module: None,
             launched: false,
             device_name,
+            capability,
+            driver_version,
+            max_registers: hostcall_image::DEFAULT_MAX_REGISTERS,
+            jit_opt_level: jit::opt_level_from_env(),
+            jit_cache: default_jit_cache(),
+            last_load: None,
         };
         backend.set_stack_size(DEFAULT_STACK_BYTES)?;
         Ok(backend)
@@ -220,6 +254,25 @@ impl CudaBackend {
     /// The device's name as the driver reports it.
     pub fn device_name(&self) -> &str {
         &self.device_name
+    }
+
+    /// Registers per thread, at most, when the driver compiles PTX for a
+    /// later [`Backend::load_module`] (a cubin keeps what ptxas gave it).
+    /// The default, [`hostcall_image::DEFAULT_MAX_REGISTERS`], lets every
+    /// entry point launch 1024-thread blocks.
+    pub fn set_max_registers(&mut self, registers: u32) {
+        self.max_registers = registers;
+    }
+
+    /// Where compiled PTX is cached; `None` turns the cache off. The
+    /// default is [`default_jit_cache`].
+    pub fn set_jit_cache(&mut self, dir: Option<std::path::PathBuf>) {
+        self.jit_cache = dir;
+    }
+
+    /// How the last module was loaded, and how long that took.
+    pub fn last_load(&self) -> Option<(LoadPath, std::time::Duration)> {
+        self.last_load
     }
 
     fn module(&self) -> Result<&Module, BackendError> {
@@ -268,18 +321,23 @@ impl Backend for CudaBackend {
         "cuda"
     }
 
-    fn load_module(&mut self, image: &str) -> Result<(), BackendError> {
+    fn load_module(&mut self, image: &[u8]) -> Result<(), BackendError> {
         self.ctx.bind()?;
-        let c = CString::new(image).map_err(|_| BackendError::new("cuda: the PTX text contains a NUL byte"))?;
-        let mut module = ptr::null_mut();
-        // SAFETY: `c` is a NUL-terminated PTX image; `module` is writable.
-        ck(unsafe { sys::cuModuleLoadData(&mut module, c.as_ptr().cast()) }, "cuModuleLoadData")?;
-        if let Some(old) = self.module.replace(Module { module, globals: ptx_globals(image) }) {
+        let started = std::time::Instant::now();
+        let loaded = jit::load(self, image)?;
+        let elapsed = started.elapsed();
+        tracing::debug!(target: "hostcall", "module loaded on {} ({}) in {elapsed:.2?}", self.device_name, loaded.path);
+        self.last_load = Some((loaded.path, elapsed));
+        if let Some(old) = self.module.replace(Module { module: loaded.module, globals: loaded.globals }) {
             // SAFETY: the previous module is not used by a running kernel
             // (`launch` sets up one run at a time) and is unloaded once.
             let _ = unsafe { sys::cuModuleUnload(old.module) };
         }
         Ok(())
+    }
+
+    fn cubin_arch(&self) -> Option<String> {
+        Some(format!("sm_{}{}", self.capability.0, self.capability.1))
     }
 
     fn globals(&self) -> Result<Vec<String>, BackendError> {
@@ -353,10 +411,20 @@ impl Backend for CudaBackend {
                 && sys::cuFuncGetAttribute(&mut regs, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS, f)
                     == sys::CUresult::CUDA_SUCCESS
         };
+        let mut local = 0;
+        // SAFETY: as above.
+        let _ = unsafe {
+            sys::cuFuncGetAttribute(&mut local, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, f)
+        };
+        tracing::debug!(
+            target: "hostcall",
+            "`{entry}`: {regs} registers and {local} bytes of local memory a thread, at most {max_threads} threads a block"
+        );
         if known && max_threads > 0 && threads > max_threads as u64 {
             return Err(BackendError(format!(
                 "cuda: `{entry}` allows at most {max_threads} threads per block ({regs} registers per thread); \
-                 {threads} requested"
+                 {threads} requested (a build with fewer registers per thread, `--max-registers 64`, \
+                 allows 1024)"
             )));
         }
         // SAFETY: `f` takes no parameters (null params and extra); the

@@ -455,11 +455,12 @@ impl Backend for EmuBackend {
         "emu"
     }
 
-    fn load_module(&mut self, image: &str) -> Result<(), BackendError> {
+    fn load_module(&mut self, image: &[u8]) -> Result<(), BackendError> {
         self.reap();
+        let image = String::from_utf8_lossy(image);
         let module = self
             .modules
-            .get(image)
+            .get(image.as_ref())
             .cloned()
             .ok_or_else(|| BackendError(format!("emu: no module named `{image}` was added")))?;
         let globals = module.globals.iter().map(|g| (g.clone(), Arc::new(AtomicU64::new(0)))).collect();

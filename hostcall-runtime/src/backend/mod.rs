@@ -165,9 +165,16 @@ pub trait Backend: Send {
     /// A short name for messages (`"cuda"`, `"emu"`).
     fn name(&self) -> &str;
 
-    /// Load a module, replacing the previous one. CUDA: PTX text. Emulation:
-    /// the name of a module added with [`emu::EmuBackend::add_module`].
-    fn load_module(&mut self, image: &str) -> Result<(), BackendError>;
+    /// Load a module, replacing the previous one. CUDA: PTX text or a cubin
+    /// (ELF). Emulation: the name of a module added with
+    /// [`emu::EmuBackend::add_module`].
+    fn load_module(&mut self, image: &[u8]) -> Result<(), BackendError>;
+
+    /// The architecture a cubin must be built for to load here (`sm_90`);
+    /// `None` when the backend takes no cubins.
+    fn cubin_arch(&self) -> Option<String> {
+        None
+    }
 
     /// Names of the module's global variables (all of them; the runtime picks
     /// the `__HOSTCALL*` ones).
@@ -202,79 +209,4 @@ pub trait Backend: Send {
     /// the backend can. The emulation traps its threads; CUDA cannot stop a
     /// running kernel and leaves it to the process's exit.
     fn cancel(&mut self) {}
-}
-
-/// Look through a PTX module's text for the global variables it declares
-/// (`.global` state space, outside functions), in declaration order.
-///
-/// The driver can look a global up by name but cannot list them, and the
-/// runtime needs the list to find every `__HOSTCALL__<name>` a kernel uses.
-pub fn ptx_globals(ptx: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    for raw in ptx.lines() {
-        let line = raw.split("//").next().unwrap_or("");
-        if depth == 0 {
-            let mut toks =
-                line.split(|c: char| c.is_whitespace() || c == ';' || c == '=' || c == '[').filter(|t| !t.is_empty());
-            let mut seen_global = false;
-            let mut last = None;
-            while let Some(t) = toks.next() {
-                if t == ".global" {
-                    seen_global = true;
-                } else if seen_global && t == ".align" {
-                    toks.next();
-                } else if seen_global && !t.starts_with('.') {
-                    last = Some(t);
-                    break;
-                }
-            }
-            if let Some(name) = last {
-                let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.';
-                if !name.starts_with(|c: char| c.is_ascii_digit())
-                    && name.chars().all(ident)
-                    && !out.iter().any(|n: &String| n == name)
-                {
-                    out.push(name.to_string());
-                }
-            }
-        }
-        for c in line.chars() {
-            match c {
-                '{' => depth += 1,
-                '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ptx_globals_finds_module_scope_u64s() {
-        let ptx = r#"
-.version 8.0
-.target sm_90
-.address_size 64
-.visible .global .align 8 .u64 __HOSTCALL__open;
-.visible .global .align 8 .u64 __HOSTCALL_BUFF_PTR__ = 0;
-.extern .global .align 8 .u64 __HOSTCALL__write;
-.global .align 1 .b8 table[16] = {1, 2};
-.visible .entry echo_stress()
-{
-    .reg .b64 %rd<4>;
-    // .global .u64 not_me;
-    ld.global.u64 %rd1, [__HOSTCALL__open];
-}
-.visible .global .align 8 .u64 FAILURES;
-"#;
-        assert_eq!(
-            ptx_globals(ptx),
-            ["__HOSTCALL__open", "__HOSTCALL_BUFF_PTR__", "__HOSTCALL__write", "table", "FAILURES"]
-        );
-    }
 }

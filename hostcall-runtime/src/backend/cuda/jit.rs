@@ -1,0 +1,264 @@
+//! How an image becomes a loaded module, the fastest way the driver offers
+//! for what it is (measured on an H200, driver 580, a 2 MB std PTX; see
+//! docs/architecture.md):
+//!
+//! * a linked cubin: `cuModuleLoadData`, about 10 ms;
+//! * a relocatable cubin (`ptxas -c`, what `hostcall-build` writes): the
+//!   driver's linker (`cuLinkAddData(CU_JIT_INPUT_CUBIN)`, `cuLinkComplete`),
+//!   about 20 ms;
+//! * PTX: the same linker with `CU_JIT_INPUT_PTX`, which compiles each
+//!   function once, on every core (`CU_JIT_SPLIT_COMPILE`), with a register
+//!   limit so that every entry point can launch 1024-thread blocks: 1.5 s for
+//!   the demo's 1.5 MB, where `cuModuleLoadData` of a 2 MB demo PTX compiled
+//!   the whole program for 36-41 s. `HOSTCALL_JIT_OPT_LEVEL=0..4` sets
+//!   `CU_JIT_OPTIMIZATION_LEVEL` (default 4, the driver's): the 11.8 MB regex
+//!   kernel takes 68 s at 4 and 55 s at 1. The linked result is kept in a
+//!   cache on disk keyed by the PTX's SHA-256, the architecture, the driver
+//!   version and the register limit, so later runs load it like a cubin even
+//!   when the driver's own cache is off or full.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::ptr;
+
+use cudarc::driver::sys::{self, CUresult};
+use hostcall_image::{ptx_summary, AlignedBytes, Cubin, CubinKind, Fingerprint, Kind};
+
+use super::{ck, describe, CudaBackend};
+use crate::backend::BackendError;
+
+/// Which way a module was loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadPath {
+    /// A linked cubin, as it was.
+    Cubin,
+    /// A relocatable cubin, linked by the driver.
+    LinkedCubin,
+    /// PTX whose compiled form was in the JIT cache.
+    JitCached,
+    /// PTX compiled by the driver now (and stored in the cache, if one is set).
+    Jit,
+}
+
+impl fmt::Display for LoadPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LoadPath::Cubin => "cubin, loaded as it is",
+            LoadPath::LinkedCubin => "relocatable cubin, linked by the driver",
+            LoadPath::JitCached => "PTX, compiled code from the JIT cache",
+            LoadPath::Jit => "PTX, compiled by the driver now",
+        })
+    }
+}
+
+pub(super) struct Loaded {
+    pub module: sys::CUmodule,
+    pub globals: Vec<String>,
+    pub path: LoadPath,
+}
+
+/// The JIT cache's directory: `$HOSTCALL_JIT_CACHE` (empty or `0` turns
+/// it off), else `$XDG_CACHE_HOME/hostcall/jit`, else
+/// `~/.cache/hostcall/jit`.
+pub fn default_jit_cache() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = std::env::var_os("HOSTCALL_JIT_CACHE") {
+        return (!dir.is_empty() && dir != "0").then(|| PathBuf::from(dir));
+    }
+    var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
+        .map(|cache| cache.join("hostcall/jit"))
+}
+
+fn bad_image(what: impl fmt::Display) -> BackendError {
+    BackendError(format!("cuda: {what}"))
+}
+
+/// `HOSTCALL_JIT_OPT_LEVEL`, `0..=4`, when set.
+pub(super) fn opt_level_from_env() -> Option<u32> {
+    std::env::var("HOSTCALL_JIT_OPT_LEVEL").ok()?.trim().parse().ok().map(|l: u32| l.min(4))
+}
+
+pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, BackendError> {
+    let (regs, level) = (backend.max_registers, backend.jit_opt_level);
+    match Kind::of(image) {
+        Kind::Cubin => {
+            let cubin = Cubin::parse(image).map_err(bad_image)?;
+            let (module, path) = match cubin.kind {
+                CubinKind::Executable => (load_data(image)?, LoadPath::Cubin),
+                CubinKind::Relocatable => (load_data(&link(Input::Cubin, image, regs, level)?)?, LoadPath::LinkedCubin),
+            };
+            Ok(Loaded { module, globals: cubin.globals, path })
+        }
+        Kind::Ptx => {
+            let text =
+                std::str::from_utf8(image).map_err(|_| bad_image("the image is neither a cubin nor PTX text"))?;
+            if text.contains('\0') {
+                return Err(bad_image("the PTX text contains a NUL byte"));
+            }
+            let globals = ptx_summary(text).globals;
+            let cached = backend.jit_cache.as_deref().map(|dir| cache_file(dir, backend, image));
+            if let Some(file) = &cached {
+                // Only a cubin: anything else the driver would take for PTX.
+                if let Some(bytes) = std::fs::read(file).ok().filter(|b| Kind::of(b) == Kind::Cubin) {
+                    match load_data(&bytes) {
+                        Ok(module) => return Ok(Loaded { module, globals, path: LoadPath::JitCached }),
+                        Err(e) => {
+                            tracing::debug!(target: "hostcall", "JIT cache entry {} unusable: {e}", file.display())
+                        }
+                    }
+                }
+            }
+            let linked = link(Input::Ptx, image, regs, level)?;
+            if let Some(file) = &cached {
+                if let Err(e) = store(file, &linked) {
+                    tracing::debug!(target: "hostcall", "JIT cache: cannot write {}: {e}", file.display());
+                }
+            }
+            Ok(Loaded { module: load_data(&linked)?, globals, path: LoadPath::Jit })
+        }
+    }
+}
+
+/// The cache entry of `ptx` compiled on this device and driver.
+fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8]) -> PathBuf {
+    let mut key = Fingerprint::new();
+    key.field(b"hostcall-jit-1")
+        .field(ptx)
+        .field(&backend.capability.0.to_le_bytes())
+        .field(&backend.capability.1.to_le_bytes())
+        .field(&backend.driver_version.to_le_bytes())
+        .field(&backend.max_registers.to_le_bytes())
+        .field(&backend.jit_opt_level.unwrap_or(u32::MAX).to_le_bytes());
+    dir.join(format!("{}.cubin", &key.hex()[..32]))
+}
+
+/// Written beside and renamed into place, so a concurrent reader sees a
+/// whole entry or none.
+fn store(file: &Path, cubin: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let partial = file.with_extension(format!("{}.partial", std::process::id()));
+    std::fs::write(&partial, cubin)?;
+    std::fs::rename(&partial, file)
+}
+
+fn load_data(image: &[u8]) -> Result<sys::CUmodule, BackendError> {
+    // ELF headers are read in place: give the driver an aligned copy of an
+    // image that is not (`include_bytes!` data).
+    let aligned;
+    let image = if image.as_ptr().align_offset(8) == 0 {
+        image
+    } else {
+        aligned = AlignedBytes::copy_of(image);
+        aligned.as_bytes()
+    };
+    let mut module = ptr::null_mut();
+    // SAFETY: `image` is a whole ELF image (cubin) that outlives the call;
+    // the driver reads its size from its headers. `module` is writable.
+    ck(unsafe { sys::cuModuleLoadData(&mut module, image.as_ptr().cast()) }, "cuModuleLoadData")?;
+    Ok(module)
+}
+
+/// `CU_JIT_SPLIT_COMPILE` (CUDA 12.8+ drivers): threads the compiler may
+/// use. cudarc declares it only in its CUDA 13 bindings, so by number.
+const CU_JIT_SPLIT_COMPILE: u32 = 34;
+
+#[derive(Clone, Copy)]
+enum Input {
+    Ptx,
+    Cubin,
+}
+
+/// Ends a link state, with the cubin it owns.
+struct LinkState(sys::CUlinkState);
+
+impl Drop for LinkState {
+    fn drop(&mut self) {
+        // SAFETY: created by `cuLinkCreate_v2` and destroyed once, here.
+        let _ = unsafe { sys::cuLinkDestroy(self.0) };
+    }
+}
+
+/// One input through the driver's linker; the linked cubin.
+fn link(input: Input, data: &[u8], max_registers: u32, opt_level: Option<u32>) -> Result<Vec<u8>, BackendError> {
+    // The driver writes errors here while the link state lives; declared
+    // first, it outlives `state`.
+    let mut log = vec![0u8; 64 * 1024];
+    // Option values are passed as pointer-sized words, numbers included.
+    let mut options = vec![
+        (sys::CUjit_option::CU_JIT_MAX_REGISTERS as u32, max_registers as usize as *mut c_void),
+        (sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER as u32, log.as_mut_ptr().cast()),
+        (sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES as u32, log.len() as *mut c_void),
+    ];
+    if let Some(level) = opt_level {
+        options.push((sys::CUjit_option::CU_JIT_OPTIMIZATION_LEVEL as u32, level as usize as *mut c_void));
+    }
+    let required = options.len();
+    if matches!(input, Input::Ptx) {
+        // Compile on every core (0: as many threads as CPUs). Drivers that
+        // predate the option refuse it; the link is then made without.
+        options.push((CU_JIT_SPLIT_COMPILE, ptr::null_mut()));
+    }
+    let raw = loop {
+        let (mut keys, mut values): (Vec<u32>, Vec<*mut c_void>) = options.iter().copied().unzip();
+        let mut raw = ptr::null_mut();
+        // SAFETY: `keys` and `values` are parallel arrays of `keys.len()`
+        // options as the driver reads them (`CUjit_option` is a C enum: a
+        // u32; Rust never reads these back as the enum). The log buffer stays
+        // valid for the link state's life; `raw` is writable.
+        let r =
+            unsafe { sys::cuLinkCreate_v2(keys.len() as u32, keys.as_mut_ptr().cast(), values.as_mut_ptr(), &mut raw) };
+        match r {
+            CUresult::CUDA_SUCCESS => break raw,
+            CUresult::CUDA_ERROR_INVALID_VALUE if options.len() > required => {
+                options.truncate(required);
+            }
+            r => return Err(BackendError(format!("cuda: cuLinkCreate: {}", describe(r)))),
+        }
+    };
+    let state = LinkState(raw);
+    let (kind, mut bytes) = match input {
+        // PTX goes in NUL-terminated.
+        Input::Ptx => (sys::CUjitInputType::CU_JIT_INPUT_PTX, [data, b"\0"].concat()),
+        Input::Cubin => (sys::CUjitInputType::CU_JIT_INPUT_CUBIN, data.to_vec()),
+    };
+    let failed = |r: CUresult, what: &str, log: &[u8]| {
+        let text = String::from_utf8_lossy(log.split(|&b| b == 0).next().unwrap_or_default()).trim().to_owned();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        BackendError(format!(
+            "cuda: {what}: {}{}",
+            describe(r),
+            if tail.is_empty() { String::new() } else { format!("\n{}", tail.join("\n")) }
+        ))
+    };
+    // SAFETY: `bytes` is a whole input of the declared kind and outlives the
+    // call; the name is a NUL-terminated static string; no per-input options.
+    let r = unsafe {
+        sys::cuLinkAddData_v2(
+            state.0,
+            kind,
+            bytes.as_mut_ptr().cast(),
+            bytes.len(),
+            c"kernel".as_ptr(),
+            0,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if r != CUresult::CUDA_SUCCESS {
+        return Err(failed(r, "cuLinkAddData", &log));
+    }
+    let (mut out, mut size) = (ptr::null_mut(), 0usize);
+    // SAFETY: the state holds one input; outputs are writable.
+    let r = unsafe { sys::cuLinkComplete(state.0, &mut out, &mut size) };
+    if r != CUresult::CUDA_SUCCESS || out.is_null() {
+        return Err(failed(r, "cuLinkComplete", &log));
+    }
+    // SAFETY: `out` points at `size` bytes owned by `state`, alive until it
+    // drops at the end of this function; they are copied out first.
+    Ok(unsafe { std::slice::from_raw_parts(out.cast::<u8>(), size) }.to_vec())
+}
