@@ -48,28 +48,66 @@ def _hostcall_ptx_impl(ctx: AnalysisContext) -> list[Provider]:
         allow_cache_upload = False,
     )
 
-    sha = ctx.actions.declare_output(ctx.attrs.out + ".sha256")
+    # The cubin, as the cargo door builds it (`hostcall-build cubin`: ptxas
+    # -c with a register limit). The ptxas is `hostcall.ptxas` in the
+    # buckconfig (default: the wheel .ci/run installs, relative to the
+    # project root); without one the cubin is empty and the image PTX only.
+    stem = ctx.attrs.out.removesuffix(".ptx")
+    cubin = ctx.actions.declare_output(stem + ".cubin")
+    cubin_cache = ctx.actions.declare_output("cubin-cache", dir = True)
     ctx.actions.run(
         cmd_args(
             "sh",
             "-c",
-            'sha256sum "$1" | cut -c1-64 | tr -d "\\n" > "$2"',
-            "--",
+            'p="$1" cache="$2" out="$3"; shift 3; mkdir -p "$cache"; ' +
+            'if [ -x "$p" ]; then PTXAS="$p" "$@" --cache "$cache" --out "$out" > /dev/null; fi; ' +
+            '[ -f "$out" ] || : > "$out"',
+            "sh",
+            read_config("hostcall", "ptxas", ".whl/nvidia/cuda_nvcc/bin/ptxas"),
+            cubin_cache.as_output(),
+            cubin.as_output(),
+            ctx.attrs._hostcall_build[RunInfo],
+            "cubin",
             ptx,
+            "--arch",
+            ctx.attrs.arch,
+            "--max-registers",
+            str(ctx.attrs.max_registers),
+        ),
+        category = "hostcall_cubin",
+        # ptxas lives outside buck-out.
+        local_only = True,
+        allow_cache_upload = False,
+    )
+
+    # The one SHA-256 of PTX and cubin that hostcalls_bin checks.
+    sha = ctx.actions.declare_output(stem + ".sha256")
+    ctx.actions.run(
+        cmd_args(
+            "sh",
+            "-c",
+            'out="$1"; shift; "$@" > "$out"',
+            "sh",
             sha.as_output(),
+            ctx.attrs._hostcall_build[RunInfo],
+            "hash",
+            ptx,
+            cubin,
         ),
         category = "sha256",
     )
 
-    # An OUT_DIR as hostcall-demo's build.rs leaves it: <out> and <out>.sha256.
+    # An OUT_DIR as hostcall-demo's build.rs leaves it.
     out_dir = ctx.actions.symlinked_dir("out_dir", {
         ctx.attrs.out: ptx,
-        ctx.attrs.out + ".sha256": sha,
+        stem + ".cubin": cubin,
+        stem + ".sha256": sha,
     })
     return [
         DefaultInfo(
             default_output = ptx,
             sub_targets = {
+                "cubin": [DefaultInfo(default_output = cubin)],
                 "out_dir": [DefaultInfo(default_output = out_dir)],
                 "sha256": [DefaultInfo(default_output = sha)],
             },
@@ -79,6 +117,8 @@ def _hostcall_ptx_impl(ctx: AnalysisContext) -> list[Provider]:
 hostcall_ptx = rule(
     impl = _hostcall_ptx_impl,
     attrs = {
+        # GPU architecture of the cubin (the PTX is sm_90, as the target spec).
+        "arch": attrs.string(default = "sm_90"),
         # The crates the kernel builds on besides the sysroot: the device
         # libc and its dependencies, the kernel's own dependencies.
         "crates": attrs.list(attrs.dep(), default = []),
@@ -86,6 +126,8 @@ hostcall_ptx = rule(
         "keep": attrs.list(attrs.string(), default = []),
         # The kernel crate (a rust_library with `extern "ptx-kernel"` entries).
         "kernel": attrs.dep(),
+        # `hostcall-build --max-registers`: 64 lets every entry launch 1024 threads.
+        "max_registers": attrs.int(default = 64),
         # `hostcall-build --opt-level`: 1, 2, 3, s or z (the default, as in
         # the cargo door).
         "opt_level": attrs.string(default = "z"),
