@@ -388,7 +388,7 @@ fn llvm_tool(options: &LinkOptions, step: &str, tool: &str, args: &[&std::ffi::O
 
 /// Bitcode out of the rlibs, `llvm-link` into one module, `opt`
 /// (internalize everything but the entry points, the `__HOSTCALL*` globals
-/// and `keep`; global DCE; `opt_level`), `llc` to PTX. Both doors end here:
+/// and `keep`; global DCE; `opt_level`; mergefunc; global DCE), `llc` to PTX. Both doors end here:
 /// inputs are ordered by crate name, never by how a build system named the
 /// files, so the same crates give the same bytes.
 pub fn link_ptx(options: &LinkOptions) -> Result<PtxArtifact, BuildError> {

@@ -3,7 +3,7 @@
 #
 # The rule runs `hostcall-build link` (built by Buck from source as a host
 # binary): bitcode out of the rlibs, llvm-link, opt (internalize, globaldce,
-# Oz by default), llc, with the pinned nightly's LLVM tools (//stage0). That is the code
+# Oz by default, mergefunc), llc, with the pinned nightly's LLVM tools (//stage0). That is the code
 # the cargo door ends in (`link_ptx` in hostcall-build), so the same rlibs
 # give the same PTX; and the rlibs are the same because both doors compile
 # the same sources with the same rustc and flags (toolchains//:rust_nvptx,

@@ -3,9 +3,9 @@
 //! By default it runs the `culinux` demo, whose PTX and cubin are embedded at
 //! build time (checked against their SHA-256 before loading; the cubin is
 //! loaded when it matches the GPU, else the PTX). `--ptx` and `--cubin` run
-//! any other kernel built by `hostcall-build`. The process exits with the code the
-//! kernel passed to `exit` (134 after a panic or `abort`, 0 when it simply
-//! returned); setup errors print one line and exit 1.
+//! any other kernel built by `hostcall-build`. The process exits with the
+//! code the kernel passed to `exit` (134 after a panic or `abort`, 0 when it
+//! simply returned); setup errors print one line and exit 1.
 
 mod ptx;
 
@@ -20,7 +20,14 @@ use hostcall_runtime::{RunReport, Runtime, RuntimeConfig, RuntimeError};
 /// Run a Rust-with-std GPU kernel and serve its hostcalls (println!, files,
 /// stdin, env, clocks, exit).
 #[derive(Parser, Debug)]
-#[command(name = "hostcalls_bin", version, after_help = "Set HOSTCALL_DEBUG=1 to trace every hostcall.")]
+#[command(
+    name = "hostcalls_bin",
+    version,
+    after_help = "Environment: HOSTCALL_DEBUG=1 traces every hostcall and says how the module \
+    loaded; HOSTCALL_JIT_CACHE=DIR (or 0: off) moves the cache of compiled PTX (default \
+    ~/.cache/hostcall/jit); HOSTCALL_JIT_OPT_LEVEL=0..4 trades the driver's PTX compile time \
+    for code speed (default 4)."
+)]
 struct Args {
     /// Kernel entry point to launch.
     #[arg(long, default_value = "culinux_main")]
@@ -105,8 +112,9 @@ fn image(args: &Args) -> Result<Image, String> {
     Ok(Image { ptx: Some(ptx::PTX.to_vec()), cubin: cubin.map(<[u8]>::to_vec) })
 }
 
-fn print_hash(ptx: Option<&[u8]>, cubin: Option<&[u8]>) {
+fn print_hash(image: &Image) {
     use hostcall_runtime::hostcall_image::{bundle_sha256, sha256_hex};
+    let (ptx, cubin) = (image.ptx.as_deref(), image.cubin.as_deref());
     if let Some(ptx) = ptx {
         println!("image {}", bundle_sha256(ptx, cubin));
     }
@@ -119,11 +127,12 @@ fn print_hash(ptx: Option<&[u8]>, cubin: Option<&[u8]>) {
 }
 
 fn run(args: &Args) -> Result<u8, String> {
-    let Image { ptx, cubin } = image(args)?;
+    let image = image(args)?;
     if args.print_hash {
-        print_hash(ptx.as_deref(), cubin.as_deref());
+        print_hash(&image);
         return Ok(0);
     }
+    let Image { ptx, cubin } = image;
     let cubin = cubin.filter(|_| !args.ptx_only || ptx.is_none());
     let geometry = Geometry { buff_size: args.buff_size, slot_count: args.slots, ..Geometry::DEFAULT };
     geometry.validate().map_err(|e| format!("bad queue geometry {geometry:?}: {e:?}"))?;

@@ -30,7 +30,7 @@ use super::{Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion}
 
 mod jit;
 
-pub use jit::{default_jit_cache, LoadPath};
+pub use jit::default_jit_cache;
 
 /// A driver error as text: `NAME (description)`.
 fn describe(r: CUresult) -> String {
@@ -145,7 +145,6 @@ pub struct CudaBackend {
     /// `CU_JIT_OPTIMIZATION_LEVEL` for PTX; `None`: the driver's default (4).
     jit_opt_level: Option<u32>,
     jit_cache: Option<std::path::PathBuf>,
-    last_load: Option<(LoadPath, std::time::Duration)>,
 }
 
 // SAFETY: the raw handles (streams, module) belong to `ctx`, which every
@@ -236,7 +235,6 @@ impl CudaBackend {
             max_registers: hostcall_image::DEFAULT_MAX_REGISTERS,
             jit_opt_level: jit::opt_level_from_env(),
             jit_cache: default_jit_cache(),
-            last_load: None,
         };
         backend.set_stack_size(DEFAULT_STACK_BYTES)?;
         Ok(backend)
@@ -268,11 +266,6 @@ impl CudaBackend {
     /// default is [`default_jit_cache`].
     pub fn set_jit_cache(&mut self, dir: Option<std::path::PathBuf>) {
         self.jit_cache = dir;
-    }
-
-    /// How the last module was loaded, and how long that took.
-    pub fn last_load(&self) -> Option<(LoadPath, std::time::Duration)> {
-        self.last_load
     }
 
     fn module(&self) -> Result<&Module, BackendError> {
@@ -327,7 +320,6 @@ impl Backend for CudaBackend {
         let loaded = jit::load(self, image)?;
         let elapsed = started.elapsed();
         tracing::debug!(target: "hostcall", "module loaded on {} ({}) in {elapsed:.2?}", self.device_name, loaded.path);
-        self.last_load = Some((loaded.path, elapsed));
         if let Some(old) = self.module.replace(Module { module: loaded.module, globals: loaded.globals }) {
             // SAFETY: the previous module is not used by a running kernel
             // (`launch` sets up one run at a time) and is unloaded once.
@@ -411,15 +403,7 @@ impl Backend for CudaBackend {
                 && sys::cuFuncGetAttribute(&mut regs, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS, f)
                     == sys::CUresult::CUDA_SUCCESS
         };
-        let mut local = 0;
-        // SAFETY: as above.
-        let _ = unsafe {
-            sys::cuFuncGetAttribute(&mut local, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, f)
-        };
-        tracing::debug!(
-            target: "hostcall",
-            "`{entry}`: {regs} registers and {local} bytes of local memory a thread, at most {max_threads} threads a block"
-        );
+        tracing::debug!(target: "hostcall", "`{entry}`: {regs} registers a thread, at most {max_threads} threads a block");
         if known && max_threads > 0 && threads > max_threads as u64 {
             return Err(BackendError(format!(
                 "cuda: `{entry}` allows at most {max_threads} threads per block ({regs} registers per thread); \
