@@ -112,18 +112,19 @@ fn image(args: &Args) -> Result<Image, String> {
     Ok(Image { ptx: Some(ptx::PTX.to_vec()), cubin: cubin.map(<[u8]>::to_vec) })
 }
 
+/// `--print-hash`. A closed stdout (`| head -1`) ends the listing quietly.
 fn print_hash(image: &Image) {
     use hostcall_runtime::hostcall_image::{bundle_sha256, sha256_hex};
+    use std::io::Write;
     let (ptx, cubin) = (image.ptx.as_deref(), image.cubin.as_deref());
-    if let Some(ptx) = ptx {
-        println!("image {}", bundle_sha256(ptx, cubin));
-    }
+    let mut lines: Vec<String> = ptx.map(|p| format!("image {}", bundle_sha256(p, cubin))).into_iter().collect();
     for (name, bytes) in [("ptx", ptx), ("cubin", cubin)] {
-        match bytes {
-            Some(b) => println!("{name} {}  {} bytes", sha256_hex(b), b.len()),
-            None => println!("{name} none"),
-        }
+        lines.push(match bytes {
+            Some(b) => format!("{name} {}  {} bytes", sha256_hex(b), b.len()),
+            None => format!("{name} none"),
+        });
     }
+    let _ = writeln!(std::io::stdout().lock(), "{}", lines.join("\n"));
 }
 
 fn run(args: &Args) -> Result<u8, String> {
