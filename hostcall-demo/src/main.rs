@@ -178,7 +178,7 @@ fn run(args: &Args) -> Result<u8, String> {
         }
         Err(RuntimeError::KernelFailed { message, report }) => {
             eprintln!("hostcalls_bin: {label}: {}", summary(&report));
-            Err(format!("kernel failed: {message}"))
+            Err(format!("kernel failed: {message}{}", stack_hint(&message, args.stack_size)))
         }
         Err(e) => Err(e.to_string()),
     }
@@ -203,6 +203,20 @@ fn slow_load_notice(bytes: usize) -> std::sync::mpsc::Sender<()> {
     done
 }
 
+/// A thread that runs off its stack ends the kernel with an illegal address,
+/// like a wild pointer: say which limit may be the cause. Seen with `regex`,
+/// whose `Regex::new` needs 20-24 KiB of the default 16 KiB.
+fn stack_hint(message: &str, stack_bytes: u64) -> String {
+    if !message.contains("CUDA_ERROR_ILLEGAL_ADDRESS") {
+        return String::new();
+    }
+    let bigger = (stack_bytes * 2).min(1 << 19);
+    format!(
+        "\n  (a stack overflow ends a kernel this way too: each GPU thread has {stack_bytes} bytes of stack; \
+         try --stack-size {bigger})"
+    )
+}
+
 /// `exit(code)` on the device becomes the process's status, as on Linux: the
 /// low 8 bits.
 fn exit_byte(code: i32) -> u8 {
@@ -223,4 +237,17 @@ fn summary(report: &RunReport) -> String {
         if ops.is_empty() { "none".to_string() } else { ops.join(", ") },
         report.errors,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_illegal_address_names_the_stack_limit() {
+        let hint = stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)", 16384);
+        assert!(hint.contains("16384 bytes of stack") && hint.ends_with("try --stack-size 32768)"), "{hint}");
+        assert_eq!(stack_hint("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)", 16384), "");
+        assert!(stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS", 1 << 19).ends_with("try --stack-size 524288)"));
+    }
 }
