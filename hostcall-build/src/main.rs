@@ -18,7 +18,7 @@ struct Cli {
     command: Command,
 }
 
-/// What `ptx`, `cubin` and `link` share: the target and the code it gets.
+/// What `ptx` and `link` share: the target and the code it gets.
 #[derive(Args, Debug)]
 struct Codegen {
     /// GPU architecture.
@@ -28,19 +28,25 @@ struct Codegen {
     /// driver's first load of it ~4x faster; use 3 for kernels that compute.
     #[arg(long, default_value = "z", value_parser = parse_opt_level)]
     opt_level: OptLevel,
+    /// Keep SYMBOL exported too (besides entry points and __HOSTCALL* globals).
+    #[arg(long = "keep", value_name = "SYMBOL")]
+    keep: Vec<String>,
+}
+
+/// What `ptx` and `cubin` tell ptxas.
+#[derive(Args, Debug)]
+struct Registers {
     /// Registers per thread the cubin may use, at most (64 lets every entry
     /// point launch 1024-thread blocks).
     #[arg(long, default_value_t = DEFAULT_MAX_REGISTERS, value_parser = clap::value_parser!(u32).range(16..=255))]
     max_registers: u32,
-    /// Keep SYMBOL exported too (besides entry points and __HOSTCALL* globals).
-    #[arg(long = "keep", value_name = "SYMBOL")]
-    keep: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build the kernel crate; print the PTX (and cubin) path, size and SHA-256.
     Ptx {
+        /// The kernel crate's directory.
         kernel_dir: PathBuf,
         /// Device libc crate [default: <repo>/libc-hostcall].
         #[arg(long, conflicts_with = "no_libc")]
@@ -66,9 +72,12 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         codegen: Codegen,
+        #[command(flatten)]
+        registers: Registers,
     },
     /// Build the cubin of a PTX file with ptxas -c (what `ptx` does after linking).
     Cubin {
+        /// The PTX file.
         ptx: PathBuf,
         /// Output [default: <ptx stem>.<arch>.cubin beside it].
         #[arg(long)]
@@ -79,16 +88,28 @@ enum Command {
         /// Fail when no ptxas is found (instead of saying so and writing nothing).
         #[arg(long)]
         require: bool,
+        /// GPU architecture.
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
         #[command(flatten)]
-        codegen: Codegen,
+        registers: Registers,
     },
     /// Print the one SHA-256 of a PTX file and its cubin (an empty or absent
     /// cubin: none), as hostcalls_bin checks its embedded image.
-    Hash { ptx: PathBuf, cubin: Option<PathBuf> },
+    Hash {
+        /// The PTX file.
+        ptx: PathBuf,
+        /// Its cubin.
+        cubin: Option<PathBuf>,
+    },
     /// List .entry kernels, .extern (undefined) symbols, __HOSTCALL* globals.
-    Summary { ptx: PathBuf },
+    Summary {
+        /// The PTX file.
+        ptx: PathBuf,
+    },
     /// Assemble with a whole-program ptxas if one is found, as a check.
     Ptxas {
+        /// The PTX file.
         ptx: PathBuf,
         #[arg(long, default_value = "sm_90")]
         arch: String,
@@ -100,6 +121,7 @@ enum Command {
     /// The last steps of `ptx` on rlibs some other build made (Buck2 uses it):
     /// bitcode out of the rlibs, llvm-link, opt, llc.
     Link {
+        /// The PTX to write.
         #[arg(long)]
         out: PathBuf,
         /// Directory holding llvm-link, opt and llc.
@@ -152,7 +174,7 @@ fn default_cache() -> PathBuf {
 
 fn run(command: Command) -> Result<(), BuildError> {
     match command {
-        Command::Ptx { kernel_dir, libc, no_libc, out, cache, no_cubin, check, quiet, codegen } => {
+        Command::Ptx { kernel_dir, libc, no_libc, out, cache, no_cubin, check, quiet, codegen, registers } => {
             let mut options = PtxOptions::new(&kernel_dir);
             if let Some(libc) = libc {
                 options.libc_dir = Some(libc);
@@ -168,7 +190,7 @@ fn run(command: Command) -> Result<(), BuildError> {
                 options.cache_dir.join(format!("{stem}.ptx"))
             });
             (options.arch, options.opt_level, options.max_registers) =
-                (codegen.arch, codegen.opt_level, codegen.max_registers);
+                (codegen.arch, codegen.opt_level, registers.max_registers);
             options.keep = codegen.keep;
             options.cubin = !no_cubin;
             options.verbose = !quiet;
@@ -182,11 +204,11 @@ fn run(command: Command) -> Result<(), BuildError> {
                 ptxas_check(&artifact.path, &options.arch)?;
             }
         }
-        Command::Cubin { ptx, out, cache, require, codegen } => {
-            let out = out.unwrap_or_else(|| cubin_path(&ptx, &codegen.arch));
+        Command::Cubin { ptx, out, cache, require, arch, registers } => {
+            let out = out.unwrap_or_else(|| cubin_path(&ptx, &arch));
             let options = CubinOptions {
-                arch: codegen.arch,
-                max_registers: codegen.max_registers,
+                arch,
+                max_registers: registers.max_registers,
                 cache_dir: cache.unwrap_or_else(default_cache),
             };
             let cubin = build_cubin(&ptx, &out, &options)?;
@@ -244,5 +266,36 @@ fn main() -> ExitCode {
             eprintln!("hostcall-build: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ptx_takes_codegen_and_register_flags() {
+        let cli = Cli::try_parse_from(["hostcall-build", "ptx", "k", "--opt-level", "3", "--max-registers", "128"])
+            .expect("parses");
+        let Command::Ptx { codegen, registers, .. } = cli.command else { panic!("not ptx") };
+        assert_eq!((codegen.opt_level, registers.max_registers), (OptLevel::O3, 128));
+        assert!(Cli::try_parse_from(["hostcall-build", "ptx", "k", "--max-registers", "8"]).is_err());
+        assert!(Cli::try_parse_from([
+            "hostcall-build",
+            "link",
+            "--out",
+            "o",
+            "--llvm-bin",
+            "b",
+            "--max-registers",
+            "64"
+        ])
+        .is_err());
     }
 }
