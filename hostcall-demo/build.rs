@@ -21,7 +21,11 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?);
-    let ptx_path = out_dir.join("culinux.ptx");
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR not set")?);
+    let repo = manifest.parent().ok_or("hostcall-demo has no parent directory")?;
+    let mut options = hostcall_build::PtxOptions::new(repo.join("culinux"));
+    options.out = out_dir.join("culinux.ptx");
+    options.cubin = false; // built below, from whichever PTX is embedded
     println!("cargo:rerun-if-env-changed=HOSTCALL_DEMO_PTX");
     println!("cargo:rerun-if-env-changed=PTXAS");
     let ptx = match env::var_os("HOSTCALL_DEMO_PTX") {
@@ -30,45 +34,41 @@ fn run() -> Result<(), String> {
             println!("cargo:rerun-if-changed={}", path.display());
             fs::read(&path).map_err(|e| format!("HOSTCALL_DEMO_PTX={}: {e}", path.display()))?
         }
-        None => build_culinux(&ptx_path)?,
+        None => build_culinux(&mut options)?,
     };
-    write(&ptx_path, &ptx)?;
-    let options = hostcall_build::CubinOptions {
-        arch: "sm_90".into(),
-        max_registers: hostcall_build::DEFAULT_MAX_REGISTERS,
-        cache_dir: hostcall_build::PtxOptions::new("culinux").cache_dir,
+    write(&options.out, &ptx)?;
+    let cubin_options = hostcall_build::CubinOptions {
+        arch: options.arch.clone(),
+        max_registers: options.max_registers,
+        cache_dir: options.cache_dir.clone(),
     };
     let cubin_path = out_dir.join("culinux.cubin");
-    let cubin = match hostcall_build::build_cubin(&ptx_path, &cubin_path, &options).map_err(|e| e.to_string())? {
-        Some(artifact) => {
-            println!("cargo:rerun-if-changed={}", hostcall_build::find_ptxas().unwrap_or_default().display());
-            Some(fs::read(&artifact.path).map_err(|e| format!("{}: {e}", artifact.path.display()))?)
-        }
-        None => {
-            println!(
-                "cargo:warning=no ptxas found: hostcalls_bin embeds PTX only, and its first run waits for the \
+    let cubin =
+        match hostcall_build::build_cubin(&options.out, &cubin_path, &cubin_options).map_err(|e| e.to_string())? {
+            Some(artifact) => {
+                println!("cargo:rerun-if-changed={}", hostcall_build::find_ptxas().unwrap_or_default().display());
+                Some(fs::read(&artifact.path).map_err(|e| format!("{}: {e}", artifact.path.display()))?)
+            }
+            None => {
+                println!(
+                    "cargo:warning=no ptxas found: hostcalls_bin embeds PTX only, and its first run waits for the \
                  CUDA driver to compile it (set PTXAS, or `pip install --target .whl nvidia-cuda-nvcc-cu12`)"
-            );
-            write(&cubin_path, b"")?;
-            None
-        }
-    };
+                );
+                write(&cubin_path, b"")?;
+                None
+            }
+        };
     let digest = hostcall_image::bundle_sha256(&ptx, cubin.as_deref());
     write(&out_dir.join("culinux.sha256"), digest.as_bytes())
 }
 
-fn build_culinux(out: &Path) -> Result<Vec<u8>, String> {
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR not set")?);
-    let repo = manifest.parent().ok_or("hostcall-demo has no parent directory")?;
-    let mut options = hostcall_build::PtxOptions::new(repo.join("culinux"));
-    options.out = out.to_path_buf();
-    options.cubin = false; // built below, from whichever PTX is embedded
+fn build_culinux(options: &mut hostcall_build::PtxOptions) -> Result<Vec<u8>, String> {
     println!("cargo:rerun-if-env-changed=HOSTCALL_PTX_OPT_LEVEL");
     if let Some(level) = env::var_os("HOSTCALL_PTX_OPT_LEVEL") {
         let level = level.to_str().ok_or("HOSTCALL_PTX_OPT_LEVEL is not UTF-8")?;
         options.opt_level = level.parse().map_err(|e| format!("HOSTCALL_PTX_OPT_LEVEL: {e}"))?;
     }
-    let artifact = hostcall_build::build_ptx(&options).map_err(|e| e.to_string())?;
+    let artifact = hostcall_build::build_ptx(options).map_err(|e| e.to_string())?;
     for input in &artifact.inputs {
         println!("cargo:rerun-if-changed={}", input.display());
     }

@@ -45,6 +45,12 @@ pub use ptx::{build_cubin, cubin_path, find_ptxas, repo_root, run_ptxas, CubinAr
 pub use sysroot::TARGET;
 pub use toolchain::channel;
 
+/// Where builds keep sysroots, target dirs and cubins unless told otherwise:
+/// `<repo>/target/hostcall-build-cache`.
+pub fn default_cache_dir() -> PathBuf {
+    repo_root().join("target/hostcall-build-cache")
+}
+
 /// What to build and where. [`PtxOptions::new`] fills in this repository's
 /// defaults; every field may be changed afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +88,7 @@ impl PtxOptions {
     /// output `<cache>/<kernel dir name>.ptx`.
     pub fn new(kernel_dir: impl Into<PathBuf>) -> Self {
         let kernel_dir = kernel_dir.into();
-        let cache_dir = repo_root().join("target/hostcall-build-cache");
+        let cache_dir = default_cache_dir();
         let stem = kernel_dir.file_name().and_then(|n| n.to_str()).unwrap_or("kernel").to_owned();
         PtxOptions {
             libc_dir: Some(repo_root().join("libc-hostcall")),

@@ -168,10 +168,6 @@ fn ptxas_check(path: &Path, arch: &str) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn default_cache() -> PathBuf {
-    hostcall_build::repo_root().join("target/hostcall-build-cache")
-}
-
 fn run(command: Command) -> Result<(), BuildError> {
     match command {
         Command::Ptx { kernel_dir, libc, no_libc, out, cache, no_cubin, check, quiet, codegen, registers } => {
@@ -209,7 +205,7 @@ fn run(command: Command) -> Result<(), BuildError> {
             let options = CubinOptions {
                 arch,
                 max_registers: registers.max_registers,
-                cache_dir: cache.unwrap_or_else(default_cache),
+                cache_dir: cache.unwrap_or_else(hostcall_build::default_cache_dir),
             };
             let cubin = build_cubin(&ptx, &out, &options)?;
             if require && cubin.is_none() {

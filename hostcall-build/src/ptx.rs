@@ -49,7 +49,8 @@ pub fn run_ptxas(ptx: &Path, arch: &str) -> Result<PtxasCheck, BuildError> {
     let Some(ptxas) = find_ptxas() else {
         return Ok(PtxasCheck::Skipped(NO_PTXAS.into()));
     };
-    let cubin = ptx.with_extension(format!("{arch}.cubin"));
+    // Not `cubin_path`: the check must not replace the cubin a build left there.
+    let cubin = ptx.with_extension(format!("{arch}.check.cubin"));
     let mut cmd = hermetic_command(&ptxas);
     cmd.arg(format!("-arch={arch}")).arg("-o").arg(&cubin).arg(ptx);
     run("ptxas", &mut cmd)?;

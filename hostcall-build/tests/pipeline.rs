@@ -25,7 +25,7 @@ fn out_dir() -> PathBuf {
 fn options(kernel: &str, libc: Option<PathBuf>, out: &str) -> PtxOptions {
     let mut options = PtxOptions::new(fixture(kernel));
     options.libc_dir = libc;
-    options.cache_dir = repo_root().join("target/hostcall-build-cache");
+    options.cache_dir = hostcall_build::default_cache_dir();
     options.out = out_dir().join(out);
     options
 }
@@ -136,6 +136,11 @@ fn the_cubin_is_built_beside_the_ptx_and_cached() {
     let again = second.cubin.expect("a cubin the second time");
     assert!(again.cached, "the second build of the same PTX takes the cubin from the cache");
     assert_eq!(again.sha256, cubin.sha256);
+    // `ptx --check` runs a whole-program ptxas on the PTX: it must leave the
+    // build's cubin where it was (it once wrote its own there and removed it).
+    run_ptxas(&second.path, "sm_90").expect("ptxas accepts the PTX");
+    let kept = std::fs::read(&again.path).expect("the cubin survives the check");
+    assert_eq!(hostcall_image::sha256_hex(&kept), cubin.sha256);
 }
 
 #[test]
@@ -204,7 +209,7 @@ fn the_same_sources_in_another_directory_give_the_same_ptx() {
         }
         let mut o = PtxOptions::new(base.join("libc-user-kernel"));
         o.libc_dir = Some(base.join("stub-libc"));
-        o.cache_dir = repo_root().join("target/hostcall-build-cache");
+        o.cache_dir = hostcall_build::default_cache_dir();
         o.out = base.join("kernel.ptx");
         let artifact = build(&o);
         let text = std::fs::read_to_string(&artifact.path).expect("read PTX");
