@@ -7,7 +7,7 @@
 //! code the kernel passed to `exit` (134 after a panic or `abort`, 0 when it
 //! simply returned); setup errors print one line and exit 1.
 
-mod ptx;
+use hostcall_demo::ptx;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,71 @@
+//! `hostcall-bench`: see `hostcall-bench --help` and docs/bench.md.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hostcall_bench::cli::{ChildCommand, Cli, Command, RunArgs};
+use hostcall_bench::{build_time, gpu, report};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command.unwrap_or(Command::Run(RunArgs::default()))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hostcall-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Run(args) => {
+            let gpu_name = gpu::probe(args.device).map_err(|e| format!("no GPU to measure: {e}"))?;
+            let mut plan = gpu::Plan::new(args.quick, args.device);
+            plan.tmpfs = args.tmpfs;
+            eprintln!("hostcall-bench: {gpu_name}, {} run", if args.quick { "quick" } else { "full" });
+            let results = gpu::run(&plan)?;
+            print!("{}", report::table(&results));
+            if !args.no_write {
+                let stem = format!(
+                    "{}-{}{}",
+                    report::gpu_slug(&results.machine.gpu),
+                    results.date,
+                    if args.quick { "-quick" } else { "" }
+                );
+                for path in report::write(&results, &args.out, &stem)? {
+                    eprintln!("hostcall-bench: wrote {}", path.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Build(args) => {
+            let results = build_time::measure(args.cores.map(|n| n as usize))?;
+            print!("{}", report::table(&results));
+            if !args.no_write {
+                for path in report::write(&results, &args.out, &format!("build-{}", results.date))? {
+                    eprintln!("hostcall-bench: wrote {}", path.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Plot { json } => {
+            let results = report::read(&json)?;
+            print!("{}", report::table(&results));
+            let dir = json.parent().unwrap_or(std::path::Path::new("."));
+            let stem = json.file_stem().and_then(|s| s.to_str()).ok_or("the result file has no name")?;
+            for path in report::plots(&results, dir, stem)? {
+                eprintln!("hostcall-bench: wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Child { device, what } => {
+            let secs = match what {
+                ChildCommand::Print { r#impl, grid, block } => gpu::child_print(device, r#impl, grid, block)?,
+                ChildCommand::Load { how } => gpu::child_load(device, how)?,
+            };
+            eprintln!("BENCH_CHILD {secs:.6}");
+            Ok(())
+        }
+    }
+}

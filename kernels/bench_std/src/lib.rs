@@ -1,0 +1,191 @@
+//! What `hostcall-bench` measures, written as a user writes it: std where
+//! std does the job (`println!`, `std::fs::File`, `Vec`), and
+//! `libc_hostcall::echo` (the test hostcall: the host returns `a ^ b`) where
+//! a figure is about the call itself.
+//!
+//! * `null_call`: one thread, `BENCH_N` calls, each timed on `%globaltimer`
+//!   into the mapped `BENCH_SAMPLES`.
+//! * `calls`: every thread makes `BENCH_N` calls and checks each reply.
+//! * `print_line`: every thread prints one line with `println!`.
+//! * `file_write` / `file_read`: thread 0 of each block moves its share of
+//!   `BENCH_BYTES` to or from the file named by the `BENCH_PATH` variable in
+//!   `BENCH_CHUNK`-byte `write_all`/`read_exact` calls (at its own offset,
+//!   `write_all_at`/`read_exact_at`, when there is more than one block).
+//! * `alloc_vec`: every thread allocates, fills, sums and frees 64 `Vec<u64>`
+//!   of 1..=256 elements (as `bench_floor`'s `cuda_malloc`).
+//!
+//! The host writes the parameters into the globals before each launch and
+//! reads the results after; `BENCH_T0`/`BENCH_T1` are the earliest start and
+//! the latest end of any thread in `%globaltimer` nanoseconds, and
+//! `BENCH_FAIL` counts what went wrong (a wrong reply, an I/O error).
+#![feature(abi_ptx, stdarch_nvptx)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use libc_hostcall::arch;
+
+#[no_mangle]
+pub static BENCH_N: AtomicU64 = AtomicU64::new(0);
+/// `null_call`: device address of `BENCH_N` u64 samples (ns per call).
+#[no_mangle]
+pub static BENCH_SAMPLES: AtomicU64 = AtomicU64::new(0);
+#[no_mangle]
+pub static BENCH_BYTES: AtomicU64 = AtomicU64::new(0);
+#[no_mangle]
+pub static BENCH_CHUNK: AtomicU64 = AtomicU64::new(1 << 20);
+#[no_mangle]
+pub static BENCH_T0: AtomicU64 = AtomicU64::new(u64::MAX);
+#[no_mangle]
+pub static BENCH_T1: AtomicU64 = AtomicU64::new(0);
+#[no_mangle]
+pub static BENCH_SUM: AtomicU64 = AtomicU64::new(0);
+#[no_mangle]
+pub static BENCH_FAIL: AtomicU64 = AtomicU64::new(0);
+
+fn span(t0: u64) {
+    BENCH_T0.fetch_min(t0, Relaxed);
+    BENCH_T1.fetch_max(arch::global_timer_ns(), Relaxed);
+}
+
+fn fail() {
+    BENCH_FAIL.fetch_add(1, Relaxed);
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn null_call() {
+    if arch::global_thread_id() != 0 {
+        return;
+    }
+    let n = BENCH_N.load(Relaxed);
+    let samples = BENCH_SAMPLES.load(Relaxed);
+    let start = arch::global_timer_ns();
+    for i in 0..n {
+        let t0 = arch::global_timer_ns();
+        let ok = libc_hostcall::echo(i, 0, &[], &mut []) == Ok(i);
+        let dt = arch::global_timer_ns() - t0;
+        // SAFETY: the host points BENCH_SAMPLES at `n` mapped u64s that live
+        // until the kernel ends; `i < n`.
+        unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+        if !ok {
+            fail();
+        }
+    }
+    span(start);
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn calls() {
+    let tid = arch::global_thread_id();
+    let n = BENCH_N.load(Relaxed);
+    let start = arch::global_timer_ns();
+    let mut failures = 0;
+    for i in 0..n {
+        let a = tid << 20 | i;
+        failures += u64::from(libc_hostcall::echo(a, 0, &[], &mut []) != Ok(a));
+    }
+    if failures > 0 {
+        BENCH_FAIL.fetch_add(failures, Relaxed);
+    }
+    span(start);
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn print_line() {
+    println!("hello from thread {}", arch::global_thread_id());
+}
+
+/// This block's share of the file: `(offset, bytes, chunk)`, when this
+/// thread is the block's first.
+fn share() -> Option<(u64, u64, usize)> {
+    use core::arch::nvptx::{_block_idx_x, _grid_dim_x, _thread_idx_x};
+    // SAFETY: reads of special registers.
+    let (thread, block, blocks) = unsafe { (_thread_idx_x(), _block_idx_x(), _grid_dim_x()) };
+    if thread != 0 {
+        return None;
+    }
+    let per_block = BENCH_BYTES.load(Relaxed) / u64::from(blocks);
+    let chunk = BENCH_CHUNK.load(Relaxed).clamp(1, per_block.max(1)) as usize;
+    Some((u64::from(block) * per_block, per_block, chunk))
+}
+
+fn bench_path() -> Option<String> {
+    std::env::var("BENCH_PATH").ok()
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn file_write() {
+    let Some((offset, bytes, chunk)) = share() else { return };
+    let start = arch::global_timer_ns();
+    let Some(mut file) = bench_path().and_then(|p| OpenOptions::new().write(true).open(p).ok()) else {
+        return fail();
+    };
+    let buf = vec![offset as u8 ^ 0x5a; chunk];
+    let sequential = offset == 0 && bytes == BENCH_BYTES.load(Relaxed);
+    let mut done = 0;
+    while done < bytes {
+        let len = chunk.min((bytes - done) as usize);
+        let r = if sequential {
+            file.write_all(&buf[..len])
+        } else {
+            file.write_all_at(&buf[..len], offset + done)
+        };
+        if r.is_err() {
+            return fail();
+        }
+        done += len as u64;
+    }
+    span(start);
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn file_read() {
+    let Some((offset, bytes, chunk)) = share() else { return };
+    let start = arch::global_timer_ns();
+    let Some(mut file) = bench_path().and_then(|p| File::open(p).ok()) else { return fail() };
+    let mut buf = vec![0u8; chunk];
+    let sequential = offset == 0 && bytes == BENCH_BYTES.load(Relaxed);
+    let (mut done, mut sum) = (0, 0u64);
+    while done < bytes {
+        let len = chunk.min((bytes - done) as usize);
+        let r = if sequential {
+            file.read_exact(&mut buf[..len])
+        } else {
+            file.read_exact_at(&mut buf[..len], offset + done)
+        };
+        if r.is_err() {
+            return fail();
+        }
+        // One byte of each chunk: the bytes landed (the host checks the sum).
+        sum += u64::from(buf[len - 1]);
+        done += len as u64;
+    }
+    BENCH_SUM.fetch_add(sum, Relaxed);
+    span(start);
+}
+
+/// Elements of allocation `i` of thread `tid`: 1..=256, varied.
+fn elements(tid: u64, i: u64) -> usize {
+    (1 + (tid * 31 + i * 17) % 256) as usize
+}
+
+#[no_mangle]
+pub extern "ptx-kernel" fn alloc_vec() {
+    let tid = arch::global_thread_id();
+    let start = arch::global_timer_ns();
+    let mut sum = 0u64;
+    for i in 0..64 {
+        let n = elements(tid, i);
+        let mut v: Vec<u64> = Vec::new();
+        if v.try_reserve_exact(n).is_err() {
+            fail();
+            continue;
+        }
+        v.extend((0..n as u64).map(|j| i + j));
+        sum += std::hint::black_box(&v).iter().sum::<u64>();
+    }
+    BENCH_SUM.fetch_add(sum, Relaxed);
+    span(start);
+}
