@@ -279,7 +279,7 @@ impl Floor {
 /// `warps` warps as (grid, block), exactly: blocks of the most warps, up to
 /// 8 (256 threads), that divide `warps`.
 pub fn geometry(warps: u64) -> (u32, u32) {
-    let per_block = (1..=8).rev().find(|w| warps % w == 0).unwrap_or(1);
+    let per_block = (1..=8).rev().find(|w| warps.is_multiple_of(*w)).unwrap_or(1);
     ((warps / per_block) as u32, (per_block * 32) as u32)
 }
 

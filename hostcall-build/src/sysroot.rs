@@ -34,8 +34,8 @@ pub const FIXUPS: &[(&str, &str)] = &[
     ("0006-std-args-from-the-host.patch", include_str!("../../fixups/0006-std-args-from-the-host.patch")),
     ("0007-std-environ-from-the-host.patch", include_str!("../../fixups/0007-std-environ-from-the-host.patch")),
     (
-        "0008-std-print-formats-before-locking.patch",
-        include_str!("../../fixups/0008-std-print-formats-before-locking.patch"),
+        "0008-std-print-without-a-global-lock.patch",
+        include_str!("../../fixups/0008-std-print-without-a-global-lock.patch"),
     ),
 ];
 

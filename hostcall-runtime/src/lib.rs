@@ -349,6 +349,7 @@ impl Runtime {
         self.state.exit = None;
         tracing::debug!(target: "hostcall", "launching `{entry}` on {} with {g:?}", b.name());
         b.launch(entry, grid.into(), block.into())?;
+        let write_op = self.registry.id(<hostcall_abi::op::Write as hostcall_abi::op::Request>::NAME);
         let served = server::Server {
             backend: b,
             registry: &mut self.registry,
@@ -356,6 +357,7 @@ impl Runtime {
             mem: &mem,
             geometry: g,
             debug: self.debug,
+            write_op,
         }
         .run();
         let served = match served {

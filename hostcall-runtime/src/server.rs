@@ -100,6 +100,9 @@ pub(crate) struct Server<'a> {
     pub mem: &'a QueueMemory,
     pub geometry: Geometry,
     pub debug: bool,
+    /// The id of `write` (`Registry::id`), whose posted calls to stdout and
+    /// stderr are coalesced.
+    pub write_op: Option<u32>,
 }
 
 impl Server<'_> {
@@ -136,8 +139,12 @@ impl Server<'_> {
             let Some(rec) = rec else {
                 consumer.release(ctrl);
                 since_release = 0;
+                // Nothing to coalesce with: the output goes now (it streams
+                // while the kernel computes). A failure is counted below.
+                let _ = self.state.flush_output();
                 if served.end.is_some() {
                     // Deferred calls left now belong to threads that are gone.
+                    self.count_output_failures(&mut served);
                     return Ok(served);
                 }
                 if idle == 0 {
@@ -180,6 +187,26 @@ impl Server<'_> {
         }
     }
 
+    /// Posted output lost to failed flushes, counted as failed posted writes.
+    fn count_output_failures(&mut self, served: &mut Served) {
+        let (lost, errno) = self.state.output.take_failures();
+        if lost > 0 {
+            served.errors += lost;
+            served.unanswered_errors += lost;
+            let errno = errno.unwrap_or(Errno::EIO);
+            served.first_unanswered.get_or_insert_with(|| ("write".to_string(), errno));
+        }
+    }
+
+    /// Whether `h` is a posted write to the device's stdout or stderr (the
+    /// calls that are coalesced, `handlers::output`).
+    fn is_output_write(&self, h: &hostcall_abi::layout::Header) -> bool {
+        use hostcall_abi::op::{Request, Write};
+        h.dev_len == 0
+            && self.write_op == Some(h.op)
+            && Write::from_args(h.args).is_ok_and(|w| w.fd == 1 || w.fd == 2)
+    }
+
     /// Run the handler of `rec` and post its reply; `true` when the handler
     /// deferred it (nothing is posted or counted then).
     fn dispatch(
@@ -191,6 +218,10 @@ impl Server<'_> {
         served: &mut Served,
     ) -> Result<bool, ProtocolError> {
         let h = &rec.header;
+        if !self.is_output_write(h) {
+            // Held output goes before any other call's effect.
+            let _ = self.state.flush_output();
+        }
         let payload = Payload::new(data, DeviceSlice::new(h.dev_addr, h.dev_len));
         let capacity = self.geometry.reply_data_size as usize;
         let mut cx = HostCx::new(self.state, &mut *self.backend, reply, capacity, self.debug);

@@ -143,10 +143,12 @@ fn write_all(state: &mut HostState, fd: i32, data: &[u8], at: Option<u64>) -> Re
         Fd::Stdin => Err(HostError(Errno::EBADF)),
         Fd::Stdout | Fd::Stderr if at.is_some() => Err(HostError(Errno::ESPIPE)),
         Fd::Stdout => {
+            state.flush_output()?;
             state.stdout.write_all(data)?;
             Ok(state.stdout.flush()?)
         }
         Fd::Stderr => {
+            state.flush_output()?;
             state.stderr.write_all(data)?;
             Ok(state.stderr.flush()?)
         }
@@ -204,6 +206,13 @@ fn read(cx: &mut HostCx<'_>, fd: i32, len: u64, at: Option<u64>, data: &Payload<
 fn write(cx: &mut HostCx<'_>, fd: i32, at: Option<u64>, data: &Payload<'_>) -> HandlerResult {
     let region = match data.device() {
         Some(r) if data.inline().is_empty() => r,
+        // Inline writes to stdout/stderr are posted (the device does not
+        // wait): held and coalesced (`super::output`).
+        _ if at.is_none() && (fd == 1 || fd == 2) => {
+            let stream = if fd == 1 { super::output::Stream::Stdout } else { super::output::Stream::Stderr };
+            cx.state.write_output(stream, data.inline());
+            return Ok(data.inline().len() as u64);
+        }
         _ => {
             write_all(cx.state, fd, data.inline(), at)?;
             return Ok(data.inline().len() as u64);

@@ -14,6 +14,7 @@ use hostcall_abi::Errno;
 use crate::registry::{HostError, Registry};
 
 pub mod fs;
+pub mod output;
 pub mod process;
 pub mod sandbox;
 pub mod stat;
@@ -66,6 +67,8 @@ pub struct HostState {
     pub debug: bool,
     /// Names the device reported through `unsupported`.
     pub unsupported: Vec<String>,
+    /// Posted stdout/stderr bytes not yet written ([`output`]).
+    pub output: output::Pending,
 }
 
 impl HostState {
@@ -88,7 +91,44 @@ impl HostState {
             exit: None,
             debug: false,
             unsupported: Vec::new(),
+            output: output::Pending::default(),
         }
+    }
+
+    /// Hold a posted write of `data` to the device's stdout or stderr
+    /// ([`output`] says when it is written).
+    pub fn write_output(&mut self, stream: output::Stream, data: &[u8]) {
+        if self.output.stream != stream && !self.output.buf.is_empty() {
+            // A failure is counted in `output`; the new bytes still go.
+            let _ = self.flush_output();
+        }
+        self.output.stream = stream;
+        self.output.buf.extend_from_slice(data);
+        self.output.records += 1;
+        if self.output.buf.len() >= output::FLUSH_AT {
+            let _ = self.flush_output();
+        }
+    }
+
+    /// Write the held output; on failure its records are counted as lost
+    /// ([`output::Pending::take_failures`]) and the error returned.
+    pub fn flush_output(&mut self) -> Result<(), HostError> {
+        if self.output.buf.is_empty() {
+            return Ok(());
+        }
+        let sink = match self.output.stream {
+            output::Stream::Stdout => &mut self.stdout,
+            output::Stream::Stderr => &mut self.stderr,
+        };
+        let result = sink.write_all(&self.output.buf).and_then(|()| sink.flush());
+        self.output.buf.clear();
+        let records = std::mem::take(&mut self.output.records);
+        result.map_err(|e| {
+            let e = HostError::from(e);
+            self.output.failed += records;
+            self.output.first_error.get_or_insert(e.0);
+            e
+        })
     }
 
     /// Look up a device fd.

@@ -55,3 +55,19 @@ pub extern "ptx-kernel" fn bench_lock_write() {
 pub extern "ptx-kernel" fn bench_stdout_lock() {
     let _lock = std::io::stdout().lock();
 }
+
+/// Thread 0 writes 10 lines under `stdout().lock()` while every other thread
+/// prints one with `println!`: the 10 must come out contiguous (`.ci/gpu`
+/// checks it).
+#[no_mangle]
+pub extern "ptx-kernel" fn bench_lock_block() {
+    let id = gid();
+    if id == 0 {
+        let mut out = std::io::stdout().lock();
+        for i in 0..10 {
+            let _ = writeln!(out, "locked {i}");
+        }
+    } else {
+        println!("hello from thread {id}");
+    }
+}
