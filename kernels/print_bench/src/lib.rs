@@ -71,3 +71,17 @@ pub extern "ptx-kernel" fn bench_lock_block() {
         println!("hello from thread {id}");
     }
 }
+
+/// Thread 0 prints one line, then computes for 2 s: the line must reach the
+/// host's stdout while the kernel still runs (`.ci/gpu` checks it).
+#[no_mangle]
+pub extern "ptx-kernel" fn bench_print_then_compute() {
+    if gid() != 0 {
+        return;
+    }
+    println!("early");
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(2) {
+        std::hint::spin_loop();
+    }
+}
