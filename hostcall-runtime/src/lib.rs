@@ -360,6 +360,9 @@ impl Runtime {
             write_op,
         }
         .run();
+        // Output held for coalescing goes out however the run ended (a
+        // protocol error too: what the kernel printed before it matters).
+        let _ = self.state.flush_output();
         let served = match served {
             Ok(s) => s,
             Err(e) => {
