@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{sys, CudaContext};
 use hostcall_runtime::backend::cuda::CudaBackend;
 use hostcall_runtime::backend::MappedRegion;
-use hostcall_runtime::{cubin_suits, Backend, KernelState, Runtime, RuntimeConfig};
+use hostcall_runtime::{load_best, Backend, KernelState, Runtime, RuntimeConfig};
 
 use crate::kernels::{self, Image};
 use crate::lines::{self, LineCount};
@@ -80,17 +80,6 @@ impl Plan {
             tmpfs: PathBuf::from("/dev/shm"),
         }
     }
-}
-
-/// Load the image's cubin when it suits the device, else its PTX; says which.
-fn load(backend: &mut dyn Backend, image: &Image) -> Res<&'static str> {
-    if let Some(cubin) = image.cubin() {
-        if cubin_suits(cubin, backend.cubin_arch().as_deref()).is_ok() && backend.load_module(cubin).is_ok() {
-            return Ok("cubin");
-        }
-    }
-    backend.load_module(image.ptx).map_err(|e| format!("{}: {e}", image.name))?;
-    Ok("PTX")
 }
 
 /// Wait for the launched kernel, without blocking the thread in the driver.
@@ -187,7 +176,8 @@ impl Floor {
             .map_err(|e| format!("cuCtxSetLimit(MALLOC_HEAP_SIZE): {e:?}"))?;
         ctx.set_limit(sys::CUlimit::CU_LIMIT_PRINTF_FIFO_SIZE, PRINTF_FIFO_BYTES)
             .map_err(|e| format!("cuCtxSetLimit(PRINTF_FIFO_SIZE): {e:?}"))?;
-        load(&mut backend, &kernels::BENCH_FLOOR)?;
+        let image = kernels::BENCH_FLOOR;
+        load_best(&mut backend, image.ptx, image.cubin()).map_err(|e| format!("{}: {e}", image.name))?;
         Ok(Floor { ctx, backend })
     }
 
@@ -289,14 +279,19 @@ pub struct Ours {
     rt: Runtime,
 }
 
+/// A runtime on `device` with `kernels/bench_std` loaded.
+fn bench_std_runtime(device: usize, config: RuntimeConfig) -> Res<Runtime> {
+    let backend = CudaBackend::new(device).map_err(|e| e.to_string())?;
+    let mut rt = Runtime::new(backend, config).map_err(|e| e.to_string())?;
+    let image = kernels::BENCH_STD;
+    rt.load_best(image.ptx, image.cubin()).map_err(|e| e.to_string())?;
+    Ok(rt)
+}
+
 impl Ours {
     pub fn new(device: usize) -> Res<Self> {
-        let backend = CudaBackend::new(device).map_err(|e| e.to_string())?;
         let config = RuntimeConfig { root: "/".into(), args: vec!["bench_std".into()], ..RuntimeConfig::default() };
-        let mut rt = Runtime::new(backend, config).map_err(|e| e.to_string())?;
-        let image = kernels::BENCH_STD;
-        rt.load_best(image.ptx, image.cubin()).map_err(|e| e.to_string())?;
-        Ok(Ours { rt })
+        Ok(Ours { rt: bench_std_runtime(device, config)? })
     }
 
     fn backend(&mut self) -> &mut dyn Backend {
@@ -715,10 +710,7 @@ fn load_child(plan: &Plan, how: LoadHow) -> Res<f64> {
 pub fn child_print(device: usize, how: Impl, grid: u32, block: u32) -> Res<f64> {
     match how {
         Impl::Hostcall => {
-            let backend = CudaBackend::new(device).map_err(|e| e.to_string())?;
-            let mut rt = Runtime::new(backend, RuntimeConfig::default()).map_err(|e| e.to_string())?;
-            let image = kernels::BENCH_STD;
-            rt.load_best(image.ptx, image.cubin()).map_err(|e| e.to_string())?;
+            let mut rt = bench_std_runtime(device, RuntimeConfig::default())?;
             let t = Instant::now();
             let report = rt.launch("print_line", grid, block).map_err(|e| e.to_string())?;
             drop(rt); // flushes the runtime's stdout

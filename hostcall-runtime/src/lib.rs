@@ -97,6 +97,23 @@ pub fn cubin_suits(cubin: &[u8], device_arch: Option<&str>) -> Result<(), String
     }
 }
 
+/// Load `cubin` into `backend` when it was built for the backend's
+/// architecture, else `ptx` (also when the driver refuses the cubin); which
+/// one, and why, under `HOSTCALL_DEBUG`. For a bare backend (no runtime);
+/// [`Runtime::load_best`] is this plus the module's globals.
+pub fn load_best(backend: &mut dyn Backend, ptx: &[u8], cubin: Option<&[u8]>) -> Result<(), BackendError> {
+    if let Some(cubin) = cubin {
+        match cubin_suits(cubin, backend.cubin_arch().as_deref()) {
+            Ok(()) => match backend.load_module(cubin) {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(target: "hostcall", "the cubin did not load ({e}); loading the PTX"),
+            },
+            Err(why) => tracing::debug!(target: "hostcall", "{why}: loading the PTX"),
+        }
+    }
+    backend.load_module(ptx)
+}
+
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunReport {
@@ -252,16 +269,10 @@ impl Runtime {
     /// Load the cubin when it was built for this device's architecture, else
     /// the PTX it was built from (also when the driver refuses the cubin).
     pub fn load_best(&mut self, ptx: &[u8], cubin: Option<&[u8]>) -> Result<(), RuntimeError> {
-        if let Some(cubin) = cubin {
-            match cubin_suits(cubin, self.backend.cubin_arch().as_deref()) {
-                Ok(()) => match self.load(cubin) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => tracing::debug!(target: "hostcall", "the cubin did not load ({e}); loading the PTX"),
-                },
-                Err(why) => tracing::debug!(target: "hostcall", "{why}: loading the PTX"),
-            }
-        }
-        self.load(ptx)
+        self.module_globals = None;
+        load_best(&mut *self.backend, ptx, cubin)?;
+        self.module_globals = Some(self.backend.globals()?);
+        Ok(())
     }
 
     /// The hostcalls (names without the prefix) the loaded module declares.

@@ -42,9 +42,4 @@ impl Pending {
     pub fn take_failures(&mut self) -> (u64, Option<Errno>) {
         (std::mem::take(&mut self.failed), self.first_error.take())
     }
-
-    /// Bytes held now.
-    pub fn held(&self) -> usize {
-        self.buf.len()
-    }
 }
