@@ -30,22 +30,9 @@ pub static BENCH_REQ: AtomicU64 = AtomicU64::new(0);
 /// `pingpong`: device address of the reply word.
 #[no_mangle]
 pub static BENCH_RESP: AtomicU64 = AtomicU64::new(0);
-/// `pingpong`: device address of `BENCH_N` u64 samples (ns per round trip).
-#[no_mangle]
-pub static BENCH_SAMPLES: AtomicU64 = AtomicU64::new(0);
-/// Iterations per thread (or per warp).
-#[no_mangle]
-pub static BENCH_N: AtomicU64 = AtomicU64::new(0);
-#[no_mangle]
-pub static BENCH_T0: AtomicU64 = AtomicU64::new(u64::MAX);
-#[no_mangle]
-pub static BENCH_T1: AtomicU64 = AtomicU64::new(0);
-/// `cuda_malloc`: the sum of every element written (checked by the host);
-/// allocations that failed are counted in `BENCH_FAIL`.
-#[no_mangle]
-pub static BENCH_SUM: AtomicU64 = AtomicU64::new(0);
-#[no_mangle]
-pub static BENCH_FAIL: AtomicU64 = AtomicU64::new(0);
+
+pub use bench_globals::{BENCH_FAIL, BENCH_N, BENCH_SAMPLES, BENCH_SUM, BENCH_T0, BENCH_T1};
+use bench_globals::{elements, span};
 
 extern "C" {
     /// CUDA's device printf: the format and a buffer of its arguments.
@@ -88,11 +75,6 @@ fn nanosleep(ns: u32) {
 unsafe fn word<'a>(addr: u64) -> &'a AtomicU64 {
     // SAFETY: the caller's contract.
     unsafe { &*(addr as *const AtomicU64) }
-}
-
-fn span(t0: u64, t1: u64) {
-    BENCH_T0.fetch_min(t0, Relaxed);
-    BENCH_T1.fetch_max(t1, Relaxed);
 }
 
 #[no_mangle]
@@ -148,18 +130,13 @@ pub extern "ptx-kernel" fn cuda_printf() {
     unsafe { vprintf(c"hello from thread %u\n".as_ptr().cast(), args.as_ptr().cast()) };
 }
 
-/// Elements of allocation `i` of thread `tid`: 1..=256, varied.
-fn elements(tid: u64, i: u64) -> u64 {
-    1 + (tid * 31 + i * 17) % 256
-}
-
 #[no_mangle]
 pub extern "ptx-kernel" fn cuda_malloc() {
     let tid = global_thread_id();
     let start = timer_ns();
     let mut sum = 0u64;
     for i in 0..64 {
-        let n = elements(tid, i) as usize;
+        let n = elements(tid, i);
         // SAFETY: CUDA's device malloc; null when the heap is exhausted.
         let p = unsafe { malloc(n * 8) }.cast::<u64>();
         if p.is_null() {

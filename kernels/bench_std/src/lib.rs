@@ -28,30 +28,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use libc_hostcall::arch;
 
 #[no_mangle]
-pub static BENCH_N: AtomicU64 = AtomicU64::new(0);
-/// `null_call`: device address of `BENCH_N` u64 samples (ns per call).
-#[no_mangle]
-pub static BENCH_SAMPLES: AtomicU64 = AtomicU64::new(0);
-#[no_mangle]
 pub static BENCH_BYTES: AtomicU64 = AtomicU64::new(0);
 #[no_mangle]
 pub static BENCH_CHUNK: AtomicU64 = AtomicU64::new(1 << 20);
-#[no_mangle]
-pub static BENCH_T0: AtomicU64 = AtomicU64::new(u64::MAX);
-#[no_mangle]
-pub static BENCH_T1: AtomicU64 = AtomicU64::new(0);
-#[no_mangle]
-pub static BENCH_SUM: AtomicU64 = AtomicU64::new(0);
-#[no_mangle]
-pub static BENCH_FAIL: AtomicU64 = AtomicU64::new(0);
 
+pub use bench_globals::{BENCH_FAIL, BENCH_N, BENCH_SAMPLES, BENCH_SUM, BENCH_T0, BENCH_T1};
+use bench_globals::{elements, fail};
+
+/// This thread ran from `t0` until now.
 fn span(t0: u64) {
-    BENCH_T0.fetch_min(t0, Relaxed);
-    BENCH_T1.fetch_max(arch::global_timer_ns(), Relaxed);
-}
-
-fn fail() {
-    BENCH_FAIL.fetch_add(1, Relaxed);
+    bench_globals::span(t0, arch::global_timer_ns());
 }
 
 #[no_mangle]
@@ -164,11 +150,6 @@ pub extern "ptx-kernel" fn file_read() {
     }
     BENCH_SUM.fetch_add(sum, Relaxed);
     span(start);
-}
-
-/// Elements of allocation `i` of thread `tid`: 1..=256, varied.
-fn elements(tid: u64, i: u64) -> usize {
-    (1 + (tid * 31 + i * 17) % 256) as usize
 }
 
 #[no_mangle]
