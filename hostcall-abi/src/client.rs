@@ -1,16 +1,18 @@
-//! The device side of the protocol: claim a return slot, reserve ring lines,
-//! write the command, publish it, wait for the reply.
+//! The device side of the protocol: the lanes of a warp that call the same
+//! op together take one ticket, each writes its own lane line (and payload),
+//! the leader writes the header, and each lane waits for its own reply in
+//! its own slot.
 //!
-//! A call is never refused because the queue is busy: a full ring or an
-//! exhausted slot pool only makes the caller back off and retry.
+//! A call is never refused because the queue is busy: a full ring only
+//! makes the caller back off and retry.
 
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::layout::{limits, pack_bytes, unpack_bytes, Geometry, Header, Reply, ARG_WORDS, CTRL_RELEASED, LINE_WORDS};
-use crate::sync::{Platform, Word};
-
-/// Slot index of a command that wants no reply (`exit`, `abort`).
-pub const NO_SLOT: u32 = u32::MAX;
+use crate::layout::{
+    lane_word, limits, next_seq, pack_bytes, record_flag, reply_word, unpack_bytes, Geometry, Header, Lane, Reply,
+    ARG_WORDS, CTRL_RELEASED, LINE_WORDS, REPLY_WORDS,
+};
+use crate::sync::{pair, Platform, Word};
 
 /// One queue as the device sees it: views of the shared words named by the
 /// `__HOSTCALL_*` globals.
@@ -24,12 +26,12 @@ pub struct Queue<'a, W: Word> {
     pub released_cache: &'a W,
     /// The host control line (mapped host memory).
     pub ctrl: &'a [W],
-    /// `geometry.slot_words()` words of reply slots (mapped host memory).
+    /// `geometry.slot_words()` words of replies (mapped host memory).
     pub slots: &'a [W],
     /// `geometry.reply_data_words()` words of reply data (mapped host memory).
     pub reply_data: &'a [W],
-    /// `geometry.bitmap_words()` words of slot bitmap (device memory).
-    pub slot_bits: &'a [W],
+    /// `geometry.seq_words()` per-slot call counters (device memory).
+    pub seq: &'a [W],
 }
 
 /// One call to make.
@@ -58,6 +60,9 @@ impl<'p> Call<'p> {
         self.dev_len = len;
         self
     }
+    fn has_region(&self) -> bool {
+        self.dev_len != 0
+    }
 }
 
 /// What came back.
@@ -80,8 +85,27 @@ pub enum CallError {
     NotServed,
     /// The payload is over [`limits::MAX_INLINE`]; split it.
     PayloadTooLarge,
-    /// The globals do not describe a valid queue (the host did not set it up).
+    /// The globals do not describe a valid queue (the host did not set it
+    /// up, or this thread has no reply slot).
     NotConfigured,
+}
+
+/// A wait for ring space backs off no further than this round of
+/// [`Platform::backoff`].
+const SPACE_WAIT_ROUNDS: u32 = 20;
+
+/// Where one lane's call sits in its record.
+#[derive(Clone, Copy)]
+struct Placement {
+    /// The lanes in the record.
+    peers: u32,
+    /// Lanes in the record, and this lane's rank among them.
+    n: u64,
+    rank: u64,
+    /// This lane's extra lines start this many lines after the lane block.
+    offset: u64,
+    /// Lines of the whole record.
+    lines: u64,
 }
 
 impl<'a, W: Word> Queue<'a, W> {
@@ -94,7 +118,7 @@ impl<'a, W: Word> Queue<'a, W> {
             || self.ring.len() != g.ring_words()
             || self.slots.len() != g.slot_words()
             || self.reply_data.len() != g.reply_data_words()
-            || self.slot_bits.len() != g.bitmap_words()
+            || self.seq.len() != g.seq_words()
             || self.ctrl.len() < LINE_WORDS
         {
             return Err(CallError::NotConfigured);
@@ -102,68 +126,70 @@ impl<'a, W: Word> Queue<'a, W> {
         Ok(())
     }
 
-    /// Make one call and wait for its reply; reply data lands in `reply`.
-    pub fn call<P: Platform>(&self, call: &Call<'_>, reply: &mut [u8]) -> Result<Completed, CallError> {
+    fn precheck<P: Platform>(&self, call: &Call<'_>) -> Result<(), CallError> {
         self.check()?;
-        if call.op == 0 {
+        if call.op == 0 || call.op >= 1 << 31 {
             return Err(CallError::NotServed);
         }
         if call.payload.len() > limits::MAX_INLINE {
             return Err(CallError::PayloadTooLarge);
         }
-        let slot = self.claim_slot::<P>();
-        let ticket = self.submit::<P>(call, slot);
-        let done = self.wait_reply::<P>(slot, ticket + 1, reply);
-        self.release_slot(slot);
-        Ok(done)
-    }
-
-    /// Post a call that gets no reply (`exit`, `abort`).
-    pub fn post<P: Platform>(&self, call: &Call<'_>) -> Result<(), CallError> {
-        self.check()?;
-        if call.op == 0 {
-            return Err(CallError::NotServed);
+        if u64::from(P::slot()) >= self.geometry.slot_count {
+            return Err(CallError::NotConfigured);
         }
-        if call.payload.len() > limits::MAX_INLINE {
-            return Err(CallError::PayloadTooLarge);
-        }
-        self.submit::<P>(call, NO_SLOT);
         Ok(())
     }
 
-    fn claim_slot<P: Platform>(&self) -> u32 {
-        let words = self.slot_bits.len();
-        let start = P::thread_hint() as usize % words;
-        let mut round = 0;
-        loop {
-            for k in 0..words {
-                let w = (start + k) % words;
-                let cur = self.slot_bits[w].load(Relaxed);
-                if cur == u64::MAX {
-                    continue;
+    /// Make one call and wait for its reply; reply data lands in `reply`.
+    pub fn call<P: Platform>(&self, call: &Call<'_>, reply: &mut [u8]) -> Result<Completed, CallError> {
+        self.precheck::<P>(call)?;
+        let slot = P::slot() as usize;
+        let seq = next_seq(self.seq[slot].load(Relaxed));
+        self.seq[slot].store(u64::from(seq), Relaxed);
+        self.submit::<P>(call, seq, false);
+        Ok(self.wait_reply::<P>(slot, seq, reply))
+    }
+
+    /// Post a call that gets no reply (writes to stdout and stderr).
+    pub fn post<P: Platform>(&self, call: &Call<'_>) -> Result<(), CallError> {
+        self.precheck::<P>(call)?;
+        self.submit::<P>(call, 0, true);
+        Ok(())
+    }
+
+    /// Where this lane goes: in one record with the lanes of its warp that
+    /// make the same kind of call now, or alone when theirs would not fit in
+    /// one buffer.
+    fn place<P: Platform>(&self, call: &Call<'_>, posted: bool) -> Placement {
+        let lane = P::lane();
+        let key = call.op | (posted as u32) << 31;
+        let peers = P::match_lanes(P::active_lanes(), key);
+        let extra = Lane::extra_lines(call.payload.len(), call.has_region());
+        let (mut offset, mut total) = (0, 0);
+        if P::ballot(peers, extra != 0) != 0 {
+            let mut rest = peers;
+            while rest != 0 {
+                let src = rest.trailing_zeros();
+                let e = P::shuffle(peers, extra, src);
+                if src < lane {
+                    offset += e;
                 }
-                let mask = 1u64 << (!cur).trailing_zeros();
-                // Acquire pairs with the Release in `release_slot`: the last
-                // owner's reads of this slot happen before we reuse it.
-                if self.slot_bits[w].fetch_or(mask, Acquire) & mask == 0 {
-                    return (w as u64 * limits::SLOTS_PER_WORD + u64::from(mask.trailing_zeros())) as u32;
-                }
+                total += e;
+                rest &= rest - 1;
             }
-            P::backoff(round);
-            round = round.saturating_add(1);
+        }
+        let below = peers & ((1u64 << lane) - 1) as u32;
+        let n = u64::from(peers.count_ones());
+        let lines = 1 + n + total;
+        if lines <= self.geometry.max_record_lines() {
+            Placement { peers, n, rank: u64::from(below.count_ones()), offset, lines }
+        } else {
+            Placement { peers: 1 << lane, n: 1, rank: 0, offset: 0, lines: 2 + extra }
         }
     }
 
-    fn release_slot(&self, slot: u32) {
-        let w = (u64::from(slot) / limits::SLOTS_PER_WORD) as usize;
-        let mask = 1u64 << (u64::from(slot) % limits::SLOTS_PER_WORD);
-        self.slot_bits[w].fetch_and(!mask, Release);
-    }
-
-    /// Reserve lines, wait for them to be free, write, publish. Returns the
-    /// ticket.
-    fn submit<P: Platform>(&self, call: &Call<'_>, slot: u32) -> u64 {
-        let lines = Header::lines_for(call.payload.len());
+    /// Reserve `lines` lines and wait until they are free. Returns the ticket.
+    fn reserve<P: Platform>(&self, lines: u64) -> u64 {
         let cap = self.geometry.ring_lines();
         let ticket = self.top.fetch_add(lines, Relaxed);
         // Our lines held the record `cap` lines earlier; wait until the host
@@ -179,53 +205,102 @@ impl<'a, W: Word> Queue<'a, W> {
                         self.released_cache.fetch_max(released, AcqRel);
                         break;
                     }
+                    // The host frees lines at its own pace, microseconds
+                    // apart: keep the pause short (the record at the head
+                    // may be this one, and everyone queues behind it).
                     P::backoff(round);
-                    round = round.saturating_add(1);
+                    round = (round + 1).min(SPACE_WAIT_ROUNDS);
                 }
             }
         }
-        let mask = cap - 1;
-        let at = |line: u64, word: usize| ((line & mask) as usize) * LINE_WORDS + word;
-        pack_bytes(call.payload, |i, w| {
-            let line = ticket + 1 + (i / LINE_WORDS) as u64;
-            self.ring[at(line, i % LINE_WORDS)].store(w, Relaxed);
-        });
-        let header = Header {
-            tag: ticket + 1,
-            op: call.op,
-            slot,
-            payload_len: call.payload.len() as u32,
-            flags: 0,
-            dev_addr: call.dev_addr,
-            dev_len: call.dev_len,
-            args: call.args,
-        };
-        let words = header.to_words();
-        for (i, w) in words.iter().enumerate().skip(1) {
-            self.ring[at(ticket, i)].store(*w, Relaxed);
-        }
-        // Publish: the tag goes last, after everything above (on the GPU a
-        // release store is a system-scope fence plus the store).
-        self.ring[at(ticket, 0)].store(words[0], Release);
         ticket
     }
 
-    fn wait_reply<P: Platform>(&self, slot: u32, tag: u64, out: &mut [u8]) -> Completed {
-        let s = slot as usize * LINE_WORDS;
+    fn word(&self, line: u64, word: usize) -> usize {
+        ((line & (self.geometry.ring_lines() - 1)) as usize) * LINE_WORDS + word
+    }
+
+    /// Write this lane's part of a record and, on the leader, its header.
+    fn submit<P: Platform>(&self, call: &Call<'_>, seq: u32, posted: bool) {
+        let p = self.place::<P>(call, posted);
+        let leader = p.peers.trailing_zeros();
+        let lane = P::lane();
+        let ticket = if lane == leader { self.reserve::<P>(p.lines) } else { 0 };
+        let ticket = P::shuffle(p.peers, ticket, leader);
+        let flag = record_flag(ticket);
+        let extra = Lane::extra_lines(call.payload.len(), call.has_region());
+
+        // Region line and payload: plain words, ordered before the header
+        // by the leader's release fence below.
+        let mut line = ticket + 1 + p.n + p.offset;
+        if call.has_region() {
+            let at = self.word(line, 0);
+            W::store_pair(pair(self.ring, at), [call.dev_addr, call.dev_len]);
+            line += 1;
+        }
+        pack_bytes(call.payload, |i, w| {
+            self.ring[self.word(line + (i / LINE_WORDS) as u64, i % LINE_WORDS)].store(w, Relaxed);
+        });
+
+        // The lane line: flagged words, so it needs no fence of its own.
+        let lane_line =
+            Lane { args: call.args, payload_len: call.payload.len() as u32, region: call.has_region(), seq };
+        let words = lane_line.to_words(flag);
+        let block = self.word(ticket + 1, 0);
+        let (n, r) = (p.n as usize, p.rank as usize);
+        let cap_words = self.ring.len();
+        for k in 0..LINE_WORDS / 2 {
+            // The block may wrap the ring's end, but a pair never straddles
+            // it (the block starts on a line, pairs are 16-byte aligned).
+            let at = (block + lane_word(n, r, 2 * k)) % cap_words;
+            W::store_pair(pair(self.ring, at), [words[2 * k], words[2 * k + 1]]);
+        }
+
+        let any_extra = P::ballot(p.peers, extra != 0) != 0;
+        if any_extra {
+            // Every lane's payload before the leader's release.
+            P::sync_lanes(p.peers);
+        }
+        if lane == leader {
+            if any_extra {
+                W::fence(Release);
+            }
+            let h = Header {
+                op: call.op,
+                lanes: p.peers,
+                base_slot: P::slot() - lane,
+                lines: p.lines as u32,
+                flags: if posted { Header::POSTED } else { 0 },
+            };
+            let words = h.to_words(flag);
+            let at = self.word(ticket, 0);
+            for k in 0..LINE_WORDS / 2 {
+                W::store_pair(pair(self.ring, at + 2 * k), [words[2 * k], words[2 * k + 1]]);
+            }
+        }
+        P::flush();
+    }
+
+    fn wait_reply<P: Platform>(&self, slot: usize, seq: u32, out: &mut [u8]) -> Completed {
         let mut round = 0;
-        while self.slots[s].load(Acquire) != tag {
+        let reply = loop {
+            let a = W::load_pair(pair(self.slots, reply_word(slot, 0)));
+            let b = W::load_pair(pair(self.slots, reply_word(slot, 2)));
+            let words: [u64; REPLY_WORDS] = [a[0], a[1], b[0], b[1]];
+            if let Some(r) = Reply::from_words(&words, seq) {
+                break r;
+            }
             P::backoff(round);
             round = round.saturating_add(1);
-        }
-        let mut words = [0u64; LINE_WORDS];
-        words[0] = tag;
-        words[1] = self.slots[s + 1].load(Relaxed);
-        words[2] = self.slots[s + 2].load(Relaxed);
-        let reply = Reply::from_words(words);
+        };
         let host_len = (reply.data_len as usize).min(self.geometry.reply_data_size as usize);
         let n = host_len.min(out.len());
-        let base = slot as usize * self.geometry.reply_words_per_slot();
-        unpack_bytes(&mut out[..n], |i| self.reply_data[base + i].load(Relaxed));
+        if n > 0 {
+            // The data was written before the reply words: read it after.
+            W::fence(Acquire);
+            let base = slot * self.geometry.reply_words_per_slot();
+            unpack_bytes(&mut out[..n], |i| self.reply_data[base + i].load(Relaxed));
+        }
         Completed { value: reply.value, errno: reply.errno, data_len: n, host_data_len: host_len }
     }
 }

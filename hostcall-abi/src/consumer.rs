@@ -1,13 +1,16 @@
-//! The host side of the protocol: read published commands in ticket order,
+//! The host side of the protocol: read published records in ticket order,
 //! release their lines, post replies.
 //!
-//! Nothing read from the ring is trusted: a header whose payload length, slot
-//! or tag is out of range is a [`ProtocolError`], never an out-of-bounds read.
+//! Nothing read from the ring is trusted: a header or lane line whose
+//! lengths, lanes or slots are out of range is a [`ProtocolError`], never an
+//! out-of-bounds read or a reply written outside the slot area.
 
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use crate::client::NO_SLOT;
-use crate::layout::{limits, pack_bytes, unpack_bytes, Geometry, Header, Reply, CTRL_RELEASED, LINE_BYTES, LINE_WORDS};
+use crate::layout::{
+    lane_word, limits, pack_bytes, record_flag, reply_word, unpack_bytes, Geometry, Header, Lane, Reply, CTRL_RELEASED,
+    LINE_BYTES, LINE_WORDS, REPLY_WORDS, WARP_LANES,
+};
 use crate::sync::Word;
 
 /// The consumer's position in the ring.
@@ -18,18 +21,38 @@ pub struct Consumer {
     released: u64,
 }
 
-/// A published command at the consumer's head.
+/// One lane's call in a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LaneCall {
+    /// The lane's index in its warp.
+    pub lane: u32,
+    /// Its reply slot; `None` for a posted call.
+    pub slot: Option<u32>,
+    /// Its call counter: the reply's flag.
+    pub seq: u32,
+    pub args: [u64; crate::ARG_WORDS],
+    /// The declared device region (`dev_len == 0`: none).
+    pub dev_addr: u64,
+    pub dev_len: u64,
+    pub payload_len: u32,
+    /// Ring line (ticket space) of the payload's first line.
+    pub payload_line: u64,
+}
+
+/// A published record at the consumer's head: every lane line is there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
     pub ticket: u64,
     pub header: Header,
     pub lines: u64,
+    lanes: [LaneCall; WARP_LANES as usize],
+    count: usize,
 }
 
 impl Record {
-    /// `None` for a command that wants no reply.
-    pub fn slot(&self) -> Option<u32> {
-        (self.header.slot != NO_SLOT).then_some(self.header.slot)
+    /// The calls, in lane order.
+    pub fn calls(&self) -> &[LaneCall] {
+        &self.lanes[..self.count]
     }
 }
 
@@ -39,8 +62,18 @@ pub type Poll = Option<Record>;
 /// The device broke the protocol; the queue cannot be trusted past this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProtocolError {
-    PayloadTooLarge { ticket: u64, len: u32 },
-    BadSlot { ticket: u64, slot: u32 },
+    PayloadTooLarge {
+        ticket: u64,
+        len: u32,
+    },
+    BadSlot {
+        ticket: u64,
+        slot: u32,
+    },
+    /// A header whose lanes or length do not add up.
+    BadRecord {
+        ticket: u64,
+    },
     BadBuffer,
 }
 
@@ -49,7 +82,7 @@ impl Consumer {
         Consumer { geometry, head: 0, released: 0 }
     }
 
-    /// Ticket of the next command.
+    /// Ticket of the next record.
     pub fn head(&self) -> u64 {
         self.head
     }
@@ -58,53 +91,109 @@ impl Consumer {
         ((line & (self.geometry.ring_lines() - 1)) as usize) * LINE_WORDS + word
     }
 
-    /// The command at the head, if it is published.
-    pub fn poll<W: Word>(&self, ring: &[W]) -> Result<Poll, ProtocolError> {
-        if ring.len() != self.geometry.ring_words() {
-            return Err(ProtocolError::BadBuffer);
-        }
-        let tag = ring[self.word(self.head, 0)].load(Acquire);
-        if tag != self.head + 1 {
-            return Ok(None);
-        }
-        let mut w = [0u64; LINE_WORDS];
-        w[0] = tag;
-        for (i, slot) in w.iter_mut().enumerate().skip(1) {
-            *slot = ring[self.word(self.head, i)].load(Relaxed);
-        }
-        let header = Header::from_words(w);
-        if header.payload_len as usize > limits::MAX_INLINE {
-            return Err(ProtocolError::PayloadTooLarge { ticket: self.head, len: header.payload_len });
-        }
-        if header.slot != NO_SLOT && u64::from(header.slot) >= self.geometry.slot_count {
-            return Err(ProtocolError::BadSlot { ticket: self.head, slot: header.slot });
-        }
-        let lines = Header::lines_for(header.payload_len as usize);
-        Ok(Some(Record { ticket: self.head, header, lines }))
+    fn line<W: Word>(&self, ring: &[W], at: impl Fn(usize) -> usize) -> [u64; LINE_WORDS] {
+        core::array::from_fn(|i| ring[at(i)].load(Relaxed))
     }
 
-    /// Copy the record's inline payload into `out` (which must be exactly
-    /// `payload_len` bytes; a shorter or longer `out` copies the overlap).
-    pub fn read_payload<W: Word>(&self, ring: &[W], rec: &Record, out: &mut [u8]) {
-        let n = out.len().min(rec.header.payload_len as usize);
-        let first = rec.ticket + 1;
+    /// Whether the head's header is there (its lane lines may still be on
+    /// their way: [`Consumer::poll`] then says `None`, but the record is a
+    /// matter of nanoseconds, not a quiet ring).
+    pub fn head_published<W: Word>(&self, ring: &[W]) -> bool {
+        ring.len() == self.geometry.ring_words()
+            && Header::from_words(&self.line(ring, |i| self.word(self.head, i)), record_flag(self.head)).is_some()
+    }
+
+    /// The record at the head, once its header and every lane line are
+    /// there.
+    pub fn poll<W: Word>(&self, ring: &[W]) -> Result<Poll, ProtocolError> {
+        let g = &self.geometry;
+        if ring.len() != g.ring_words() {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let ticket = self.head;
+        let flag = record_flag(ticket);
+        let hw = self.line(ring, |i| self.word(ticket, i));
+        let Some(header) = Header::from_words(&hw, flag) else { return Ok(None) };
+        let bad = ProtocolError::BadRecord { ticket };
+        let n = header.lanes.count_ones() as usize;
+        if n == 0 || u64::from(header.lines) > g.max_record_lines() || (header.lines as usize) < 1 + n {
+            return Err(bad);
+        }
+        let block = self.word(ticket + 1, 0);
+        let ring_words = ring.len();
+        let mut rec = Record { ticket, header, lines: u64::from(header.lines), lanes: Default::default(), count: n };
+        let mut next = ticket + 1 + n as u64;
+        let mut lanes = header.lanes;
+        for r in 0..n {
+            let lane = lanes.trailing_zeros();
+            lanes &= lanes - 1;
+            let lw = self.line(ring, |i| (block + lane_word(n, r, i)) % ring_words);
+            let Some(l) = Lane::from_words(&lw, flag) else { return Ok(None) };
+            if l.payload_len as usize > limits::MAX_INLINE {
+                return Err(ProtocolError::PayloadTooLarge { ticket, len: l.payload_len });
+            }
+            let slot = if header.posted() {
+                None
+            } else {
+                let s = u64::from(header.base_slot) + u64::from(lane);
+                if s >= g.slot_count {
+                    return Err(ProtocolError::BadSlot { ticket, slot: s.min(u64::from(u32::MAX)) as u32 });
+                }
+                Some(s as u32)
+            };
+            let region_line = next;
+            next += Lane::extra_lines(l.payload_len as usize, l.region);
+            rec.lanes[r] = LaneCall {
+                lane,
+                slot,
+                seq: l.seq,
+                args: l.args,
+                dev_addr: region_line,
+                dev_len: u64::from(l.region),
+                payload_len: l.payload_len,
+                payload_line: region_line + u64::from(l.region),
+            };
+        }
+        if next != ticket + rec.lines {
+            return Err(bad);
+        }
+        // The header is all there: what the lanes wrote before the leader's
+        // release (regions, payloads) is visible from here on.
+        W::fence(Acquire);
+        for c in &mut rec.lanes[..n] {
+            if c.dev_len != 0 {
+                let at = self.word(c.dev_addr, 0);
+                (c.dev_addr, c.dev_len) = (ring[at].load(Relaxed), ring[at + 1].load(Relaxed));
+            } else {
+                c.dev_addr = 0;
+            }
+        }
+        Ok(Some(rec))
+    }
+
+    /// Copy one call's inline payload into `out` (`payload_len` bytes; a
+    /// shorter or longer `out` copies the overlap).
+    pub fn read_payload<W: Word>(&self, ring: &[W], call: &LaneCall, out: &mut [u8]) {
+        let n = out.len().min(call.payload_len as usize);
+        let first = call.payload_line;
         unpack_bytes(&mut out[..n], |i| ring[self.word(first + (i / LINE_WORDS) as u64, i % LINE_WORDS)].load(Relaxed));
     }
 
-    /// Move past `rec` (after its payload was copied out). Its lines are
+    /// Move past `rec` (after its payloads were copied out). Its lines are
     /// handed back to the device at the next [`Consumer::release`].
     ///
-    /// The first word of each payload line is zeroed first: a payload word
-    /// is arbitrary data, and one left over from this lap could equal the
-    /// tag the head expects when the ring comes round to that line again,
-    /// making an unpublished line look published. Header lines need no
-    /// scrubbing: an old tag is `head + 1 - k * capacity`, never `head + 1`.
-    /// The zeroing is ordered before the device's next write of the line by
-    /// the Release store in [`Consumer::release`].
+    /// The first word of each region and payload line is zeroed first: those
+    /// are arbitrary data, and a line of them left from this lap could pass
+    /// for a header or lane line when the ring comes round to it again. A
+    /// zero word never carries a flag (flags are odd). Header and lane lines
+    /// need no scrubbing: their flags name their own ticket, never a later
+    /// one. The zeroing is ordered before the device's next write of the
+    /// line by the Release store in [`Consumer::release`].
     pub fn consume<W: Word>(&mut self, ring: &[W], rec: &Record) {
         debug_assert_eq!(rec.ticket, self.head);
         if ring.len() == self.geometry.ring_words() {
-            for line in rec.ticket + 1..rec.ticket + rec.lines {
+            let extra = rec.ticket + 1 + rec.count as u64;
+            for line in extra..rec.ticket + rec.lines {
                 ring[self.word(line, 0)].store(0, Relaxed);
             }
         }
@@ -120,13 +209,15 @@ impl Consumer {
     }
 }
 
-/// Post a reply into `slot`: data and value first, the tag last. `data` is
-/// cut to the slot's data size; the length written is returned.
+/// Post the reply of the call with counter `seq` into `slot`: data first,
+/// then the flagged reply words. `data` is cut to the slot's data size; the
+/// length written is returned.
 pub fn post_reply<W: Word>(
     geometry: &Geometry,
     slots: &[W],
     reply_data: &[W],
     slot: u32,
+    seq: u32,
     reply: Reply,
     data: &[u8],
 ) -> Result<usize, ProtocolError> {
@@ -134,16 +225,18 @@ pub fn post_reply<W: Word>(
         || slots.len() != geometry.slot_words()
         || reply_data.len() != geometry.reply_data_words()
     {
-        return Err(ProtocolError::BadSlot { ticket: reply.tag.wrapping_sub(1), slot });
+        return Err(ProtocolError::BadSlot { ticket: 0, slot });
     }
     let n = data.len().min(geometry.reply_data_size as usize);
     let base = slot as usize * geometry.reply_words_per_slot();
     pack_bytes(&data[..n], |i, w| reply_data[base + i].store(w, Relaxed));
-    let words = Reply { data_len: n as u32, ..reply }.to_words();
-    let s = slot as usize * LINE_WORDS;
-    slots[s + 1].store(words[1], Relaxed);
-    slots[s + 2].store(words[2], Relaxed);
-    slots[s].store(words[0], Release);
+    let words = Reply { data_len: n as u32, ..reply }.to_words(seq);
+    // The data before any reply word: a device that sees one word with its
+    // flag and then fences reads this data.
+    W::fence(Release);
+    for (w, &v) in words.iter().enumerate().take(REPLY_WORDS) {
+        slots[reply_word(slot as usize, w)].store(v, Relaxed);
+    }
     Ok(n)
 }
 

@@ -1,19 +1,28 @@
-//! Every `#[repr(C)]` type that crosses the bus, the names of the globals the
-//! host patches, and the sizes that both sides agree on.
+//! Every word that crosses the bus, the names of the globals the host
+//! patches, and the sizes that both sides agree on.
 //!
-//! Types are transferred word by word through [`crate::sync::Word`], never by
-//! casting bus memory to a struct, so each type has a `to_words`/`from_words`
-//! pair whose word order is pinned by the offset asserts below.
+//! Lines that a reader polls are written in *flagged* form: each 64-bit word
+//! carries 32 bits of data and, in its high half, a 32-bit flag that names
+//! the write (the record's ticket, the reply's sequence number). A 64-bit
+//! aligned access is single-copy atomic in the PTX memory model and in Rust,
+//! so a reader that sees the expected flag in a word has that word's data,
+//! with no fence between the writer's stores and no second round trip for
+//! the reader. Types are moved word by word through [`crate::sync::Word`],
+//! never by casting bus memory to a struct.
 
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 
-/// A command line (and a return slot) is one 64-byte line: one PCIe write
-/// burst, no two records share a cache line.
+/// A command line is one 64-byte line: one PCIe write burst, no two records
+/// share a cache line.
 pub const LINE_BYTES: usize = 64;
 /// Words per line.
 pub const LINE_WORDS: usize = LINE_BYTES / 8;
-/// Argument words carried in a command header.
+/// Argument words each call carries.
 pub const ARG_WORDS: usize = 3;
+/// Lanes of a warp: one record carries the calls of up to this many threads.
+pub const WARP_LANES: u32 = 32;
+/// Words of one reply (value, errno, data length, flagged).
+pub const REPLY_WORDS: usize = 4;
 
 /// Global names. The host looks these up in the loaded module and writes
 /// them before launch (see `docs/symbols.md`). Every one is a `u64`.
@@ -24,25 +33,27 @@ pub mod globals {
     /// Ticket counter, in lines, bumped by GPU threads with `atom.add`. Lives
     /// in device memory; the host only zeroes it before launch.
     pub const BUFF_TOP: &str = "__HOSTCALL_BUFF_TOP__";
-    /// Bytes per command buffer (power of two, at least 4 KiB). Host-written.
+    /// Bytes per command buffer (power of two, at least 8 KiB). Host-written.
     pub const BUFF_SIZE: &str = "__HOSTCALL_BUFF_SIZE__";
     /// GPU-side cache of the host's `released` counter (device memory, GPU
     /// `atom.max` only), so most calls never read host memory for space.
     pub const BUFF_RELEASED: &str = "__HOSTCALL_BUFF_RELEASED__";
     /// Device address of the host control block (mapped; host writes).
     pub const CTRL_PTR: &str = "__HOSTCALL_CTRL_PTR__";
-    /// Device address of the return slots (mapped; host writes).
+    /// Device address of the replies (mapped; host writes): one per thread
+    /// of the launch, grouped by warp (see [`super::reply_word`]).
     pub const RETURN_SLOTS: &str = "__HOSTCALL_RETURN_SLOTS__";
-    /// Number of return slots (multiple of 64).
+    /// Number of reply slots: the launch's threads, rounded up to a warp.
     pub const RETURN_SLOT_COUNT: &str = "__HOSTCALL_RETURN_SLOT_COUNT__";
     /// Device address of the reply data area: `RETURN_DATA_SIZE` bytes per
     /// slot (mapped; host writes).
     pub const RETURN_DATA: &str = "__HOSTCALL_RETURN_DATA__";
     /// Reply data bytes per slot (multiple of 8).
     pub const RETURN_DATA_SIZE: &str = "__HOSTCALL_RETURN_DATA_SIZE__";
-    /// Device address of the slot bitmap (device memory, zeroed by the host
-    /// before launch, then GPU `atom.or`/`atom.and` only).
-    pub const SLOT_BITS: &str = "__HOSTCALL_SLOT_BITS__";
+    /// Device address of the per-slot call counters (device memory, one
+    /// `u64` per slot, zeroed by the host before launch, then read and
+    /// written only by the slot's own thread).
+    pub const SLOT_SEQ: &str = "__HOSTCALL_SLOT_SEQ__";
     /// Prefix of the per-hostcall ID globals: `__HOSTCALL__open` etc. The
     /// host writes the handler ID (>= 1); 0 means "not served".
     pub const ID_PREFIX: &str = "__HOSTCALL__";
@@ -57,141 +68,192 @@ pub mod globals {
         RETURN_SLOT_COUNT,
         RETURN_DATA,
         RETURN_DATA_SIZE,
-        SLOT_BITS,
+        SLOT_SEQ,
     ];
 }
 
 /// Limits both sides check.
 pub mod limits {
-    /// Smallest command buffer: a maximal record must fit in one buffer.
-    pub const MIN_BUFF_SIZE: u64 = 4096;
-    /// Largest inline payload: a record (header + payload) is at most 64
-    /// lines, so it always fits in the smallest buffer.
+    /// Smallest command buffer: 128 lines, so one thread's largest record
+    /// (header, lane line, region line, 63 payload lines) fits in a buffer.
+    pub const MIN_BUFF_SIZE: u64 = 8192;
+    /// Largest inline payload of one call: 63 lines.
     pub const MAX_INLINE: usize = 63 * super::LINE_BYTES;
-    /// Slots are claimed from a bitmap of 64-bit words.
-    pub const SLOTS_PER_WORD: u64 = 64;
-    /// Upper bound on slots the host accepts (the slot index is a u32 on the
-    /// bus; this keeps the bitmap and the mapped area small).
-    pub const MAX_SLOTS: u64 = 1 << 16;
+    /// Reply slots come in whole warps.
+    pub const SLOT_ALIGN: u64 = super::WARP_LANES as u64;
+    /// Most reply slots (threads of one launch) the host sets up.
+    pub const MAX_SLOTS: u64 = 1 << 24;
 }
 
-/// Header of a command: line 0 of every record. Written by one GPU thread,
-/// `tag` last.
+/// The flag a record starting at `ticket` carries in every flagged word:
+/// odd, so never 0 (zeroed memory, scrubbed lines), and different from the
+/// flag of any record within 2^31 lines of it (the ring is at most 2^25).
+pub const fn record_flag(ticket: u64) -> u32 {
+    ((ticket.wrapping_add(1) << 1) | 1) as u32
+}
+
+/// The call counter after `seq`: never 0, so a zeroed reply never matches.
+pub const fn next_seq(seq: u64) -> u32 {
+    match (seq as u32).wrapping_add(1) {
+        0 => 1,
+        s => s,
+    }
+}
+
+/// One flagged word: `data` in the low half, `flag` in the high half.
+pub const fn flagged(data: u32, flag: u32) -> u64 {
+    data as u64 | (flag as u64) << 32
+}
+
+/// The data of a flagged word, if it carries `flag`.
+pub const fn unflag(word: u64, flag: u32) -> Option<u32> {
+    if (word >> 32) as u32 == flag {
+        Some(word as u32)
+    } else {
+        None
+    }
+}
+
+/// Decode `N` flagged words; `None` unless every one carries `flag`.
+fn unflag_all<const N: usize>(w: &[u64; N], flag: u32) -> Option<[u32; N]> {
+    let mut d = [0u32; N];
+    for (out, &word) in d.iter_mut().zip(w) {
+        *out = unflag(word, flag)?;
+    }
+    Some(d)
+}
+
+fn encode<const N: usize>(d: [u32; N], flag: u32) -> [u64; N] {
+    d.map(|x| flagged(x, flag))
+}
+
+const fn lo(v: u64) -> u32 {
+    v as u32
+}
+const fn hi(v: u64) -> u32 {
+    (v >> 32) as u32
+}
+const fn join(lo: u32, hi: u32) -> u64 {
+    lo as u64 | (hi as u64) << 32
+}
+
+/// Header of a record: its first line, flagged with [`record_flag`], written
+/// by the warp's leader.
 ///
-/// `tag` is `ticket + 1`, where `ticket` is the line index the thread got
-/// from `__HOSTCALL_BUFF_TOP__`; the consumer expects exactly that value at
-/// its head, so zeroed memory and the previous lap's records never match.
-#[repr(C)]
+/// A record carries the calls of `lanes.count_ones()` threads of one warp
+/// that call the same op at the same time. After the header come one lane
+/// line per calling lane (the *lane block*), then each lane's extra lines in
+/// lane order: a region line if it declared a device region, then its inline
+/// payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
-    pub tag: u64,
     /// Handler ID (from `__HOSTCALL__<name>`).
     pub op: u32,
-    /// Return slot index.
-    pub slot: u32,
-    /// Inline payload bytes, in the lines after the header.
-    pub payload_len: u32,
-    /// Reserved; written as 0.
+    /// Bit `i`: lane `i` of the warp is in this record.
+    pub lanes: u32,
+    /// Reply slot of lane 0 of the warp; lane `i`'s slot is `base_slot + i`.
+    pub base_slot: u32,
+    /// Lines of the whole record, header included.
+    pub lines: u32,
+    /// [`Header::POSTED`] or 0.
     pub flags: u32,
-    /// A device-memory region the call declares for the host to read or
-    /// write (`dev_len == 0`: none). The host never goes outside it.
-    pub dev_addr: u64,
-    pub dev_len: u64,
-    /// Call-specific arguments (see [`crate::op`]).
-    pub args: [u64; ARG_WORDS],
 }
-
-const _: () = assert!(size_of::<Header>() == LINE_BYTES);
-const _: () = assert!(offset_of!(Header, tag) == 0);
-const _: () = assert!(offset_of!(Header, op) == 8);
-const _: () = assert!(offset_of!(Header, slot) == 12);
-const _: () = assert!(offset_of!(Header, payload_len) == 16);
-const _: () = assert!(offset_of!(Header, flags) == 20);
-const _: () = assert!(offset_of!(Header, dev_addr) == 24);
-const _: () = assert!(offset_of!(Header, dev_len) == 32);
-const _: () = assert!(offset_of!(Header, args) == 40);
 
 impl Header {
-    /// Lines the whole record occupies: the header plus the payload.
-    pub const fn lines_for(payload_len: usize) -> u64 {
-        1 + payload_len.div_ceil(LINE_BYTES) as u64
+    /// The calls want no reply (posted writes, `exit`, `abort` use
+    /// acknowledged calls instead).
+    pub const POSTED: u32 = 1;
+
+    pub fn posted(&self) -> bool {
+        self.flags & Self::POSTED != 0
     }
 
-    /// Words in memory order (little-endian packing of the 32-bit pairs, as
-    /// `#[repr(C)]` lays them out on both x86_64 and nvptx64).
-    pub const fn to_words(&self) -> [u64; LINE_WORDS] {
-        [
-            self.tag,
-            self.op as u64 | (self.slot as u64) << 32,
-            self.payload_len as u64 | (self.flags as u64) << 32,
-            self.dev_addr,
-            self.dev_len,
-            self.args[0],
-            self.args[1],
-            self.args[2],
-        ]
+    pub fn to_words(&self, flag: u32) -> [u64; LINE_WORDS] {
+        encode([self.op, self.lanes, self.base_slot, self.lines, self.flags, 0, 0, 0], flag)
     }
 
-    pub const fn from_words(w: [u64; LINE_WORDS]) -> Header {
-        Header {
-            tag: w[0],
-            op: w[1] as u32,
-            slot: (w[1] >> 32) as u32,
-            payload_len: w[2] as u32,
-            flags: (w[2] >> 32) as u32,
-            dev_addr: w[3],
-            dev_len: w[4],
-            args: [w[5], w[6], w[7]],
-        }
+    /// `None` until every word carries `flag` (the header is not all there).
+    pub fn from_words(w: &[u64; LINE_WORDS], flag: u32) -> Option<Header> {
+        let d = unflag_all(w, flag)?;
+        Some(Header { op: d[0], lanes: d[1], base_slot: d[2], lines: d[3], flags: d[4] })
     }
 }
 
-/// A return slot: one line, written by the host, `tag` last.
-#[repr(C)]
+/// One lane's call: its line of the lane block, flagged like the header and
+/// written by the lane itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Lane {
+    pub args: [u64; ARG_WORDS],
+    /// Inline payload bytes (at most [`limits::MAX_INLINE`]).
+    pub payload_len: u32,
+    /// A region line (device address and length) precedes the payload.
+    pub region: bool,
+    /// The lane's call counter: its reply carries it as the flag.
+    pub seq: u32,
+}
+
+impl Lane {
+    const REGION: u32 = 1 << 31;
+
+    /// Lines after the lane block that belong to this lane.
+    pub const fn extra_lines(payload_len: usize, region: bool) -> u64 {
+        region as u64 + payload_len.div_ceil(LINE_BYTES) as u64
+    }
+
+    pub fn to_words(&self, flag: u32) -> [u64; LINE_WORDS] {
+        let a = self.args;
+        let len = self.payload_len | if self.region { Self::REGION } else { 0 };
+        encode([lo(a[0]), hi(a[0]), lo(a[1]), hi(a[1]), lo(a[2]), hi(a[2]), len, self.seq], flag)
+    }
+
+    pub fn from_words(w: &[u64; LINE_WORDS], flag: u32) -> Option<Lane> {
+        let d = unflag_all(w, flag)?;
+        Some(Lane {
+            args: [join(d[0], d[1]), join(d[2], d[3]), join(d[4], d[5])],
+            payload_len: d[6] & !Self::REGION,
+            region: d[6] & Self::REGION != 0,
+            seq: d[7],
+        })
+    }
+}
+
+/// Word `w` (0..8) of rank `r`'s line in a lane block of `n` lanes: the
+/// block is stored pair-major (pair `k` of every lane, then pair `k + 1`), so
+/// one 16-byte store by each lane of a warp fills `16 * n` contiguous bytes.
+pub const fn lane_word(n: usize, r: usize, w: usize) -> usize {
+    (w / 2) * 2 * n + 2 * r + w % 2
+}
+
+/// A reply: four flagged words, written by the host, flagged with the
+/// lane's call counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Reply {
-    /// The command's tag: the reply is for the caller whose ticket matches.
-    pub tag: u64,
-    /// The handler's value: any `u64` (a byte count, a file descriptor, a
-    /// time in nanoseconds).
+    /// The handler's value: any `u64`.
     pub value: u64,
-    /// 0 on success, else a positive errno. Separate from `value`, so no
-    /// value is ambiguous.
+    /// 0 on success, else a positive errno.
     pub errno: u32,
     /// Bytes of reply data the host wrote into the slot's data area.
     pub data_len: u32,
-    pub reserved: [u64; 5],
 }
 
-const _: () = assert!(size_of::<Reply>() == LINE_BYTES);
-const _: () = assert!(offset_of!(Reply, tag) == 0);
-const _: () = assert!(offset_of!(Reply, value) == 8);
-const _: () = assert!(offset_of!(Reply, errno) == 16);
-const _: () = assert!(offset_of!(Reply, data_len) == 20);
-
 impl Reply {
-    pub const fn to_words(&self) -> [u64; LINE_WORDS] {
-        [
-            self.tag,
-            self.value,
-            self.errno as u64 | (self.data_len as u64) << 32,
-            self.reserved[0],
-            self.reserved[1],
-            self.reserved[2],
-            self.reserved[3],
-            self.reserved[4],
-        ]
+    pub fn to_words(&self, seq: u32) -> [u64; REPLY_WORDS] {
+        encode([lo(self.value), hi(self.value), self.errno, self.data_len], seq)
     }
 
-    pub const fn from_words(w: [u64; LINE_WORDS]) -> Reply {
-        Reply {
-            tag: w[0],
-            value: w[1],
-            errno: w[2] as u32,
-            data_len: (w[2] >> 32) as u32,
-            reserved: [w[3], w[4], w[5], w[6], w[7]],
-        }
+    pub fn from_words(w: &[u64; REPLY_WORDS], seq: u32) -> Option<Reply> {
+        let d = unflag_all(w, seq)?;
+        Some(Reply { value: join(d[0], d[1]), errno: d[2], data_len: d[3] })
     }
+}
+
+/// Word `w` (0..4) of slot `slot`'s reply. Replies are grouped by warp and
+/// stored pair-major within the group, so the 32 lanes of a warp polling
+/// their replies read 512 contiguous bytes per 16-byte load.
+pub const fn reply_word(slot: usize, w: usize) -> usize {
+    let lanes = WARP_LANES as usize;
+    let (warp, lane) = (slot / lanes, slot % lanes);
+    warp * lanes * REPLY_WORDS + (w / 2) * 2 * lanes + 2 * lane + w % 2
 }
 
 /// The host control block: one line of mapped memory, written by the host.
@@ -205,7 +267,6 @@ pub struct Ctrl {
 }
 
 const _: () = assert!(size_of::<Ctrl>() == LINE_BYTES);
-const _: () = assert!(offset_of!(Ctrl, released) == 0);
 
 /// Word index of `Ctrl::released` in the control line.
 pub const CTRL_RELEASED: usize = 0;
@@ -215,6 +276,7 @@ pub const CTRL_RELEASED: usize = 0;
 pub struct Geometry {
     /// Bytes per command buffer; the ring is two of them.
     pub buff_size: u64,
+    /// Reply slots: one per thread of the launch, a multiple of a warp.
     pub slot_count: u64,
     /// Reply data bytes per slot.
     pub reply_data_size: u64,
@@ -229,21 +291,12 @@ pub enum GeometryError {
 }
 
 impl Geometry {
-    /// 2 x 1 MiB of ring for 1024 slots: room for every slot's record at
-    /// once (up to 16 lines each) plus the lines the host has consumed but
-    /// not yet released, so a thread rarely waits for ring space after
-    /// taking its ticket. A ring much smaller than that makes threads queue
-    /// behind each other's waits: on the H100, 132x256 threads making echo
-    /// calls ran 3.2 M calls/s with this default and 0.17 M/s with 64 KiB
-    /// buffers (see docs/protocol.md).
-    pub const DEFAULT: Geometry = Geometry { buff_size: 1024 * 1024, slot_count: 1024, reply_data_size: 4096 };
-
     pub const fn validate(&self) -> Result<(), GeometryError> {
         if self.buff_size < limits::MIN_BUFF_SIZE || !self.buff_size.is_power_of_two() || self.buff_size > (1 << 30) {
             return Err(GeometryError::BuffSize);
         }
         if self.slot_count == 0
-            || !self.slot_count.is_multiple_of(limits::SLOTS_PER_WORD)
+            || !self.slot_count.is_multiple_of(limits::SLOT_ALIGN)
             || self.slot_count > limits::MAX_SLOTS
         {
             return Err(GeometryError::SlotCount);
@@ -258,11 +311,15 @@ impl Geometry {
     pub const fn ring_lines(&self) -> u64 {
         2 * self.buff_size / LINE_BYTES as u64
     }
+    /// The longest record: one buffer.
+    pub const fn max_record_lines(&self) -> u64 {
+        self.buff_size / LINE_BYTES as u64
+    }
     pub const fn ring_words(&self) -> usize {
         (self.ring_lines() as usize) * LINE_WORDS
     }
     pub const fn slot_words(&self) -> usize {
-        self.slot_count as usize * LINE_WORDS
+        self.slot_count as usize * REPLY_WORDS
     }
     pub const fn reply_words_per_slot(&self) -> usize {
         (self.reply_data_size / 8) as usize
@@ -270,8 +327,9 @@ impl Geometry {
     pub const fn reply_data_words(&self) -> usize {
         self.slot_count as usize * self.reply_words_per_slot()
     }
-    pub const fn bitmap_words(&self) -> usize {
-        (self.slot_count / limits::SLOTS_PER_WORD) as usize
+    /// Words of per-slot call counters (device memory).
+    pub const fn seq_words(&self) -> usize {
+        self.slot_count as usize
     }
 }
 

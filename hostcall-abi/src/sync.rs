@@ -8,13 +8,33 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// One 64-bit shared word.
-pub trait Word: Sync {
+pub trait Word: Sync + Sized {
     fn load(&self, order: Ordering) -> u64;
     fn store(&self, value: u64, order: Ordering);
     fn fetch_add(&self, value: u64, order: Ordering) -> u64;
-    fn fetch_or(&self, value: u64, order: Ordering) -> u64;
-    fn fetch_and(&self, value: u64, order: Ordering) -> u64;
     fn fetch_max(&self, value: u64, order: Ordering) -> u64;
+
+    /// Two relaxed loads of adjacent words, `pair[0]` 16-byte aligned. Each
+    /// word is read atomically, the pair need not be (the GPU issues one
+    /// 16-byte load: one bus transaction instead of two).
+    #[inline(always)]
+    fn load_pair(pair: &[Self; 2]) -> [u64; 2] {
+        [pair[0].load(Ordering::Relaxed), pair[1].load(Ordering::Relaxed)]
+    }
+
+    /// A fence of the memory the words live in (on the GPU a `.sys` fence:
+    /// the other side is the host).
+    #[inline(always)]
+    fn fence(order: Ordering) {
+        core::sync::atomic::fence(order)
+    }
+
+    /// Two relaxed stores of adjacent words, as [`Word::load_pair`].
+    #[inline(always)]
+    fn store_pair(pair: &[Self; 2], value: [u64; 2]) {
+        pair[0].store(value[0], Ordering::Relaxed);
+        pair[1].store(value[1], Ordering::Relaxed);
+    }
 }
 
 impl Word for AtomicU64 {
@@ -31,26 +51,67 @@ impl Word for AtomicU64 {
         AtomicU64::fetch_add(self, value, order)
     }
     #[inline(always)]
-    fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
-        AtomicU64::fetch_or(self, value, order)
-    }
-    #[inline(always)]
-    fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
-        AtomicU64::fetch_and(self, value, order)
-    }
-    #[inline(always)]
     fn fetch_max(&self, value: u64, order: Ordering) -> u64 {
         AtomicU64::fetch_max(self, value, order)
     }
 }
 
-/// What the calling side provides besides memory: how to wait, and a hint
-/// for spreading threads over the slot bitmap.
+/// The two adjacent words at `i` and `i + 1` of `words`.
+#[inline(always)]
+pub fn pair<W: Word>(words: &[W], i: usize) -> &[W; 2] {
+    words[i..i + 2].try_into().expect("a two-word slice")
+}
+
+/// What the calling side provides besides memory: how to wait, who the
+/// calling thread is, its warp, and the fences of its memory model.
+///
+/// The warp operations default to a warp of one lane (every CPU thread, and
+/// loom's); the GPU overrides them with the PTX warp instructions, so the
+/// same client code batches the calls of a whole warp into one record.
 pub trait Platform {
     /// Back off before retrying; `round` counts the retries of this wait
     /// (0, 1, 2, ...), so implementations can grow the pause.
     fn backoff(round: u32);
-    /// A number that differs between concurrently calling threads (the
-    /// global thread id on the GPU). Only used to spread contention.
-    fn thread_hint() -> u32;
+
+    /// This thread's reply slot: its index in the launch (the global thread
+    /// id on the GPU), unique among the threads that may call at once.
+    fn slot() -> u32;
+
+    /// This thread's lane in its warp.
+    #[inline(always)]
+    fn lane() -> u32 {
+        0
+    }
+    /// The lanes of this warp executing this call together (this lane's
+    /// bit always set).
+    #[inline(always)]
+    fn active_lanes() -> u32 {
+        1 << Self::lane()
+    }
+    /// The lanes of `mask` whose `key` equals this lane's (all of `mask`
+    /// take part).
+    #[inline(always)]
+    fn match_lanes(_mask: u32, _key: u32) -> u32 {
+        1 << Self::lane()
+    }
+    /// `value` of lane `src` (all of `mask` take part, `src` among them).
+    #[inline(always)]
+    fn shuffle(_mask: u32, value: u64, _src: u32) -> u64 {
+        value
+    }
+    /// The lanes of `mask` whose `pred` holds.
+    #[inline(always)]
+    fn ballot(_mask: u32, pred: bool) -> u32 {
+        (pred as u32) << Self::lane()
+    }
+    /// Wait for the lanes of `mask`; their memory accesses before it happen
+    /// before every lane's accesses after it.
+    #[inline(always)]
+    fn sync_lanes(_mask: u32) {}
+
+    /// Make this thread's stores to host memory leave now rather than when
+    /// the hardware gets to them (`fence.sc.sys` on the GPU; nothing on CPU
+    /// threads, whose stores are visible as soon as they are made).
+    #[inline(always)]
+    fn flush() {}
 }

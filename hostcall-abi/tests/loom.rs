@@ -1,7 +1,8 @@
 //! Loom model of the queue: two device threads and the host consumer on a
 //! real (smallest valid) geometry. Checks publish/consume ordering, that the
 //! ring's back-pressure keeps a writer off lines the host has not read, and
-//! slot reuse (each thread gets its own reply, never a stale one).
+//! a thread's calls in its own slot (each gets its own reply, never a stale
+//! one).
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test -p hostcall-abi --test loom --release`
 //! (about 40 s on two cores; `LOOM_MAX_PREEMPTIONS=n` overrides each model's
@@ -21,18 +22,19 @@
 //! the run finishes on loom's default (fair) schedule and no new branches
 //! are explored from there.
 //!
-//! Not covered here, because loom never lets a load read a value stored
-//! later in the run (no load buffering): the Release on `released`
-//! (host reads of a line before the device's next-lap write of it) and the
-//! Release on the slot free (the last owner's reply reads before the next
-//! owner's reply is written).
+//! Each device thread is a warp of one lane here (the warp path's record
+//! layout with several lanes is covered by `hostcall-runtime`'s tests and
+//! the GPU tests). Not covered, because loom never lets a load read a value
+//! stored later in the run (no load buffering): the Release on `released`
+//! (host reads of a line before the device's next-lap write of it).
 #![cfg(loom)]
 
 use core::sync::atomic::Ordering;
 
-use hostcall_abi::client::NO_SLOT;
 use hostcall_abi::sync::{Platform, Word};
-use hostcall_abi::{post_reply, Call, Consumer, Geometry, Header, Queue, Reply, LINE_WORDS};
+use hostcall_abi::{
+    lane_word, post_reply, record_flag, Call, Consumer, Geometry, Header, Lane, Queue, Reply, LINE_WORDS,
+};
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 
@@ -49,14 +51,11 @@ impl Word for LWord {
     fn fetch_add(&self, v: u64, o: Ordering) -> u64 {
         self.0.fetch_add(v, o)
     }
-    fn fetch_or(&self, v: u64, o: Ordering) -> u64 {
-        self.0.fetch_or(v, o)
-    }
-    fn fetch_and(&self, v: u64, o: Ordering) -> u64 {
-        self.0.fetch_and(v, o)
-    }
     fn fetch_max(&self, v: u64, o: Ordering) -> u64 {
         self.0.fetch_max(v, o)
+    }
+    fn fence(o: Ordering) {
+        loom::sync::atomic::fence(o)
     }
 }
 
@@ -72,13 +71,17 @@ fn spin(round: u32) {
     loom::hint::spin_loop();
 }
 
+loom::thread_local! {
+    static SLOT: core::cell::Cell<u32> = core::cell::Cell::new(0);
+}
+
 struct LoomPlatform;
 impl Platform for LoomPlatform {
     fn backoff(round: u32) {
         spin(round);
     }
-    fn thread_hint() -> u32 {
-        0 // both threads start at the same bitmap word: maximal contention
+    fn slot() -> u32 {
+        SLOT.with(|s| s.get())
     }
 }
 
@@ -90,7 +93,7 @@ struct Mem {
     ctrl: Vec<LWord>,
     slots: Vec<LWord>,
     data: Vec<LWord>,
-    bits: Vec<LWord>,
+    seq: Vec<LWord>,
 }
 
 fn words(n: usize) -> Vec<LWord> {
@@ -107,7 +110,7 @@ impl Mem {
             ctrl: words(LINE_WORDS),
             slots: words(g.slot_words()),
             data: words(g.reply_data_words()),
-            bits: words(g.bitmap_words()),
+            seq: words(g.seq_words()),
         }
     }
     fn queue(&self) -> Queue<'_, LWord> {
@@ -119,71 +122,76 @@ impl Mem {
             ctrl: &self.ctrl,
             slots: &self.slots,
             reply_data: &self.data,
-            slot_bits: &self.bits,
+            seq: &self.seq,
         }
     }
 }
 
 const FILLER_OP: u32 = 9;
 const CALL_OP: u32 = 1;
+/// A filler record: two posted lanes of 62 payload lines each.
+const FILLER_LINES: u64 = 1 + 2 + 2 * 62;
 
 /// Two device threads make three calls (A two, reusing its slot; B one)
 /// while the host serves. With `wrap`, two unread filler records first take
-/// all but one line of the ring, so the second ticket wraps onto line 0 and
-/// must wait for the host to read and release the first filler.
+/// all but two lines of the ring, so the second call record wraps onto
+/// lines 0-1 and must wait for the host to read and release the first
+/// filler.
 fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
     let mut b = loom::model::Builder::new();
     if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
         b.preemption_bound = Some(preemptions);
     }
-    // The host scrubs 125 payload lines of the fillers: more branch points
+    // The host scrubs the fillers' 248 payload lines: more branch points
     // than the default allows, but no more interleavings.
-    b.max_branches = 20_000;
+    b.max_branches = 40_000;
     b.check(move || {
-        let g = Geometry { buff_size: 4096, slot_count: 64, reply_data_size: 8 };
+        let g = Geometry { buff_size: 8192, slot_count: 32, reply_data_size: 8 };
         let cap = g.ring_lines();
-        // Before the threads start: two unreplied records that fill all but
-        // one line of the ring (64 + 63 lines), still unread by the host.
-        // Written as the memory's initial values, not by modelled stores, so
-        // they cost the model nothing.
+        // Before the threads start: two posted records that fill all but
+        // two lines of the ring, still unread by the host. Written as the
+        // memory's initial values, not by modelled stores, so they cost the
+        // model nothing.
         let mut init = vec![0xabab_abab_abab_abab_u64; g.ring_words()];
-        let mut put = |ticket: u64, arg: u64, payload_lines: u32| {
-            let h = Header {
-                tag: ticket + 1,
-                op: FILLER_OP,
-                slot: NO_SLOT,
-                payload_len: payload_lines * 64,
-                flags: 0,
-                dev_addr: 0,
-                dev_len: 0,
-                args: [arg, 0, 0],
-            };
+        let mut put = |ticket: u64, arg: u64| {
+            let flag = record_flag(ticket);
+            let h =
+                Header { op: FILLER_OP, lanes: 0b11, base_slot: 0, lines: FILLER_LINES as u32, flags: Header::POSTED };
             let at = ticket as usize * LINE_WORDS;
-            init[at..at + LINE_WORDS].copy_from_slice(&h.to_words());
+            init[at..at + LINE_WORDS].copy_from_slice(&h.to_words(flag));
+            for r in 0..2 {
+                let lane =
+                    Lane { args: [arg, r as u64, 0], payload_len: 62 * 64, region: false, seq: 0 }.to_words(flag);
+                for (w, &v) in lane.iter().enumerate() {
+                    init[at + LINE_WORDS + lane_word(2, r, w)] = v;
+                }
+            }
         };
         let nfill = if wrap {
-            put(0, 1, 63);
-            put(64, 2, 62);
+            put(0, 1);
+            put(FILLER_LINES, 2);
             2
         } else {
             0
         };
-        let start = if wrap { cap - 1 } else { 0 };
+        assert!(!wrap || 2 * FILLER_LINES == cap - 2);
+        let start = if wrap { cap - 2 } else { 0 };
         let mem = Arc::new(Mem::new(g, &init, start));
 
         // Device A: two calls (the second reuses A's slot). Device B: one.
-        // B's or A's second ticket wraps onto line 0: it must wait until the
-        // host has read and released the first filler record.
+        // B's or A's second record wraps onto lines 0-1: it must wait until
+        // the host has read and released the first filler record.
         let spawn = |id: u64, calls: u64| {
             let mem = mem.clone();
             loom::thread::spawn(move || {
+                SLOT.with(|s| s.set(id as u32));
                 let q = mem.queue();
                 for k in 0..calls {
                     let a = id * 10 + k;
                     let mut out = [0u8; 8];
                     let c = q.call::<LoomPlatform>(&Call::new(CALL_OP, [a, 0, 0]), &mut out).unwrap();
                     assert_eq!(c.errno, 0);
-                    assert_eq!(c.value, a * 2, "thread {id} got someone else's reply");
+                    assert_eq!(c.value, a * 2, "thread {id} got someone else's reply, or a stale one");
                     assert_eq!((c.data_len, u64::from_le_bytes(out)), (8, a));
                 }
             })
@@ -198,15 +206,16 @@ fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
         let mut idle = 0;
         while fillers + calls < nfill + calls_a + calls_b {
             let Some(rec) = c.poll(&mem.ring).unwrap() else {
-                // Nothing published at the head. A tag from a later lap on
+                // Nothing published at the head. A header of the next lap on
                 // the head's line means a writer took that line before the
                 // host had read (and released) it.
                 let head = c.head();
-                let tag = mem.ring[((head % cap) as usize) * LINE_WORDS].load(Ordering::Relaxed);
-                assert!(
-                    tag <= head + 1 || (tag - head - 1) % cap != 0,
+                let word = mem.ring[((head % cap) as usize) * LINE_WORDS].load(Ordering::Relaxed);
+                assert_ne!(
+                    (word >> 32) as u32,
+                    record_flag(head + cap),
                     "ticket {} overwrote line {} before the host read ticket {head}",
-                    tag - 1,
+                    head + cap,
                     head % cap
                 );
                 c.release(&mem.ctrl);
@@ -220,22 +229,24 @@ fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
             c.release(&mem.ctrl);
             if h.op == FILLER_OP {
                 fillers += 1;
-                assert_eq!((h.slot, h.args[0]), (NO_SLOT, fillers), "filler read intact and in order");
+                assert!(h.posted());
+                let args: Vec<u64> = rec.calls().iter().map(|l| l.args[0] * 10 + l.args[1]).collect();
+                assert_eq!(args, [fillers * 10, fillers * 10 + 1], "filler read intact and in order");
                 continue;
             }
             assert_eq!(h.op, CALL_OP, "a half-written or overwritten record was read");
-            calls += 1;
-            let slot = rec.slot().unwrap();
-            let a = h.args[0];
-            let r = Reply { tag: h.tag, value: a * 2, errno: 0, data_len: 0, reserved: [0; 5] };
-            post_reply(&g, &mem.slots, &mem.data, slot, r, &a.to_le_bytes()).unwrap();
+            for l in rec.calls() {
+                calls += 1;
+                let a = l.args[0];
+                let r = Reply { value: a * 2, errno: 0, data_len: 0 };
+                post_reply(&g, &mem.slots, &mem.data, l.slot.unwrap(), l.seq, r, &a.to_le_bytes()).unwrap();
+            }
         }
         ta.join().unwrap();
         tb.join().unwrap();
-        assert_eq!(c.head(), start + calls_a + calls_b);
+        assert_eq!(c.head(), start + 2 * (calls_a + calls_b));
     });
 }
-
 #[test]
 fn two_threads_publish_and_consume() {
     model(false, 1, 1, 2);

@@ -1,19 +1,19 @@
-//! Regression: a payload word left in the ring from the previous lap must
-//! never pass for the tag the consumer expects when it comes round to that
-//! line again (payload words are arbitrary data).
+//! Regression: payload lines left in the ring from the previous lap must
+//! never pass for a header and lane line when the consumer comes round to
+//! them again (payload words are arbitrary data, and a kernel may print
+//! anything).
 
 use core::sync::atomic::AtomicU64;
 
-use hostcall_abi::client::NO_SLOT;
 use hostcall_abi::sync::Platform;
-use hostcall_abi::{Call, Consumer, Geometry, Queue, LINE_WORDS};
+use hostcall_abi::{lane_word, record_flag, Call, Consumer, Geometry, Header, Lane, Queue, LINE_WORDS};
 
 struct Spin;
 impl Platform for Spin {
     fn backoff(_: u32) {
         panic!("single-threaded test must never wait");
     }
-    fn thread_hint() -> u32 {
+    fn slot() -> u32 {
         0
     }
 }
@@ -23,11 +23,11 @@ fn words(n: usize) -> Vec<AtomicU64> {
 }
 
 #[test]
-fn stale_payload_word_is_not_a_tag() {
-    let g = Geometry { buff_size: 4096, slot_count: 64, reply_data_size: 0 };
+fn stale_payload_lines_are_not_a_record() {
+    let g = Geometry { buff_size: 8192, slot_count: 32, reply_data_size: 0 };
     let cap = g.ring_lines();
-    let (ring, ctrl, slots, data, bits) =
-        (words(g.ring_words()), words(LINE_WORDS), words(g.slot_words()), words(0), words(g.bitmap_words()));
+    let (ring, ctrl, slots, seq) =
+        (words(g.ring_words()), words(LINE_WORDS), words(g.slot_words()), words(g.seq_words()));
     let (top, cache) = (AtomicU64::new(0), AtomicU64::new(0));
     let q = Queue {
         geometry: g,
@@ -36,29 +36,36 @@ fn stale_payload_word_is_not_a_tag() {
         released_cache: &cache,
         ctrl: &ctrl,
         slots: &slots,
-        reply_data: &data,
-        slot_bits: &bits,
+        reply_data: &[],
+        seq: &seq,
     };
     let mut c = Consumer::new(g);
-    // Record 0 has a one-line payload at line 1 whose first word is exactly
-    // the tag line 1 will carry next lap (ticket cap + 1).
-    let evil = (cap + 2).to_le_bytes();
+    // Record 0: header (line 0), lane line (1), a two-line payload (2, 3)
+    // that is exactly the header and lane line a posted record at ticket
+    // `cap + 2` would carry next lap.
+    let flag = record_flag(cap + 2);
+    let fake_header = Header { op: 7, lanes: 1, base_slot: 0, lines: 2, flags: Header::POSTED }.to_words(flag);
+    let lane = Lane::default().to_words(flag);
+    let fake_lane: Vec<u64> =
+        (0..LINE_WORDS).map(|i| lane[(0..LINE_WORDS).find(|&w| lane_word(1, 0, w) == i).unwrap()]).collect();
+    let evil: Vec<u8> = fake_header.iter().chain(&fake_lane).flat_map(|w| w.to_le_bytes()).collect();
     q.post::<Spin>(&Call::new(7, [0; 3]).payload(&evil)).unwrap();
-    // Fill the rest of this lap and line 0 of the next with one-line records.
-    // The host keeps up, so the writer never waits.
+    // Fill the rest of this lap and lines 0-1 of the next with two-line
+    // records. The host keeps up, so the writer never waits.
     let serve = |c: &mut Consumer| {
         while let Some(rec) = c.poll(&ring).unwrap() {
-            assert_eq!(rec.header.slot, NO_SLOT);
+            assert!(rec.header.posted());
             c.consume(&ring, &rec);
             c.release(&ctrl);
         }
     };
     serve(&mut c);
-    for _ in 2..=cap {
+    assert_eq!(c.head(), 4);
+    while c.head() < cap + 2 {
         q.post::<Spin>(&Call::new(7, [0; 3])).unwrap();
         serve(&mut c);
     }
-    // The head is at ticket cap + 1 (line 1), which nobody has published.
-    assert_eq!(c.head(), cap + 1);
-    assert_eq!(c.poll(&ring).unwrap(), None, "a stale payload word was taken for a published record");
+    // The head is at ticket cap + 2 (line 2), which nobody has published.
+    assert_eq!(c.head(), cap + 2);
+    assert_eq!(c.poll(&ring).unwrap(), None, "stale payload lines were taken for a published record");
 }

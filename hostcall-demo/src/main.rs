@@ -14,8 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hostcall_runtime::backend::cuda::CudaBackend;
-use hostcall_runtime::hostcall_abi::Geometry;
-use hostcall_runtime::{RunReport, Runtime, RuntimeConfig, RuntimeError};
+use hostcall_runtime::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError};
 
 /// Run a Rust-with-std GPU kernel and serve its hostcalls (println!, files,
 /// stdin, env, clocks, exit).
@@ -64,12 +63,9 @@ struct Args {
     #[arg(long, default_value_t = hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=(1 << 20)))]
     stack_size: u64,
-    /// Bytes per command buffer (power of two, >= 4096).
-    #[arg(long, default_value_t = Geometry::DEFAULT.buff_size)]
+    /// Bytes per command buffer (power of two, >= 8192).
+    #[arg(long, default_value_t = QueueConfig::DEFAULT.buff_size)]
     buff_size: u64,
-    /// Return slots (multiple of 64).
-    #[arg(long, default_value_t = Geometry::DEFAULT.slot_count)]
-    slots: u64,
     /// Print the SHA-256 of the image (PTX and cubin together), then of each, and exit.
     #[arg(long)]
     print_hash: bool,
@@ -135,8 +131,7 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     let Image { ptx, cubin } = image;
     let cubin = cubin.filter(|_| !args.ptx_only || ptx.is_none());
-    let geometry = Geometry { buff_size: args.buff_size, slot_count: args.slots, ..Geometry::DEFAULT };
-    geometry.validate().map_err(|e| format!("bad queue geometry {geometry:?}: {e:?}"))?;
+    let queue = QueueConfig { buff_size: args.buff_size, ..QueueConfig::DEFAULT };
 
     let mut backend = CudaBackend::new(args.device).map_err(|e| e.to_string())?;
     if args.stack_size != hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64 {
@@ -144,7 +139,7 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     backend.set_max_registers(args.max_registers);
     let kernel_args = std::iter::once(args.entry.clone()).chain(args.kernel_args.iter().cloned()).collect();
-    let config = RuntimeConfig { root: args.root.clone(), geometry, args: kernel_args, ..RuntimeConfig::default() };
+    let config = RuntimeConfig { root: args.root.clone(), queue, args: kernel_args, ..RuntimeConfig::default() };
     let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
     let loading = ptx.as_ref().filter(|_| !args.quiet).map(|ptx| slow_load_notice(ptx.len()));
     let started = std::time::Instant::now();

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use hostcall_abi::{globals, Errno, Geometry, ProtocolError, LINE_WORDS};
+use hostcall_abi::{globals, limits, Errno, Geometry, ProtocolError, LINE_BYTES, LINE_WORDS};
 
 pub mod backend;
 pub mod handlers;
@@ -48,7 +48,8 @@ pub struct RuntimeConfig {
     /// The directory the device's file calls are confined to (`/` on the
     /// device). Default: the current directory.
     pub root: PathBuf,
-    pub geometry: Geometry,
+    /// Ring and reply sizes; the reply slots follow each launch's grid.
+    pub queue: QueueConfig,
     /// What device fd 0 reads. Default: the process's stdin.
     pub stdin: Box<dyn Read + Send>,
     /// Where device fd 1 writes. Default: the process's stdout.
@@ -67,7 +68,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             root: PathBuf::from("."),
-            geometry: Geometry::DEFAULT,
+            queue: QueueConfig::DEFAULT,
             stdin: Box::new(io::stdin()),
             stdout: Box::new(io::stdout()),
             stderr: Box::new(io::stderr()),
@@ -187,12 +188,80 @@ impl From<BackendError> for RuntimeError {
     }
 }
 
+/// The queue's sizes the host chooses. Each launch gets one reply slot per
+/// thread; the reply data per slot is `reply_data_size`, cut for large
+/// grids so the reply area stays within [`QueueConfig::REPLY_BUDGET`] (but
+/// never below [`QueueConfig::MIN_REPLY`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Bytes per command buffer (the ring is two): a power of two >= 8 KiB.
+    pub buff_size: u64,
+    /// Most reply data one call brings back (a multiple of 8).
+    pub reply_data_size: u64,
+}
+
+impl QueueConfig {
+    /// 2 x 1 MiB of ring for small grids; larger grids get more
+    /// ([`QueueConfig::RING_LINES_PER_WARP`]).
+    pub const DEFAULT: QueueConfig = QueueConfig { buff_size: 1 << 20, reply_data_size: 4096 };
+    /// Bytes of reply data area a launch is given at most (mapped pinned
+    /// host memory), unless [`QueueConfig::MIN_REPLY`] per thread needs more.
+    pub const REPLY_BUDGET: u64 = 64 << 20;
+    /// Reply data per thread, however large the grid: a `struct statx`, a
+    /// path of a few hundred bytes.
+    pub const MIN_REPLY: u64 = 512;
+
+    /// Ring lines the runtime provides per warp of a launch (a warp's echo
+    /// of 32 x 0-511 bytes is about 180 lines, a `println!` of 32 lanes 65).
+    pub const RING_LINES_PER_WARP: u64 = 128;
+    /// The ring grows with the grid up to buffers of this size.
+    pub const MAX_AUTO_BUFF: u64 = 32 << 20;
+
+    /// The geometry of a launch of `threads` threads: `buff_size` at least,
+    /// more for large grids.
+    pub fn geometry(&self, threads: u64) -> Result<Geometry, RuntimeError> {
+        let slot_count = threads.max(1).next_multiple_of(limits::SLOT_ALIGN);
+        if slot_count > limits::MAX_SLOTS {
+            return Err(RuntimeError::Config(format!(
+                "a launch of {threads} threads: the hostcall queue serves at most {} threads per launch",
+                limits::MAX_SLOTS
+            )));
+        }
+        let fair = (Self::REPLY_BUDGET / slot_count) / 64 * 64;
+        let reply_data_size = self.reply_data_size.min(fair.max(Self::MIN_REPLY));
+        // Room for every warp to have a record of up to RING_LINES_PER_WARP
+        // lines in flight: a ring much smaller than what is in flight makes
+        // warps take tickets for lines still held and queue behind each
+        // other's wake-ups (on the H200, 132 x 256 threads echoing 0-511 B
+        // ran at 0.13 M calls/s on 2 x 1 MiB, see docs/protocol.md).
+        let warps = slot_count / limits::SLOT_ALIGN;
+        let want = (warps * Self::RING_LINES_PER_WARP * LINE_BYTES as u64 / 2).next_power_of_two();
+        let buff_size = self.buff_size.max(want.min(Self::MAX_AUTO_BUFF));
+        let g = Geometry { buff_size, slot_count, reply_data_size };
+        g.validate().map_err(|e| RuntimeError::Config(format!("queue {self:?}: {e:?}")))?;
+        Ok(g)
+    }
+}
+
+/// The `arg` hostcall returns an argument in one reply.
+fn check_args(args: &[String], reply: u64) -> Result<(), RuntimeError> {
+    match args.iter().enumerate().find(|(_, a)| a.len() as u64 > reply) {
+        Some((i, arg)) => Err(RuntimeError::Config(format!(
+            "kernel argument {i} is {} bytes; the GPU can be handed at most {reply} (the reply data size of this launch)",
+            arg.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A device, its handlers and the host state they serve.
 pub struct Runtime {
     backend: Box<dyn Backend>,
     registry: Registry,
     state: HostState,
-    geometry: Geometry,
+    queue: QueueConfig,
+    /// The last launch's queue memory, reused by the next launch it fits.
+    memory: Option<(Geometry, server::QueueMemory)>,
     debug: bool,
     module_globals: Option<Vec<String>>,
 }
@@ -200,18 +269,8 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime with the built-in handlers registered.
     pub fn new(backend: impl Backend + 'static, config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        config
-            .geometry
-            .validate()
-            .map_err(|e| RuntimeError::Config(format!("geometry {:?}: {e:?}", config.geometry)))?;
-        // The `arg` hostcall returns an argument in one reply.
-        let reply = config.geometry.reply_data_size as usize;
-        if let Some((i, arg)) = config.args.iter().enumerate().find(|(_, a)| a.len() > reply) {
-            return Err(RuntimeError::Config(format!(
-                "kernel argument {i} is {} bytes; the GPU can be handed at most {reply} (the reply data size)",
-                arg.len()
-            )));
-        }
+        config.queue.geometry(1)?;
+        check_args(&config.args, config.queue.reply_data_size)?;
         let sandbox = handlers::sandbox::Sandbox::new(&config.root)
             .map_err(|e| RuntimeError::Config(format!("sandbox root {}: {e}", config.root.display())))?;
         if config.debug {
@@ -229,7 +288,8 @@ impl Runtime {
             backend: Box::new(backend),
             registry: Registry::with_builtins(),
             state,
-            geometry: config.geometry,
+            queue: config.queue,
+            memory: None,
             debug: config.debug,
             module_globals: None,
         })
@@ -302,6 +362,37 @@ impl Runtime {
         Ok(self.backend.read_global_u64(name)?)
     }
 
+    /// Queue memory for geometry `g`: the last launch's when it fits, else
+    /// new. Either way cleared of every flag an earlier launch left.
+    fn queue_memory(&mut self, g: Geometry) -> Result<server::QueueMemory, RuntimeError> {
+        let b = &mut *self.backend;
+        let reuse = self.memory.take().filter(|(old, _)| {
+            old.buff_size == g.buff_size && old.reply_data_size == g.reply_data_size && old.slot_count >= g.slot_count
+        });
+        let mem = match reuse {
+            Some((_, mem)) => {
+                // The call counters restart at 0 (device memory: by copy).
+                b.copy_to_device(mem.seq.device_addr(), &vec![0u8; g.seq_words() * 8])?;
+                mem
+            }
+            None => server::QueueMemory {
+                ring: b.alloc_mapped(g.ring_words())?,
+                ctrl: b.alloc_mapped(LINE_WORDS)?,
+                slots: b.alloc_mapped(g.slot_words())?,
+                reply_data: b.alloc_mapped(g.reply_data_words().max(1))?,
+                seq: b.alloc_device(g.seq_words() * 8)?,
+            },
+        };
+        // No reply, header or lane flag may survive from an earlier launch.
+        // (Reply data is only read after its reply's flags: no need.)
+        for region in [&mem.ring, &mem.ctrl, &mem.slots] {
+            for w in region.words() {
+                w.store(0, Relaxed);
+            }
+        }
+        Ok(mem)
+    }
+
     /// Set up the queue, patch the globals, launch `entry` and serve it
     /// until it completes.
     pub fn launch(
@@ -313,22 +404,13 @@ impl Runtime {
         let start = Instant::now();
         self.check_handlers()?;
         let declared = self.module_globals.clone().ok_or(RuntimeError::NoModule)?;
-        let g = self.geometry;
+        let (grid, block) = (grid.into(), block.into());
+        let threads = grid.count().zip(block.count()).and_then(|(g, b)| g.checked_mul(b));
+        let threads = threads.ok_or_else(|| RuntimeError::Config(format!("a grid of {grid:?} x {block:?} threads")))?;
+        let g = self.queue.geometry(threads)?;
+        check_args(&self.state.args, g.reply_data_size)?;
+        let mem = self.queue_memory(g)?;
         let b = &mut *self.backend;
-        let mem = server::QueueMemory {
-            ring: b.alloc_mapped(g.ring_words())?,
-            ctrl: b.alloc_mapped(LINE_WORDS)?,
-            slots: b.alloc_mapped(g.slot_words())?,
-            reply_data: b.alloc_mapped(g.reply_data_words().max(1))?,
-            slot_bits: b.alloc_device(g.bitmap_words() * 8)?,
-        };
-        // The backends hand out zeroed memory; zero again so a reused
-        // allocation can never carry a stale tag.
-        for region in [&mem.ring, &mem.ctrl, &mem.slots, &mem.reply_data] {
-            for w in region.words() {
-                w.store(0, Relaxed);
-            }
-        }
         let uses_queue =
             declared.iter().any(|n| n.starts_with(globals::ID_PREFIX) && n.len() > globals::ID_PREFIX.len());
         let values = [
@@ -341,7 +423,7 @@ impl Runtime {
             (globals::RETURN_SLOT_COUNT, g.slot_count),
             (globals::RETURN_DATA, mem.reply_data.device_addr()),
             (globals::RETURN_DATA_SIZE, g.reply_data_size),
-            (globals::SLOT_BITS, mem.slot_bits.device_addr()),
+            (globals::SLOT_SEQ, mem.seq.device_addr()),
         ];
         debug_assert!(values.iter().map(|v| v.0).eq(globals::ALL));
         for (name, value) in values {
@@ -359,7 +441,7 @@ impl Runtime {
         }
         self.state.exit = None;
         tracing::debug!(target: "hostcall", "launching `{entry}` on {} with {g:?}", b.name());
-        b.launch(entry, grid.into(), block.into())?;
+        b.launch(entry, grid, block)?;
         let write_op = self.registry.id(<hostcall_abi::op::Write as hostcall_abi::op::Request>::NAME);
         let served = server::Server {
             backend: b,
@@ -379,7 +461,7 @@ impl Runtime {
             Err(e) => {
                 // The kernel may still be running (a CUDA kernel cannot be
                 // stopped from here) and still writing the queue: leak its
-                // memory rather than free it under the kernel.
+                // memory rather than free it under the kernel (or reuse it).
                 std::mem::forget(mem);
                 return Err(RuntimeError::Protocol(e));
             }
@@ -402,7 +484,7 @@ impl Runtime {
                 *report.per_op.entry(name).or_default() += n;
             }
         }
-        drop(mem);
+        self.memory = Some((g, mem));
         match served.end {
             Some(KernelState::Failed(message)) if self.state.exit.is_none() => {
                 Err(RuntimeError::KernelFailed { message, report: Box::new(report) })

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, ProtocolError, Record, Reply, LINE_BYTES};
+use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, LaneCall, ProtocolError, Reply, LINE_BYTES};
 
 use crate::backend::{Backend, DeviceAlloc, KernelState, MappedRegion};
 use crate::handlers::HostState;
@@ -23,7 +23,7 @@ pub(crate) struct QueueMemory {
     pub ctrl: MappedRegion,
     pub slots: MappedRegion,
     pub reply_data: MappedRegion,
-    pub slot_bits: DeviceAlloc,
+    pub seq: DeviceAlloc,
 }
 
 /// What serving one run counted.
@@ -56,6 +56,10 @@ const IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// many empty polls: `cuStreamQuery` costs microseconds, a poll nanoseconds.
 const QUERY_EVERY: u32 = 256;
 
+/// Polls of a half-written record at the head between two passes through
+/// the idle path.
+const PARTIAL_SPINS: u32 = 4096;
+
 /// How an idle server waits, by how long it has been idle. Returns whether
 /// it is time to query the kernel's state.
 fn idle_wait(idle_for: Duration, round: u32) -> bool {
@@ -85,12 +89,19 @@ fn panic_text(p: &(dyn Any + Send)) -> &str {
         .unwrap_or("(non-string panic)")
 }
 
-/// A call whose handler deferred it ([`HostCx::defer`]): its record and
+/// One call as the server runs it: the op of its record and its lane.
+#[derive(Clone, Copy)]
+struct Job {
+    op: u32,
+    call: LaneCall,
+}
+
+/// A call whose handler deferred it ([`HostCx::defer`]): the call and its
 /// payload, kept until the handler can finish it.
 struct Deferred {
-    rec: Record,
+    job: Job,
     payload: Vec<u8>,
-    since: Instant,
+    since: Option<Instant>,
 }
 
 pub(crate) struct Server<'a> {
@@ -110,6 +121,7 @@ impl Server<'_> {
     pub fn run(&mut self) -> Result<Served, ProtocolError> {
         let g = self.geometry;
         let ring = self.mem.ring.words();
+        let ring = &ring[..g.ring_words().min(ring.len())];
         let ctrl = self.mem.ctrl.words();
         let mut consumer = Consumer::new(g);
         let half = g.buff_size / LINE_BYTES as u64;
@@ -120,11 +132,12 @@ impl Server<'_> {
         let mut idle_since = Instant::now();
         let mut since_release = 0u32;
         let mut deferred: VecDeque<Deferred> = VecDeque::new();
+        let mut partial = 0u32;
         loop {
             // Calls waiting for input go first, in the order they came; the
             // first one still not ready ends the round.
             while let Some(d) = deferred.pop_front() {
-                if self.dispatch(&d.rec, &d.payload, d.since, &mut reply, &mut served)? {
+                if self.dispatch(d.job, &d.payload, d.since, &mut reply, &mut served)? {
                     deferred.push_front(d);
                     break;
                 }
@@ -137,6 +150,16 @@ impl Server<'_> {
                 }
             };
             let Some(rec) = rec else {
+                // A warp's record whose lanes are still writing is not a
+                // quiet ring: retry at once (no flush, no release, no idle
+                // wait), but now and then take the idle path, which asks
+                // whether the kernel ended (a lane that trapped mid-record
+                // never finishes it).
+                partial = partial.wrapping_add(1);
+                if !partial.is_multiple_of(PARTIAL_SPINS) && consumer.head_published(ring) {
+                    std::hint::spin_loop();
+                    continue;
+                }
                 consumer.release(ctrl);
                 since_release = 0;
                 // Nothing to coalesce with: the output goes now (it streams
@@ -163,11 +186,19 @@ impl Server<'_> {
                 continue;
             };
             idle = 0;
-            let len = rec.header.payload_len as usize;
-            let data = payload
-                .get_mut(..len)
-                .ok_or(ProtocolError::PayloadTooLarge { ticket: rec.ticket, len: rec.header.payload_len })?;
-            consumer.read_payload(ring, &rec, data);
+            let op = rec.header.op;
+            let calls = rec.calls();
+            // Copy every payload out before the lines go back to the device.
+            let total: usize = calls.iter().map(|c| c.payload_len as usize).sum();
+            if payload.len() < total {
+                payload.resize(total, 0);
+            }
+            let mut at = 0;
+            for c in calls {
+                let len = c.payload_len as usize;
+                consumer.read_payload(ring, c, &mut payload[at..at + len]);
+                at += len;
+            }
             let before = consumer.head();
             consumer.consume(ring, &rec);
             since_release += 1;
@@ -178,11 +209,17 @@ impl Server<'_> {
             // A new call does not queue behind deferred ones: those were
             // retried at the top of this round and still wait for input;
             // concurrent reads of one stream have no order on Linux either.
-            let data = payload.get(..len).unwrap_or_default();
-            let since = Instant::now();
-            if self.dispatch(&rec, data, since, &mut reply, &mut served)? {
-                // Only a deferred call keeps a copy of its payload.
-                deferred.push_back(Deferred { rec, payload: data.to_vec(), since });
+            let since = self.debug.then(Instant::now);
+            let mut at = 0;
+            for &call in calls {
+                let len = call.payload_len as usize;
+                let data = &payload[at..at + len];
+                at += len;
+                let job = Job { op, call };
+                if self.dispatch(job, data, since, &mut reply, &mut served)? {
+                    // Only a deferred call keeps a copy of its payload.
+                    deferred.push_back(Deferred { job, payload: data.to_vec(), since });
+                }
             }
         }
     }
@@ -198,41 +235,42 @@ impl Server<'_> {
         }
     }
 
-    /// Whether `h` is a posted write to the device's stdout or stderr (the
+    /// Whether `job` is a posted write to the device's stdout or stderr (the
     /// calls that are coalesced, `handlers::output`).
-    fn is_output_write(&self, h: &hostcall_abi::layout::Header) -> bool {
+    fn is_output_write(&self, job: &Job) -> bool {
         use hostcall_abi::op::{Request, Write};
-        h.dev_len == 0
-            && self.write_op == Some(h.op)
-            && Write::from_args(h.args).is_ok_and(|w| w.fd == 1 || w.fd == 2)
+        job.call.dev_len == 0
+            && job.call.slot.is_none()
+            && self.write_op == Some(job.op)
+            && Write::from_args(job.call.args).is_ok_and(|w| w.fd == 1 || w.fd == 2)
     }
 
-    /// Run the handler of `rec` and post its reply; `true` when the handler
+    /// Run the handler of `job` and post its reply; `true` when the handler
     /// deferred it (nothing is posted or counted then).
     fn dispatch(
         &mut self,
-        rec: &Record,
+        job: Job,
         data: &[u8],
-        since: Instant,
+        since: Option<Instant>,
         reply: &mut Vec<u8>,
         served: &mut Served,
     ) -> Result<bool, ProtocolError> {
-        let h = &rec.header;
-        if !self.is_output_write(h) {
+        let Job { op, call } = job;
+        if !self.is_output_write(&job) {
             // Held output goes before any other call's effect.
             let _ = self.state.flush_output();
         }
-        let payload = Payload::new(data, DeviceSlice::new(h.dev_addr, h.dev_len));
+        let payload = Payload::new(data, DeviceSlice::new(call.dev_addr, call.dev_len));
         let capacity = self.geometry.reply_data_size as usize;
         let mut cx = HostCx::new(self.state, &mut *self.backend, reply, capacity, self.debug);
         let registry = &mut *self.registry;
-        let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(h.op, &mut cx, h.args, &payload)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(op, &mut cx, call.args, &payload)));
         let registry = &*registry;
         if cx.deferred && matches!(outcome, Ok(Some(_))) {
             return Ok(true);
         }
         served.calls += 1;
-        let counted = served.per_op.get_mut(h.op as usize).map_or(0, |_| h.op as usize);
+        let counted = served.per_op.get_mut(op as usize).map_or(0, |_| op as usize);
         if let Some(c) = served.per_op.get_mut(counted) {
             *c += 1;
         }
@@ -241,7 +279,7 @@ impl Server<'_> {
             Ok(None) => Err(HostError(Errno::ENOSYS)),
             Err(p) => {
                 served.handler_panics += 1;
-                tracing::error!(target: "hostcall", "handler `{}` panicked: {}", op_name(registry, h.op), panic_text(&*p));
+                tracing::error!(target: "hostcall", "handler `{}` panicked: {}", op_name(registry, op), panic_text(&*p));
                 Err(HostError(Errno::EIO))
             }
         };
@@ -249,9 +287,9 @@ impl Server<'_> {
             Ok(v) => (v, 0),
             Err(HostError(e)) => {
                 served.errors += 1;
-                if rec.slot().is_none() {
+                if call.slot.is_none() {
                     served.unanswered_errors += 1;
-                    served.first_unanswered.get_or_insert_with(|| (op_name(registry, h.op), e));
+                    served.first_unanswered.get_or_insert_with(|| (op_name(registry, op), e));
                 }
                 cx.clear_reply();
                 (0, e.0)
@@ -259,8 +297,8 @@ impl Server<'_> {
         };
         let trace_args = cx.trace_args.take();
         drop(cx);
-        if self.debug {
-            let name = op_name(self.registry, h.op);
+        if let Some(since) = since {
+            let name = op_name(self.registry, op);
             let args = trace_args.unwrap_or_default();
             let outcome = if errno == 0 {
                 format!("{value}")
@@ -268,18 +306,22 @@ impl Server<'_> {
                 let e = Errno(errno);
                 format!("-1 {}", e.name().unwrap_or("?"))
             };
+            let who = call.slot.map_or_else(|| format!("lane {} posted", call.lane), |s| format!("thread {s}"));
             tracing::debug!(
                 target: "hostcall",
-                "{name}({args}){} dev={}B -> {outcome} reply={}B in {:?}",
+                "{name}({args}){} dev={}B -> {outcome} reply={}B in {:?} ({who})",
                 payload_text(data),
-                h.dev_len,
+                call.dev_len,
                 reply.len(),
                 since.elapsed()
             );
         }
-        if let Some(slot) = rec.slot() {
-            let r = Reply { tag: h.tag, value, errno, data_len: 0, reserved: [0; 5] };
-            post_reply(&self.geometry, self.mem.slots.words(), self.mem.reply_data.words(), slot, r, reply)?;
+        if let Some(slot) = call.slot {
+            let r = Reply { value, errno, data_len: 0 };
+            let g = &self.geometry;
+            let slots = self.mem.slots.words().get(..g.slot_words()).ok_or(ProtocolError::BadBuffer)?;
+            let data = self.mem.reply_data.words().get(..g.reply_data_words()).ok_or(ProtocolError::BadBuffer)?;
+            post_reply(g, slots, data, slot, call.seq, r, reply)?;
         }
         Ok(false)
     }

@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use hostcall_runtime::hostcall_abi::op::*;
-use hostcall_runtime::hostcall_abi::{Consumer, Geometry, Header, Reply, LINE_WORDS};
+use hostcall_runtime::hostcall_abi::{record_flag, Consumer, Geometry, Header, Lane, Reply, LINE_WORDS};
 use proptest::prelude::*;
 
 fn all_from_args(a: [u64; 3]) {
@@ -32,9 +32,26 @@ fn all_from_args(a: [u64; 3]) {
 
 proptest! {
     #[test]
-    fn header_and_reply_round_trip(w in prop::array::uniform8(any::<u64>())) {
-        prop_assert_eq!(Header::from_words(w).to_words(), w);
-        prop_assert_eq!(Reply::from_words(w).to_words(), w);
+    fn header_lane_and_reply_round_trip(
+        d in prop::array::uniform5(any::<u32>()),
+        args in prop::array::uniform3(any::<u64>()),
+        flag in any::<u32>(),
+        other in any::<u32>(),
+        len in 0u32..(1 << 31),
+        region in any::<bool>(),
+    ) {
+        let h = Header { op: d[0], lanes: d[1], base_slot: d[2], lines: d[3], flags: d[4] };
+        prop_assert_eq!(Header::from_words(&h.to_words(flag), flag), Some(h));
+        let l = Lane { args, payload_len: len, region, seq: d[0] };
+        prop_assert_eq!(Lane::from_words(&l.to_words(flag), flag), Some(l));
+        let r = Reply { value: args[0], errno: d[1], data_len: d[2] };
+        prop_assert_eq!(Reply::from_words(&r.to_words(flag), flag), Some(r));
+        if other != flag {
+            // One word of another write and the whole is refused.
+            let mut w = r.to_words(flag);
+            w[(d[3] % 4) as usize] = r.to_words(other)[(d[3] % 4) as usize];
+            prop_assert_eq!(Reply::from_words(&w, flag), None);
+        }
     }
 
     #[test]
@@ -51,20 +68,28 @@ proptest! {
         words in prop::collection::vec(any::<u64>(), 64 * LINE_WORDS * 2),
         head_tag in any::<bool>(),
     ) {
-        let g = Geometry { buff_size: 4096, slot_count: 64, reply_data_size: 64 };
-        let ring: Vec<AtomicU64> = words.iter().map(|&w| AtomicU64::new(w)).collect();
+        let g = Geometry { buff_size: 8192, slot_count: 64, reply_data_size: 64 };
+        let mut words = words;
+        words.resize(g.ring_words(), 0);
         if head_tag {
-            // Make line 0 look published so the header checks run.
-            ring[0].store(1, std::sync::atomic::Ordering::Relaxed);
+            // Flag the first lines as published so the header and lane
+            // checks run on random data.
+            for w in &mut words[..4 * LINE_WORDS] {
+                *w = (*w & 0xffff_ffff) | u64::from(record_flag(0)) << 32;
+            }
         }
+        let ring: Vec<AtomicU64> = words.iter().map(|&w| AtomicU64::new(w)).collect();
         let mut c = Consumer::new(g);
         for _ in 0..4 {
             match c.poll(&ring) {
                 Ok(Some(rec)) => {
-                    prop_assert!(rec.header.payload_len as usize <= hostcall_runtime::hostcall_abi::limits::MAX_INLINE);
-                    prop_assert!(rec.slot().is_none_or(|s| u64::from(s) < g.slot_count));
-                    let mut out = vec![0u8; rec.header.payload_len as usize];
-                    c.read_payload(&ring, &rec, &mut out);
+                    prop_assert!(rec.lines <= g.max_record_lines());
+                    for call in rec.calls() {
+                        prop_assert!(call.payload_len as usize <= hostcall_runtime::hostcall_abi::limits::MAX_INLINE);
+                        prop_assert!(call.slot.is_none_or(|s| u64::from(s) < g.slot_count));
+                        let mut out = vec![0u8; call.payload_len as usize];
+                        c.read_payload(&ring, call, &mut out);
+                    }
                     c.consume(&ring, &rec);
                 }
                 Ok(None) | Err(_) => break,

@@ -20,7 +20,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use hostcall_runtime::backend::emu::{EmuModule, EmuPlatform};
 use hostcall_runtime::hostcall_abi::op::echo_stress::{call, fill, CALLS_PER_THREAD, LATENCY_SAMPLES, MAX_PAYLOAD};
 use hostcall_runtime::hostcall_abi::op::{Echo, Request};
-use hostcall_runtime::hostcall_abi::{Call, Geometry};
+use hostcall_runtime::hostcall_abi::Call;
+use hostcall_runtime::QueueConfig;
 use hostcall_runtime::Runtime;
 
 /// Launch `echo_stress` on `grid` x `block` threads and check the run: every
@@ -70,9 +71,10 @@ fn emu_echo_module() -> EmuModule {
 #[test]
 fn emu_echo_stress() {
     let dir = tempfile::tempdir().unwrap();
-    // A small ring and few slots, so both wrap and get reused constantly.
-    let geometry = Geometry { buff_size: 4096, slot_count: 64, ..Geometry::DEFAULT };
-    let mut rig = common::rig(dir.path(), geometry, emu_echo_module());
+    // The smallest ring, so it wraps constantly.
+    let queue =
+        QueueConfig { buff_size: hostcall_runtime::hostcall_abi::limits::MIN_BUFF_SIZE, ..QueueConfig::DEFAULT };
+    let mut rig = common::rig(dir.path(), queue, emu_echo_module());
     echo_stress_body(&mut rig.rt, 4, 16);
 }
 
@@ -107,6 +109,35 @@ mod gpu {
             Err(why) => return eprintln!("skipping gpu_echo_stress: {why}"),
         };
         echo_stress_body(&mut rt, env_u32("HOSTCALL_TEST_GRID", 132), env_u32("HOSTCALL_TEST_BLOCK", 256));
+    }
+
+    /// Every lane of a full H200 (132 SMs x 2048 threads = 8448 warps) calls
+    /// at once, with mixed payload sizes, lanes sitting out and lanes making
+    /// another call in the same warp; every reply is checked on the device.
+    #[test]
+    fn gpu_echo_divergent_full_grid() {
+        use hostcall_runtime::hostcall_abi::op::echo_stress::CALLS_PER_THREAD;
+        let mut rt = match setup() {
+            Ok(rt) => rt,
+            Err(why) => return eprintln!("skipping gpu_echo_divergent_full_grid: {why}"),
+        };
+        let (grid, block) = (env_u32("HOSTCALL_TEST_FULL_GRID", 264), 1024);
+        let t = std::time::Instant::now();
+        let report = rt.launch("echo_divergent", grid, block).expect("run");
+        let secs = t.elapsed().as_secs_f64();
+        let threads = u64::from(grid * block);
+        let calls =
+            (0..threads).flat_map(|tid| (0..CALLS_PER_THREAD).map(move |i| (tid + i) % 4)).filter(|r| *r != 0).count();
+        let ok = rt.read_global_u64("ECHO_OK").expect("ECHO_OK");
+        let failures = rt.read_global_u64("ECHO_FAILURES").expect("ECHO_FAILURES");
+        eprintln!(
+            "{threads} threads, {} calls ({:.1} M/s, divergent warps, mixed ops): {ok} checked, {failures} wrong",
+            report.calls,
+            report.calls as f64 / secs / 1e6
+        );
+        assert_eq!(failures, 0);
+        assert_eq!(ok, calls as u64);
+        assert_eq!(report.calls, calls as u64, "every call served exactly once");
     }
 
     #[test]

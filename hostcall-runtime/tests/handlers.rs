@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuModule};
 use hostcall_runtime::handlers::stat::decode;
 use hostcall_runtime::hostcall_abi::op::*;
-use hostcall_runtime::hostcall_abi::{Call, CallError, Errno, Geometry};
+use hostcall_runtime::hostcall_abi::{Call, CallError, Errno};
+use hostcall_runtime::QueueConfig;
 use hostcall_runtime::{HostError, RuntimeError};
 
 const AT_FDCWD: i32 = -100;
@@ -204,7 +205,7 @@ fn stdio_env_args_clock_random() {
 fn missing_handlers_are_reported_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let module = EmuModule::new().hostcall("open").hostcall("frobnicate").hostcall("teleport").entry("main", |_| {});
-    let mut rig = common::rig(dir.path(), Geometry::DEFAULT, module);
+    let mut rig = common::rig(dir.path(), QueueConfig::DEFAULT, module);
     match rig.rt.check_handlers() {
         Err(RuntimeError::MissingHandlers(names)) => assert_eq!(names, ["frobnicate", "teleport"]),
         other => panic!("expected missing handlers, got {other:?}"),
@@ -228,7 +229,7 @@ fn user_hostcalls_by_name_and_handler_panics() {
         assert_eq!(ctx.call("nope", Call::new(0, [0; 3]), &mut []), Err(CallError::NotServed));
         r2.lock().unwrap().extend(out);
     });
-    let mut rig = common::rig(dir.path(), Geometry::DEFAULT, module);
+    let mut rig = common::rig(dir.path(), QueueConfig::DEFAULT, module);
     let mut seen = 0u64;
     rig.rt.registry_mut().register_raw("add3", move |_, a, data| {
         seen += 1;
@@ -300,29 +301,23 @@ fn kernel_without_exit_returns_none_and_a_panic_is_a_failure() {
 fn corrupt_record_stops_the_run_with_an_error() {
     use hostcall_runtime::backend::emu::EmuPlatform;
     use hostcall_runtime::hostcall_abi::sync::Platform;
-    use hostcall_runtime::hostcall_abi::{Header, ProtocolError};
-    use std::sync::atomic::Ordering::{Relaxed, Release};
+    use hostcall_runtime::hostcall_abi::{lane_word, record_flag, Header, Lane, ProtocolError};
+    use std::sync::atomic::Ordering::Relaxed;
     let dir = tempfile::tempdir().unwrap();
     let (r, _rig) = common::run_kernel(dir.path(), 1, |ctx| {
         // Hand-write a record whose slot is out of range, as a broken device
         // would, then wait like a caller (the cancel traps us out).
         let q = ctx.queue().unwrap();
-        let t = q.top.fetch_add(1, Relaxed);
-        let h = Header {
-            tag: t + 1,
-            op: 1,
-            slot: 1 << 30,
-            payload_len: 0,
-            flags: 0,
-            dev_addr: 0,
-            dev_len: 0,
-            args: [0; 3],
-        };
-        let w = h.to_words();
-        for (i, x) in w.iter().enumerate().skip(1) {
+        let t = q.top.fetch_add(2, Relaxed);
+        let flag = record_flag(t);
+        let lane = Lane { seq: 1, ..Lane::default() }.to_words(flag);
+        for (i, x) in lane.iter().enumerate() {
+            q.ring[8 + lane_word(1, 0, i)].store(*x, Relaxed);
+        }
+        let h = Header { op: 1, lanes: 1, base_slot: 1 << 30, lines: 2, flags: 0 };
+        for (i, x) in h.to_words(flag).iter().enumerate() {
             q.ring[i].store(*x, Relaxed);
         }
-        q.ring[0].store(w[0], Release);
         loop {
             EmuPlatform::backoff(100);
         }
@@ -337,7 +332,7 @@ fn corrupt_record_stops_the_run_with_an_error() {
 fn a_kernel_argument_longer_than_a_reply_is_refused_before_launch() {
     use hostcall_runtime::backend::emu::EmuBackend;
     use hostcall_runtime::{Runtime, RuntimeConfig};
-    let geometry = Geometry::DEFAULT;
+    let geometry = QueueConfig::DEFAULT;
     let fits = "x".repeat(geometry.reply_data_size as usize);
     let config = RuntimeConfig { args: vec!["kernel".into(), fits.clone()], ..RuntimeConfig::default() };
     assert!(Runtime::new(EmuBackend::new(), config).is_ok());
@@ -365,13 +360,13 @@ fn environ_lists_name_value_entries_in_name_order_leaving_out_what_does_not_fit(
             s2.lock().unwrap().push(String::from_utf8(data).unwrap());
         }
     });
-    let mut rig = common::rig(dir.path(), Geometry::DEFAULT, module);
+    let mut rig = common::rig(dir.path(), QueueConfig::DEFAULT, module);
     let env = &mut rig.rt.state_mut().env;
     env.clear();
     env.insert("ZED".into(), "last".into());
     env.insert("ALPHA".into(), "first".into());
     env.insert("EMPTY".into(), String::new());
-    env.insert("HUGE".into(), "x".repeat(Geometry::DEFAULT.reply_data_size as usize));
+    env.insert("HUGE".into(), "x".repeat(QueueConfig::DEFAULT.reply_data_size as usize));
     rig.rt.launch("main", 1, 1).expect("run");
     assert_eq!(*seen.lock().unwrap(), ["ALPHA=first", "EMPTY=", "ZED=last", &format!("errno {}", Errno::ENOENT.0)]);
 }

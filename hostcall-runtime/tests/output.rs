@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule};
 use hostcall_runtime::handlers::output::FLUSH_AT;
 use hostcall_runtime::hostcall_abi::op::{Request, Write as WriteOp};
-use hostcall_runtime::hostcall_abi::{Call, Errno, Geometry};
+use hostcall_runtime::hostcall_abi::{Call, Errno};
+use hostcall_runtime::QueueConfig;
 use hostcall_runtime::{RunReport, Runtime};
 
 /// When each `write` call came, and its bytes.
@@ -63,7 +64,7 @@ fn run(
     kernel: impl Fn(&DeviceCtx) + Send + Sync + 'static,
 ) -> RunReport {
     let dir = tempfile::tempdir().unwrap();
-    let (mut cfg, _, _) = common::config(dir.path(), Geometry::DEFAULT);
+    let (mut cfg, _, _) = common::config(dir.path(), QueueConfig::DEFAULT);
     cfg.stdout = Box::new(stdout);
     cfg.stderr = Box::new(stderr);
     let module = EmuModule::new().builtin_hostcalls().entry("main", kernel);
@@ -91,7 +92,12 @@ fn every_line_arrives_whole_in_its_threads_order_in_few_writes() {
     }
     assert!(next.iter().all(|&n| n == lines), "every line once");
     let writes = out.writes();
-    assert!(writes.len() < threads as usize * lines / 4, "{} writes for {} lines", writes.len(), threads as usize * lines);
+    assert!(
+        writes.len() < threads as usize * lines / 4,
+        "{} writes for {} lines",
+        writes.len(),
+        threads as usize * lines
+    );
     let biggest = writes.iter().max().copied().unwrap_or(0);
     assert!(biggest < FLUSH_AT + 4096, "a flush is bounded: {biggest}");
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hostcall_runtime::backend::emu::{EmuBackend, EmuModule};
 use hostcall_runtime::hostcall_abi::op::{Echo, Read as ReadOp};
-use hostcall_runtime::hostcall_abi::Geometry;
+use hostcall_runtime::QueueConfig;
 use hostcall_runtime::Runtime;
 
 const ECHO_THREADS: u64 = 3;
@@ -82,7 +82,7 @@ fn a_thread_waiting_on_stdin_does_not_stall_the_others() {
             go_k.store(true, SeqCst);
         }
     });
-    let (mut cfg, _, _) = common::config(dir.path(), Geometry::DEFAULT);
+    let (mut cfg, _, _) = common::config(dir.path(), QueueConfig::DEFAULT);
     cfg.stdin = Box::new(LateLine { go, released_by_go: released_by_go.clone(), sent: false });
     let mut rt = Runtime::new(EmuBackend::with_module("test", module), cfg).unwrap();
     rt.load("test").unwrap();

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use hostcall_runtime::backend::emu::EmuModule;
 use hostcall_runtime::hostcall_abi::op::{Echo, Request};
-use hostcall_runtime::hostcall_abi::{limits, Call, Geometry};
+use hostcall_runtime::hostcall_abi::{limits, Call};
+use hostcall_runtime::QueueConfig;
 
 const THREADS: u32 = 64;
 const CALLS: u64 = 10_000;
@@ -60,9 +61,12 @@ fn echo_stress_64_threads_small_ring_few_slots() {
             done.fetch_add(1, Relaxed);
         }
     });
-    let geometry =
-        Geometry { buff_size: 4096, slot_count: 64, reply_data_size: limits::MAX_INLINE.next_multiple_of(8) as u64 };
-    let mut rig = common::rig(dir.path(), geometry, module);
+    // The smallest ring: it fills and wraps constantly.
+    let queue = QueueConfig {
+        buff_size: limits::MIN_BUFF_SIZE,
+        reply_data_size: limits::MAX_INLINE.next_multiple_of(8) as u64,
+    };
+    let mut rig = common::rig(dir.path(), queue, module);
     let t = Instant::now();
     let report = rig.rt.launch("stress", 4, THREADS / 4).expect("run");
     let secs = t.elapsed().as_secs_f64();

@@ -81,6 +81,118 @@ mod imp {
         unsafe { asm!("fence.acq_rel.gpu;", options(nostack, preserves_flags)) };
     }
 
+    /// `%laneid`: this thread's lane in its warp.
+    #[inline(always)]
+    pub fn lane_id() -> u32 {
+        let l: u32;
+        // SAFETY: reads a special register.
+        unsafe { asm!("mov.u32 {}, %laneid;", out(reg32) l, options(nomem, nostack, preserves_flags)) };
+        l
+    }
+
+    /// The lanes of this warp executing here together (`activemask`).
+    #[inline(always)]
+    pub fn active_mask() -> u32 {
+        let m: u32;
+        // SAFETY: `activemask` only reads the warp's state.
+        unsafe { asm!("activemask.b32 {};", out(reg32) m, options(nomem, nostack, preserves_flags)) };
+        m
+    }
+
+    /// The lanes of `mask` whose `key` equals this lane's (`match.any`).
+    /// Every lane of `mask` must execute it, this lane among them.
+    #[inline(always)]
+    pub fn match_any(mask: u32, key: u32) -> u32 {
+        let m: u32;
+        // SAFETY: a warp-synchronous instruction over `mask`, which the
+        // caller guarantees; no memory access.
+        unsafe { asm!("match.any.sync.b32 {}, {}, {};", out(reg32) m, in(reg32) key, in(reg32) mask, options(nomem, nostack, preserves_flags)) };
+        m
+    }
+
+    /// `value` of lane `src` of `mask` (two `shfl.sync.idx`).
+    #[inline(always)]
+    pub fn shuffle(mask: u32, value: u64, src: u32) -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: warp-synchronous over `mask` (the caller's guarantee, `src`
+        // in it); no memory access.
+        unsafe {
+            asm!(
+                "shfl.sync.idx.b32 {lo}, {a}, {src}, 31, {mask};",
+                "shfl.sync.idx.b32 {hi}, {b}, {src}, 31, {mask};",
+                lo = out(reg32) lo,
+                hi = out(reg32) hi,
+                a = in(reg32) value as u32,
+                b = in(reg32) (value >> 32) as u32,
+                src = in(reg32) src,
+                mask = in(reg32) mask,
+                options(nomem, nostack, preserves_flags),
+            )
+        };
+        u64::from(lo) | u64::from(hi) << 32
+    }
+
+    /// The lanes of `mask` whose `pred` holds (`vote.sync.ballot`).
+    #[inline(always)]
+    pub fn ballot(mask: u32, pred: bool) -> u32 {
+        let b: u32;
+        // SAFETY: warp-synchronous over `mask`; no memory access.
+        unsafe {
+            asm!(
+                "{{ .reg .pred %p; setp.ne.u32 %p, {v}, 0; vote.sync.ballot.b32 {b}, %p, {mask}; }}",
+                v = in(reg32) u32::from(pred),
+                b = out(reg32) b,
+                mask = in(reg32) mask,
+                options(nomem, nostack, preserves_flags),
+            )
+        };
+        b
+    }
+
+    /// Wait for the lanes of `mask`; it orders their memory accesses too
+    /// (`bar.warp.sync`).
+    #[inline(always)]
+    pub fn warp_sync(mask: u32) {
+        // SAFETY: warp-synchronous over `mask`; a barrier, not an access.
+        unsafe { asm!("bar.warp.sync {};", in(reg32) mask, options(nostack, preserves_flags)) };
+    }
+
+    /// A fence for the host: `fence.acq_rel.sys`.
+    #[inline(always)]
+    pub fn fence_sys() {
+        // SAFETY: a fence has no operands and no preconditions.
+        unsafe { asm!("fence.acq_rel.sys;", options(nostack, preserves_flags)) };
+    }
+
+    /// `fence.sc.sys`: this thread's stores to host memory go out now.
+    #[inline(always)]
+    pub fn fence_sc_sys() {
+        // SAFETY: a fence has no operands and no preconditions.
+        unsafe { asm!("fence.sc.sys;", options(nostack, preserves_flags)) };
+    }
+
+    /// Two relaxed system-scope 8-byte loads in one 16-byte access.
+    ///
+    /// # Safety
+    /// `p` must be 16-byte aligned and point to two live words.
+    #[inline(always)]
+    pub unsafe fn load_pair(p: *const u64) -> [u64; 2] {
+        let (a, b): (u64, u64);
+        // SAFETY: the caller's guarantee.
+        unsafe { asm!("ld.relaxed.sys.v2.u64 {{{}, {}}}, [{}];", out(reg64) a, out(reg64) b, in(reg64) p, options(nostack, preserves_flags, readonly)) };
+        [a, b]
+    }
+
+    /// Two relaxed system-scope 8-byte stores in one 16-byte access.
+    ///
+    /// # Safety
+    /// `p` must be 16-byte aligned and point to two live words.
+    #[inline(always)]
+    pub unsafe fn store_pair(p: *mut u64, v: [u64; 2]) {
+        // SAFETY: the caller's guarantee.
+        unsafe { asm!("st.relaxed.sys.v2.u64 [{}], {{{}, {}}};", in(reg64) p, in(reg64) v[0], in(reg64) v[1], options(nostack, preserves_flags)) };
+    }
+
     /// End this thread's kernel with an error (the host sees the launch fail
     /// after it has acknowledged `exit`/`abort`).
     #[inline]
@@ -113,6 +225,28 @@ mod imp {
     }
     pub fn fence_gpu() {
         core::sync::atomic::fence(core::sync::atomic::Ordering::AcqRel);
+    }
+    pub fn lane_id() -> u32 {
+        0
+    }
+    pub fn active_mask() -> u32 {
+        1
+    }
+    pub fn match_any(_mask: u32, _key: u32) -> u32 {
+        1
+    }
+    pub fn shuffle(_mask: u32, value: u64, _src: u32) -> u64 {
+        value
+    }
+    pub fn ballot(_mask: u32, pred: bool) -> u32 {
+        u32::from(pred)
+    }
+    pub fn warp_sync(_mask: u32) {}
+    pub fn fence_sys() {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn fence_sc_sys() {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     }
     pub fn trap() -> ! {
         loop {

@@ -4,7 +4,7 @@
 //!
 //! | symbol | type | written by |
 //! |---|---|---|
-//! | `__HOSTCALL_BUFF_PTR__`, `_BUFF_SIZE__`, `_CTRL_PTR__`, `_RETURN_SLOTS__`, `_RETURN_SLOT_COUNT__`, `_RETURN_DATA__`, `_RETURN_DATA_SIZE__`, `_SLOT_BITS__` | `u64` | host, before launch |
+//! | `__HOSTCALL_BUFF_PTR__`, `_BUFF_SIZE__`, `_CTRL_PTR__`, `_RETURN_SLOTS__`, `_RETURN_SLOT_COUNT__`, `_RETURN_DATA__`, `_RETURN_DATA_SIZE__`, `_SLOT_SEQ__` | `u64` | host, before launch |
 //! | `__HOSTCALL_BUFF_TOP__`, `__HOSTCALL_BUFF_RELEASED__` | `u64` | host zeroes before launch; then GPU atomics only |
 //! | `__HOSTCALL__<name>` for each of `hostcall_abi::op::BUILTIN` and `echo` | `u64` | host: handler ID, 0 = not served |
 //!
@@ -45,7 +45,7 @@ impl SysWord {
     }
 
     /// A read-modify-write with `order`. The words these run on (the ticket
-    /// counter, the slot bitmap, the `released` cache) live in device memory
+    /// counter and the `released` cache) live in device memory
     /// and are shared by GPU threads only, so GPU-scope fences order them;
     /// the host-facing orderings (publishing a command, reading a reply or
     /// `released`) are the `.sys` loads and stores above.
@@ -82,16 +82,29 @@ impl Word for SysWord {
         self.rmw(order, |a| a.fetch_add(value, Ordering::Relaxed))
     }
     #[inline(always)]
-    fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
-        self.rmw(order, |a| a.fetch_or(value, Ordering::Relaxed))
-    }
-    #[inline(always)]
-    fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
-        self.rmw(order, |a| a.fetch_and(value, Ordering::Relaxed))
-    }
-    #[inline(always)]
     fn fetch_max(&self, value: u64, order: Ordering) -> u64 {
         self.rmw(order, |a| a.fetch_max(value, Ordering::Relaxed))
+    }
+    /// The other side of every fence in the protocol is the host.
+    #[inline(always)]
+    fn fence(_order: Ordering) {
+        arch::fence_sys();
+    }
+    #[cfg(target_arch = "nvptx64")]
+    #[inline(always)]
+    fn load_pair(pair: &[Self; 2]) -> [u64; 2] {
+        debug_assert!(pair.as_ptr() as usize % 16 == 0);
+        // SAFETY: two live words; the protocol only pairs words at even
+        // indices of 16-byte aligned areas (layout.rs).
+        unsafe { arch::load_pair(pair.as_ptr().cast()) }
+    }
+    #[cfg(target_arch = "nvptx64")]
+    #[inline(always)]
+    fn store_pair(pair: &[Self; 2], value: [u64; 2]) {
+        debug_assert!(pair.as_ptr() as usize % 16 == 0);
+        // SAFETY: as in `load_pair`; the words are atomics, so a store
+        // through a shared reference is what they are for.
+        unsafe { arch::store_pair(pair.as_ptr().cast_mut().cast(), value) }
     }
 }
 
@@ -144,7 +157,7 @@ config_globals!(
     __HOSTCALL_RETURN_SLOT_COUNT__,
     __HOSTCALL_RETURN_DATA__,
     __HOSTCALL_RETURN_DATA_SIZE__,
-    __HOSTCALL_SLOT_BITS__,
+    __HOSTCALL_SLOT_SEQ__,
 );
 
 /// The per-op ID globals, named by `hostcall_abi::op` (the test below checks
@@ -195,17 +208,46 @@ pub mod ids {
 pub enum Gpu {}
 
 impl Platform for Gpu {
-    /// 64 ns doubling to 32 us: the host round trip is about 2 us, so early
-    /// rounds stay under it and a long wait costs little issue bandwidth.
+    /// A poll of mapped host memory is itself a PCIe round trip (~1 us), so
+    /// the first rounds barely sleep; long waits (a full ring, a host
+    /// blocked on stdin) grow to ~25 us, which costs little issue bandwidth.
+    #[inline]
     fn backoff(round: u32) {
-        // A poll of mapped host memory is itself a PCIe round trip (~1 us),
-        // so the first rounds barely sleep; long waits (a slot pool drained
-        // by thousands of threads, a host blocked on stdin) grow to ~25 us.
         let ns = if round < 16 { 32 } else { 100u32 << ((round - 16) / 4).min(8) };
         arch::nanosleep(ns);
     }
-    fn thread_hint() -> u32 {
+    #[inline(always)]
+    fn slot() -> u32 {
+        // The host sizes the slots to the launch (at most 2^24 threads).
         arch::global_thread_id() as u32
+    }
+    #[inline(always)]
+    fn lane() -> u32 {
+        arch::lane_id()
+    }
+    #[inline(always)]
+    fn active_lanes() -> u32 {
+        arch::active_mask()
+    }
+    #[inline(always)]
+    fn match_lanes(mask: u32, key: u32) -> u32 {
+        arch::match_any(mask, key)
+    }
+    #[inline(always)]
+    fn shuffle(mask: u32, value: u64, src: u32) -> u64 {
+        arch::shuffle(mask, value, src)
+    }
+    #[inline(always)]
+    fn ballot(mask: u32, pred: bool) -> u32 {
+        arch::ballot(mask, pred)
+    }
+    #[inline(always)]
+    fn sync_lanes(mask: u32) {
+        arch::warp_sync(mask)
+    }
+    #[inline(always)]
+    fn flush() {
+        arch::fence_sc_sys()
     }
 }
 
@@ -237,9 +279,10 @@ pub fn geometry() -> Option<Geometry> {
         __HOSTCALL_CTRL_PTR__.patched(),
         __HOSTCALL_RETURN_SLOTS__.patched(),
         __HOSTCALL_RETURN_DATA__.patched(),
-        __HOSTCALL_SLOT_BITS__.patched(),
+        __HOSTCALL_SLOT_SEQ__.patched(),
     ];
-    ptrs.iter().all(|p| *p != 0 && *p % 8 == 0).then_some(g)
+    // 16-byte aligned: the protocol moves word pairs (`Word::load_pair`).
+    ptrs.iter().all(|p| *p != 0 && *p % 16 == 0).then_some(g)
 }
 
 /// Reply data bytes one call can bring back (0 when not configured).
@@ -271,7 +314,7 @@ fn with_queue<T>(f: impl FnOnce(&Queue<'_, SysWord>) -> Result<T, CallError>) ->
             ctrl: words(__HOSTCALL_CTRL_PTR__.patched(), LINE_WORDS),
             slots: words(__HOSTCALL_RETURN_SLOTS__.patched(), g.slot_words()),
             reply_data: words(__HOSTCALL_RETURN_DATA__.patched(), g.reply_data_words()),
-            slot_bits: words(__HOSTCALL_SLOT_BITS__.patched(), g.bitmap_words()),
+            seq: words(__HOSTCALL_SLOT_SEQ__.patched(), g.seq_words()),
         }
     };
     f(&q)

@@ -215,7 +215,8 @@ impl Platform for EmuPlatform {
         }
     }
 
-    fn thread_hint() -> u32 {
+    /// The emulated thread's global id (each is a warp of one lane).
+    fn slot() -> u32 {
         CURRENT.with(|c| c.borrow().as_ref().map_or(0, |(_, id)| *id))
     }
 }
@@ -227,7 +228,7 @@ struct QueueViews {
     ctrl: (Arc<[AtomicU64]>, usize),
     slots: (Arc<[AtomicU64]>, usize),
     reply_data: (Arc<[AtomicU64]>, usize),
-    slot_bits: (Arc<[AtomicU64]>, usize),
+    seq: (Arc<[AtomicU64]>, usize),
 }
 
 /// What a device thread gets: its ids, the module's globals, the queue, and
@@ -311,7 +312,7 @@ impl DeviceCtx {
             ctrl: at(globals::CTRL_PTR, LINE_WORDS)?,
             slots: at(globals::RETURN_SLOTS, geometry.slot_words())?,
             reply_data: at(globals::RETURN_DATA, geometry.reply_data_words())?,
-            slot_bits: at(globals::SLOT_BITS, geometry.bitmap_words())?,
+            seq: at(globals::SLOT_SEQ, geometry.seq_words())?,
         })
     }
 
@@ -332,7 +333,7 @@ impl DeviceCtx {
             ctrl: part(&v.ctrl, LINE_WORDS),
             slots: part(&v.slots, g.slot_words()),
             reply_data: part(&v.reply_data, g.reply_data_words()),
-            slot_bits: part(&v.slot_bits, g.bitmap_words()),
+            seq: part(&v.seq, g.seq_words()),
         })
     }
 

@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule};
-use hostcall_runtime::hostcall_abi::Geometry;
-use hostcall_runtime::{RunReport, Runtime, RuntimeConfig, RuntimeError, SharedBuf};
+use hostcall_runtime::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError, SharedBuf};
 
 pub struct Rig {
     pub rt: Runtime,
@@ -14,11 +13,11 @@ pub struct Rig {
     pub stderr: SharedBuf,
 }
 
-pub fn config(root: &Path, geometry: Geometry) -> (RuntimeConfig, SharedBuf, SharedBuf) {
+pub fn config(root: &Path, queue: QueueConfig) -> (RuntimeConfig, SharedBuf, SharedBuf) {
     let (stdout, stderr) = (SharedBuf::new(), SharedBuf::new());
     let cfg = RuntimeConfig {
         root: root.to_path_buf(),
-        geometry,
+        queue,
         stdin: Box::new(std::io::empty()),
         stdout: Box::new(stdout.clone()),
         stderr: Box::new(stderr.clone()),
@@ -30,8 +29,8 @@ pub fn config(root: &Path, geometry: Geometry) -> (RuntimeConfig, SharedBuf, Sha
 }
 
 /// A runtime with `module` loaded under the name "test".
-pub fn rig(root: &Path, geometry: Geometry, module: EmuModule) -> Rig {
-    let (cfg, stdout, stderr) = config(root, geometry);
+pub fn rig(root: &Path, queue: QueueConfig, module: EmuModule) -> Rig {
+    let (cfg, stdout, stderr) = config(root, queue);
     let mut rt = Runtime::new(EmuBackend::with_module("test", module), cfg).expect("runtime");
     rt.load("test").expect("load");
     Rig { rt, stdout, stderr }
@@ -44,7 +43,7 @@ pub fn run_kernel(
     kernel: impl Fn(&DeviceCtx) + Send + Sync + 'static,
 ) -> (Result<RunReport, RuntimeError>, Rig) {
     let module = EmuModule::new().builtin_hostcalls().entry("main", kernel);
-    let mut r = rig(root, Geometry::DEFAULT, module);
+    let mut r = rig(root, QueueConfig::DEFAULT, module);
     let report = r.rt.launch("main", 1, threads);
     (report, r)
 }

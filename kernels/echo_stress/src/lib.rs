@@ -51,6 +51,38 @@ pub extern "ptx-kernel" fn echo_stress() {
     }
 }
 
+/// Like `echo_stress`, but the lanes of a warp diverge: in each round a
+/// quarter of them sit out, a quarter make another call (`unsupported`, a
+/// different op in the same warp at the same time), and the rest echo.
+/// Only the echoes count in `ECHO_OK` / `ECHO_FAILURES`; the other call must
+/// come back `ENOSYS`.
+#[no_mangle]
+pub extern "ptx-kernel" fn echo_divergent() {
+    let tid = arch::global_thread_id();
+    let mut payload = [0u8; MAX_PAYLOAD];
+    let mut reply = [0u8; MAX_PAYLOAD];
+    for i in 0..CALLS_PER_THREAD {
+        let ok = match (tid + i) % 4 {
+            0 => continue,
+            1 => libc_hostcall::report_unsupported("echo_divergent") == libc_hostcall::Errno::ENOSYS,
+            _ => {
+                let (a, b, len) = call(tid, i);
+                let sent = &mut payload[..len];
+                fill(sent, a ^ b);
+                match libc_hostcall::echo(a, b, sent, &mut reply) {
+                    Ok(v) => v == a ^ b && reply[..len] == *sent,
+                    Err(_) => false,
+                }
+            }
+        };
+        if ok {
+            ECHO_OK.fetch_add(1, Relaxed);
+        } else {
+            ECHO_FAILURES.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 #[no_mangle]
 pub extern "ptx-kernel" fn echo_latency() {
     if arch::global_thread_id() != 0 {
