@@ -82,6 +82,13 @@ impl Consumer {
         Consumer { geometry, head: 0, released: 0 }
     }
 
+    /// A consumer that has read every record before ticket `head` and has
+    /// released none of their lines yet (the control line still says 0):
+    /// a queue taken over mid-run, as the loom model of a full ring starts.
+    pub fn resume(geometry: Geometry, head: u64) -> Self {
+        Consumer { geometry, head, released: 0 }
+    }
+
     /// Ticket of the next record.
     pub fn head(&self) -> u64 {
         self.head

@@ -5,10 +5,15 @@
 //! one).
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test -p hostcall-abi --test loom --release`
-//! (about 40 s on two cores; `LOOM_MAX_PREEMPTIONS=n` overrides each model's
-//! preemption bound for a deeper run).
+//! (about 10 s on two cores). Each model runs with one preemption: that
+//! catches, each on its own, a writer that skips the wait for ring space,
+//! replies without the Release fence before their words, a reader without
+//! the Acquire fence before reply data, a call counter that does not move
+//! and a decoder that checks one word's flag instead of all (tried by
+//! breaking the code). `LOOM_MAX_PREEMPTIONS=2` runs them deeper (minutes to
+//! tens of minutes each on two cores).
 //!
-//! Spin loops. Every wait in the protocol (the device's slot claim, ring
+//! Spin loops. Every wait in the protocol (the device's ring
 //! space and reply waits, the host's idle poll) yields to loom, but with two
 //! waiting devices and a waiting host that is not enough: a switch at a yield
 //! costs no preemption, so loom also explores the unfair schedules where two
@@ -32,9 +37,7 @@
 use core::sync::atomic::Ordering;
 
 use hostcall_abi::sync::{Platform, Word};
-use hostcall_abi::{
-    lane_word, post_reply, record_flag, Call, Consumer, Geometry, Header, Lane, Queue, Reply, LINE_WORDS,
-};
+use hostcall_abi::{post_reply, Call, Consumer, Geometry, Queue, Reply, LINE_WORDS};
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 
@@ -127,60 +130,33 @@ impl Mem {
     }
 }
 
-const FILLER_OP: u32 = 9;
 const CALL_OP: u32 = 1;
-/// A filler record: two posted lanes of 62 payload lines each.
-const FILLER_LINES: u64 = 1 + 2 + 2 * 62;
+/// What lines 0-2 hold before a wrapping model starts (the data of tickets
+/// long consumed).
+const OLD_LAP: u64 = 0xabab_abab_abab_abab;
+const OLD_LINES: usize = 3;
 
-/// Two device threads make three calls (A two, reusing its slot; B one)
-/// while the host serves. With `wrap`, two unread filler records first take
-/// all but two lines of the ring, so the second call record wraps onto
-/// lines 0-1 and must wait for the host to read and release the first
-/// filler.
+/// Two device threads make `calls_a` and `calls_b` calls (a thread's
+/// second call reuses its slot) while the host serves. With `wrap`, the
+/// host has already read the ring up to its last line but released none of
+/// it: the first record takes that line and line 0, the next lines 1-2, and
+/// each must wait until the host has released lines 0-2.
 fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
     let mut b = loom::model::Builder::new();
     if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
         b.preemption_bound = Some(preemptions);
     }
-    // The host scrubs the fillers' 248 payload lines: more branch points
-    // than the default allows, but no more interleavings.
-    b.max_branches = 40_000;
     b.check(move || {
         let g = Geometry { buff_size: 8192, slot_count: 32, reply_data_size: 8 };
         let cap = g.ring_lines();
-        // Before the threads start: two posted records that fill all but
-        // two lines of the ring, still unread by the host. Written as the
-        // memory's initial values, not by modelled stores, so they cost the
-        // model nothing.
-        let mut init = vec![0xabab_abab_abab_abab_u64; g.ring_words()];
-        let mut put = |ticket: u64, arg: u64| {
-            let flag = record_flag(ticket);
-            let h =
-                Header { op: FILLER_OP, lanes: 0b11, base_slot: 0, lines: FILLER_LINES as u32, flags: Header::POSTED };
-            let at = ticket as usize * LINE_WORDS;
-            init[at..at + LINE_WORDS].copy_from_slice(&h.to_words(flag));
-            for r in 0..2 {
-                let lane =
-                    Lane { args: [arg, r as u64, 0], payload_len: 62 * 64, region: false, seq: 0 }.to_words(flag);
-                for (w, &v) in lane.iter().enumerate() {
-                    init[at + LINE_WORDS + lane_word(2, r, w)] = v;
-                }
-            }
-        };
-        let nfill = if wrap {
-            put(0, 1);
-            put(FILLER_LINES, 2);
-            2
-        } else {
-            0
-        };
-        assert!(!wrap || 2 * FILLER_LINES == cap - 2);
-        let start = if wrap { cap - 2 } else { 0 };
+        let start = if wrap { cap - 1 } else { 0 };
+        let mut init = vec![0; g.ring_words()];
+        if wrap {
+            init[..OLD_LINES * LINE_WORDS].fill(OLD_LAP);
+        }
         let mem = Arc::new(Mem::new(g, &init, start));
 
-        // Device A: two calls (the second reuses A's slot). Device B: one.
-        // B's or A's second record wraps onto lines 0-1: it must wait until
-        // the host has read and released the first filler record.
+        // Device threads 1 and 2, in reply slots 1 and 2.
         let spawn = |id: u64, calls: u64| {
             let mem = mem.clone();
             loom::thread::spawn(move || {
@@ -199,26 +175,23 @@ fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
         let ta = spawn(1, calls_a);
         let tb = spawn(2, calls_b);
 
-        // The host: serve until both fillers and all three calls are done.
-        let mut c = Consumer::new(g);
-        let mut fillers = 0;
+        // The host: serve until all calls are done.
+        let mut c = if wrap { Consumer::resume(g, start) } else { Consumer::new(g) };
+        let mut released = false;
+        let mut release = |c: &mut Consumer| {
+            if wrap && !released {
+                // Lines 0-2 are the host's until this first release.
+                let old = mem.ring[..OLD_LINES * LINE_WORDS].iter().all(|w| w.load(Ordering::Relaxed) == OLD_LAP);
+                assert!(old, "a record was written onto lines 0-2 before the host released them");
+                released = true;
+            }
+            c.release(&mem.ctrl);
+        };
         let mut calls = 0;
         let mut idle = 0;
-        while fillers + calls < nfill + calls_a + calls_b {
+        while calls < calls_a + calls_b {
             let Some(rec) = c.poll(&mem.ring).unwrap() else {
-                // Nothing published at the head. A header of the next lap on
-                // the head's line means a writer took that line before the
-                // host had read (and released) it.
-                let head = c.head();
-                let word = mem.ring[((head % cap) as usize) * LINE_WORDS].load(Ordering::Relaxed);
-                assert_ne!(
-                    (word >> 32) as u32,
-                    record_flag(head + cap),
-                    "ticket {} overwrote line {} before the host read ticket {head}",
-                    head + cap,
-                    head % cap
-                );
-                c.release(&mem.ctrl);
+                release(&mut c);
                 spin(idle);
                 idle += 1;
                 continue;
@@ -226,14 +199,7 @@ fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
             idle = 0;
             let h = rec.header;
             c.consume(&mem.ring, &rec);
-            c.release(&mem.ctrl);
-            if h.op == FILLER_OP {
-                fillers += 1;
-                assert!(h.posted());
-                let args: Vec<u64> = rec.calls().iter().map(|l| l.args[0] * 10 + l.args[1]).collect();
-                assert_eq!(args, [fillers * 10, fillers * 10 + 1], "filler read intact and in order");
-                continue;
-            }
+            release(&mut c);
             assert_eq!(h.op, CALL_OP, "a half-written or overwritten record was read");
             for l in rec.calls() {
                 calls += 1;
@@ -247,20 +213,21 @@ fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
         assert_eq!(c.head(), start + 2 * (calls_a + calls_b));
     });
 }
+
 #[test]
 fn two_threads_publish_and_consume() {
-    model(false, 1, 1, 2);
+    model(false, 1, 1, 1);
 }
 
 #[test]
 fn slot_reuse() {
-    model(false, 2, 0, 2);
+    model(false, 2, 0, 1);
 }
 
 #[test]
 fn ring_wrap_waits_for_release() {
-    // Two preemptions: the overwrite needs the host held off its first poll
-    // and both devices past their tickets. With one, a writer that skipped
-    // the wait for `released` went unnoticed.
-    model(true, 1, 1, 2);
+    // One preemption is enough to catch a writer that skips the wait for
+    // `released`: the host held off its first poll while the first record,
+    // straddling the ring's end, goes in.
+    model(true, 1, 1, 1);
 }
