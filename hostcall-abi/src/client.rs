@@ -9,8 +9,8 @@
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::layout::{
-    lane_word, limits, next_seq, pack_bytes, record_flag, reply_word, unpack_bytes, Geometry, Header, Lane, Reply,
-    ARG_WORDS, CTRL_RELEASED, LINE_WORDS, REPLY_WORDS,
+    lane_word, limits, next_seq, pack_pairs, record_flag, reply_word, unflag, unpack_pairs, Geometry, Header, Lane,
+    Reply, ARG_WORDS, CTRL_RELEASED, LINE_WORDS,
 };
 use crate::sync::{pair, Platform, Word};
 
@@ -146,8 +146,14 @@ impl<'a, W: Word> Queue<'a, W> {
         let slot = P::slot() as usize;
         let seq = next_seq(self.seq[slot].load(Relaxed));
         self.seq[slot].store(u64::from(seq), Relaxed);
-        self.submit::<P>(call, seq, false);
-        Ok(self.wait_reply::<P>(slot, seq, reply))
+        let peers = self.submit::<P>(call, seq, false);
+        // The host answers a record's lanes in lane order, so the last
+        // lane's reply comes last: the others watch that one word (one load
+        // for the whole warp) rather than each polling its own.
+        let last = 31 - peers.leading_zeros();
+        let last_seq = P::shuffle(peers, u64::from(seq), last) as u32;
+        let watch = (P::lane() != last).then(|| (slot - P::lane() as usize + last as usize, last_seq));
+        Ok(self.wait_reply::<P>(slot, seq, watch, reply))
     }
 
     /// Post a call that gets no reply (writes to stdout and stderr).
@@ -221,7 +227,8 @@ impl<'a, W: Word> Queue<'a, W> {
     }
 
     /// Write this lane's part of a record and, on the leader, its header.
-    fn submit<P: Platform>(&self, call: &Call<'_>, seq: u32, posted: bool) {
+    /// Returns the lanes in the record.
+    fn submit<P: Platform>(&self, call: &Call<'_>, seq: u32, posted: bool) -> u32 {
         let p = self.place::<P>(call, posted);
         let leader = p.peers.trailing_zeros();
         let lane = P::lane();
@@ -238,8 +245,9 @@ impl<'a, W: Word> Queue<'a, W> {
             W::store_pair(pair(self.ring, at), [call.dev_addr, call.dev_len]);
             line += 1;
         }
-        pack_bytes(call.payload, |i, w| {
-            self.ring[self.word(line + (i / LINE_WORDS) as u64, i % LINE_WORDS)].store(w, Relaxed);
+        pack_pairs(call.payload, |k, w| {
+            let i = 2 * k;
+            W::store_pair(pair(self.ring, self.word(line + (i / LINE_WORDS) as u64, i % LINE_WORDS)), w);
         });
 
         // The lane line: flagged words, so it needs no fence of its own.
@@ -248,11 +256,11 @@ impl<'a, W: Word> Queue<'a, W> {
         let words = lane_line.to_words(flag);
         let block = self.word(ticket + 1, 0);
         let (n, r) = (p.n as usize, p.rank as usize);
-        let cap_words = self.ring.len();
+        let wrap = self.ring.len() - 1;
         for k in 0..LINE_WORDS / 2 {
             // The block may wrap the ring's end, but a pair never straddles
             // it (the block starts on a line, pairs are 16-byte aligned).
-            let at = (block + lane_word(n, r, 2 * k)) % cap_words;
+            let at = (block + lane_word(n, r, 2 * k)) & wrap;
             W::store_pair(pair(self.ring, at), [words[2 * k], words[2 * k + 1]]);
         }
 
@@ -279,16 +287,35 @@ impl<'a, W: Word> Queue<'a, W> {
             }
         }
         P::flush();
+        p.peers
     }
 
-    fn wait_reply<P: Platform>(&self, slot: usize, seq: u32, out: &mut [u8]) -> Completed {
+    /// Wait for this lane's reply. With `watch` (another lane's slot and
+    /// call counter), watch that lane's reply first and look at our own
+    /// only now and then, until the watched one is there.
+    fn wait_reply<P: Platform>(&self, slot: usize, seq: u32, watch: Option<(usize, u32)>, out: &mut [u8]) -> Completed {
         let mut round = 0;
+        if let Some((other, other_seq)) = watch {
+            loop {
+                // Our own every OWN_EVERY rounds: the watched lane may be
+                // deferred (waiting for input) or already on its next call.
+                let (s, q) = if round % OWN_EVERY == OWN_EVERY - 1 { (slot, seq) } else { (other, other_seq) };
+                let w = W::load_pair(pair(self.slots, reply_word(s, 0)));
+                if unflag(w[0], q).is_some() && unflag(w[1], q).is_some() {
+                    break;
+                }
+                P::backoff(round);
+                round = round.saturating_add(1);
+            }
+        }
         let reply = loop {
+            // The value first: the other half of the reply follows it.
             let a = W::load_pair(pair(self.slots, reply_word(slot, 0)));
-            let b = W::load_pair(pair(self.slots, reply_word(slot, 2)));
-            let words: [u64; REPLY_WORDS] = [a[0], a[1], b[0], b[1]];
-            if let Some(r) = Reply::from_words(&words, seq) {
-                break r;
+            if unflag(a[0], seq).is_some() && unflag(a[1], seq).is_some() {
+                let b = W::load_pair(pair(self.slots, reply_word(slot, 2)));
+                if let Some(r) = Reply::from_words(&[a[0], a[1], b[0], b[1]], seq) {
+                    break r;
+                }
             }
             P::backoff(round);
             round = round.saturating_add(1);
@@ -298,9 +325,12 @@ impl<'a, W: Word> Queue<'a, W> {
         if n > 0 {
             // The data was written before the reply words: read it after.
             W::fence(Acquire);
-            let base = slot * self.geometry.reply_words_per_slot();
-            unpack_bytes(&mut out[..n], |i| self.reply_data[base + i].load(Relaxed));
+            let g = &self.geometry;
+            unpack_pairs(&mut out[..n], |k| W::load_pair(pair(self.reply_data, g.reply_data_word(slot, 2 * k))));
         }
         Completed { value: reply.value, errno: reply.errno, data_len: n, host_data_len: host_len }
     }
 }
+
+/// A lane watching another's reply looks at its own every this many rounds.
+const OWN_EVERY: u32 = 8;

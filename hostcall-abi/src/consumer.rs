@@ -127,14 +127,15 @@ impl Consumer {
             return Err(bad);
         }
         let block = self.word(ticket + 1, 0);
-        let ring_words = ring.len();
+        // A power of two (`Geometry::validate`): a mask, not a division.
+        let wrap = ring.len() - 1;
         let mut rec = Record { ticket, header, lines: u64::from(header.lines), lanes: Default::default(), count: n };
         let mut next = ticket + 1 + n as u64;
         let mut lanes = header.lanes;
         for r in 0..n {
             let lane = lanes.trailing_zeros();
             lanes &= lanes - 1;
-            let lw = self.line(ring, |i| (block + lane_word(n, r, i)) % ring_words);
+            let lw = self.line(ring, |i| (block + lane_word(n, r, i)) & wrap);
             let Some(l) = Lane::from_words(&lw, flag) else { return Ok(None) };
             if l.payload_len as usize > limits::MAX_INLINE {
                 return Err(ProtocolError::PayloadTooLarge { ticket, len: l.payload_len });
@@ -235,8 +236,8 @@ pub fn post_reply<W: Word>(
         return Err(ProtocolError::BadSlot { ticket: 0, slot });
     }
     let n = data.len().min(geometry.reply_data_size as usize);
-    let base = slot as usize * geometry.reply_words_per_slot();
-    pack_bytes(&data[..n], |i, w| reply_data[base + i].store(w, Relaxed));
+    let slot_ = slot as usize;
+    pack_bytes(&data[..n], |i, w| reply_data[geometry.reply_data_word(slot_, i)].store(w, Relaxed));
     let words = Reply { data_len: n as u32, ..reply }.to_words(seq);
     // The data before any reply word: a device that sees one word with its
     // flag and then fences reads this data.

@@ -301,7 +301,7 @@ impl Geometry {
         {
             return Err(GeometryError::SlotCount);
         }
-        if !self.reply_data_size.is_multiple_of(8) || self.reply_data_size > (1 << 20) {
+        if !self.reply_data_size.is_multiple_of(16) || self.reply_data_size > (1 << 20) {
             return Err(GeometryError::ReplyDataSize);
         }
         Ok(())
@@ -323,6 +323,15 @@ impl Geometry {
     }
     pub const fn reply_words_per_slot(&self) -> usize {
         (self.reply_data_size / 8) as usize
+    }
+    /// Word `i` of slot `slot`'s reply data. Grouped by warp and pair-major
+    /// within the group, as replies are ([`reply_word`]): the lanes of a warp
+    /// reading pair `k` of their data together read 512 contiguous bytes,
+    /// four bus transactions instead of 32.
+    pub const fn reply_data_word(&self, slot: usize, i: usize) -> usize {
+        let lanes = WARP_LANES as usize;
+        let (warp, lane) = (slot / lanes, slot % lanes);
+        warp * lanes * self.reply_words_per_slot() + (i / 2) * 2 * lanes + 2 * lane + i % 2
     }
     pub const fn reply_data_words(&self) -> usize {
         self.slot_count as usize * self.reply_words_per_slot()
@@ -370,4 +379,55 @@ pub fn unpack_bytes(out: &mut [u8], mut get: impl FnMut(usize) -> u64) {
         let n = rest.len();
         rest.copy_from_slice(&w[..n]);
     }
+}
+
+/// [`pack_bytes`] two words at a time: `put(k, pair)` for words `2k` and
+/// `2k + 1`. Returns the number of pairs written.
+#[inline]
+pub fn pack_pairs(bytes: &[u8], mut put: impl FnMut(usize, [u64; 2])) -> usize {
+    let mut k = 0;
+    let mut chunks = bytes.chunks_exact(16);
+    for c in &mut chunks {
+        let (a, b) = c.split_at(8);
+        put(k, [word_of(a), word_of(b)]);
+        k += 1;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 16];
+        b[..rest.len()].copy_from_slice(rest);
+        put(k, [word_of(&b[..8]), word_of(&b[8..])]);
+        k += 1;
+    }
+    k
+}
+
+/// The inverse of [`pack_pairs`]: fill `out` from pairs read by `get`.
+#[inline]
+pub fn unpack_pairs(out: &mut [u8], mut get: impl FnMut(usize) -> [u64; 2]) {
+    let mut chunks = out.chunks_exact_mut(16);
+    let mut k = 0;
+    for c in &mut chunks {
+        let [a, b] = get(k);
+        c[..8].copy_from_slice(&a.to_le_bytes());
+        c[8..].copy_from_slice(&b.to_le_bytes());
+        k += 1;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let [a, b] = get(k);
+        let mut w = [0u8; 16];
+        w[..8].copy_from_slice(&a.to_le_bytes());
+        w[8..].copy_from_slice(&b.to_le_bytes());
+        let n = rest.len();
+        rest.copy_from_slice(&w[..n]);
+    }
+}
+
+/// Eight little-endian bytes (or fewer, zero-padded) as a word.
+#[inline]
+fn word_of(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(w)
 }

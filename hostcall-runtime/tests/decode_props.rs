@@ -3,7 +3,10 @@
 use std::sync::atomic::AtomicU64;
 
 use hostcall_runtime::hostcall_abi::op::*;
-use hostcall_runtime::hostcall_abi::{record_flag, Consumer, Geometry, Header, Lane, Reply, LINE_WORDS};
+use hostcall_runtime::hostcall_abi::{
+    pack_bytes, pack_pairs, record_flag, unpack_bytes, unpack_pairs, Consumer, Geometry, Header, Lane, Reply,
+    LINE_WORDS,
+};
 use proptest::prelude::*;
 
 fn all_from_args(a: [u64; 3]) {
@@ -97,5 +100,45 @@ proptest! {
         }
         // A ring of the wrong size is an error, not a panic.
         prop_assert!(c.poll(&ring[..ring.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn pairs_and_words_pack_alike(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        // The device writes payloads and reads reply data by pairs, the host
+        // by words: the same bytes either way.
+        let mut words = vec![0u64; bytes.len().div_ceil(16) * 2];
+        let pairs = pack_pairs(&bytes, |k, p| words[2 * k..2 * k + 2].copy_from_slice(&p));
+        prop_assert_eq!(pairs, bytes.len().div_ceil(16));
+        let mut by_word = vec![0u64; words.len()];
+        let n = pack_bytes(&bytes, |i, w| by_word[i] = w);
+        prop_assert_eq!(&words[..n], &by_word[..n]);
+        let mut out = vec![0u8; bytes.len()];
+        unpack_pairs(&mut out, |k| [words[2 * k], words[2 * k + 1]]);
+        prop_assert_eq!(&out, &bytes);
+        let mut out = vec![0u8; bytes.len()];
+        unpack_bytes(&mut out, |i| words[i]);
+        prop_assert_eq!(&out, &bytes);
+    }
+}
+
+#[test]
+fn reply_data_words_tile_the_area() {
+    // Every (slot, word) has its own word of the reply data area, and the
+    // lanes of a warp reading pair k read contiguous words.
+    let g = Geometry { buff_size: 8192, slot_count: 96, reply_data_size: 48 };
+    let per = (g.reply_data_size / 8) as usize;
+    let mut seen = vec![false; g.reply_data_words()];
+    for slot in 0..g.slot_count as usize {
+        for i in 0..per {
+            let at = g.reply_data_word(slot, i);
+            assert!(!std::mem::replace(&mut seen[at], true), "slot {slot} word {i} shares word {at}");
+        }
+    }
+    assert!(seen.iter().all(|&s| s));
+    for k in 0..per / 2 {
+        let first = g.reply_data_word(32, 2 * k);
+        for lane in 0..32 {
+            assert_eq!(g.reply_data_word(32 + lane, 2 * k), first + 2 * lane);
+        }
     }
 }
