@@ -144,15 +144,20 @@ impl<'a, W: Word> Queue<'a, W> {
     pub fn call<P: Platform>(&self, call: &Call<'_>, reply: &mut [u8]) -> Result<Completed, CallError> {
         self.precheck::<P>(call)?;
         let slot = P::slot() as usize;
+        // The counter's load is not waited for until the lane line needs it
+        // (after the ticket's atomic, in flight at the same time).
         let seq = next_seq(self.seq[slot].load(Relaxed));
-        self.seq[slot].store(u64::from(seq), Relaxed);
         let peers = self.submit::<P>(call, seq, false);
+        self.seq[slot].store(u64::from(seq), Relaxed);
         // The host answers a record's lanes in lane order, so the last
-        // lane's reply comes last: the others watch that one word (one load
-        // for the whole warp) rather than each polling its own.
+        // lane's reply comes last: every lane of a record of several watches
+        // that one pair (one load for the whole warp) rather than each
+        // polling its own. A lane alone polls its whole reply (a round trip
+        // less; its polls are few).
         let last = 31 - peers.leading_zeros();
         let last_seq = P::shuffle(peers, u64::from(seq), last) as u32;
-        let watch = (P::lane() != last).then(|| (slot - P::lane() as usize + last as usize, last_seq));
+        let several = peers.count_ones() > 1;
+        let watch = several.then(|| (slot - P::lane() as usize + last as usize, last_seq));
         Ok(self.wait_reply::<P>(slot, seq, watch, reply))
     }
 
@@ -290,9 +295,10 @@ impl<'a, W: Word> Queue<'a, W> {
         p.peers
     }
 
-    /// Wait for this lane's reply. With `watch` (another lane's slot and
-    /// call counter), watch that lane's reply first and look at our own
-    /// only now and then, until the watched one is there.
+    /// Wait for this lane's reply. With `watch` (the slot and call counter
+    /// of the record's last lane, maybe this one), watch the first pair of
+    /// that reply, looking at our own only now and then, until it is there;
+    /// then read our own.
     fn wait_reply<P: Platform>(&self, slot: usize, seq: u32, watch: Option<(usize, u32)>, out: &mut [u8]) -> Completed {
         let mut round = 0;
         if let Some((other, other_seq)) = watch {
@@ -309,13 +315,11 @@ impl<'a, W: Word> Queue<'a, W> {
             }
         }
         let reply = loop {
-            // The value first: the other half of the reply follows it.
+            // Both pairs at once: one bus round trip, not two.
             let a = W::load_pair(pair(self.slots, reply_word(slot, 0)));
-            if unflag(a[0], seq).is_some() && unflag(a[1], seq).is_some() {
-                let b = W::load_pair(pair(self.slots, reply_word(slot, 2)));
-                if let Some(r) = Reply::from_words(&[a[0], a[1], b[0], b[1]], seq) {
-                    break r;
-                }
+            let b = W::load_pair(pair(self.slots, reply_word(slot, 2)));
+            if let Some(r) = Reply::from_words(&[a[0], a[1], b[0], b[1]], seq) {
+                break r;
             }
             P::backoff(round);
             round = round.saturating_add(1);
@@ -325,10 +329,28 @@ impl<'a, W: Word> Queue<'a, W> {
         if n > 0 {
             // The data was written before the reply words: read it after.
             W::fence(Acquire);
-            let g = &self.geometry;
-            unpack_pairs(&mut out[..n], |k| W::load_pair(pair(self.reply_data, g.reply_data_word(slot, 2 * k))));
+            self.read_reply_data(slot, &mut out[..n]);
         }
         Completed { value: reply.value, errno: reply.errno, data_len: n, host_data_len: host_len }
+    }
+}
+
+impl<W: Word> Queue<'_, W> {
+    /// Copy slot `slot`'s reply data into `out`, a line (four pairs) of
+    /// loads in flight at a time: each load crosses the bus, and a copy out
+    /// after each would wait for it before the next could start.
+    fn read_reply_data(&self, slot: usize, out: &mut [u8]) {
+        const PAIRS: usize = LINE_WORDS / 2;
+        let g = &self.geometry;
+        let load = |k: usize| W::load_pair(pair(self.reply_data, g.reply_data_word(slot, 2 * k)));
+        for (i, chunk) in out.chunks_mut(PAIRS * 16).enumerate() {
+            let pairs = chunk.len().div_ceil(16);
+            let mut batch = [[0u64; 2]; PAIRS];
+            for (j, p) in batch.iter_mut().enumerate().take(pairs) {
+                *p = load(i * PAIRS + j);
+            }
+            unpack_pairs(chunk, |j| batch[j]);
+        }
     }
 }
 

@@ -129,6 +129,11 @@ impl Consumer {
         let block = self.word(ticket + 1, 0);
         // A power of two (`Geometry::validate`): a mask, not a division.
         let wrap = ring.len() - 1;
+        // The lane block's lines were written by another agent: ask for all
+        // of them at once rather than miss on each in turn.
+        for line in 0..n {
+            prefetch(&ring[(block + line * LINE_WORDS) & wrap]);
+        }
         let mut rec = Record { ticket, header, lines: u64::from(header.lines), lanes: Default::default(), count: n };
         let mut next = ticket + 1 + n as u64;
         let mut lanes = header.lanes;
@@ -249,3 +254,16 @@ pub fn post_reply<W: Word>(
 }
 
 const _: () = assert!(LINE_BYTES == LINE_WORDS * 8);
+
+/// Start loading the line of `w` into the cache (a hint; nothing where the
+/// target has no such instruction).
+#[inline(always)]
+fn prefetch<W>(w: &W) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults; `w` is a live reference.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>((w as *const W).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = w;
+}

@@ -273,6 +273,14 @@ pub fn geometry(warps: u64) -> (u32, u32) {
     ((warps / per_block) as u32, (per_block * 32) as u32)
 }
 
+/// How the server saw a run.
+pub struct Served {
+    /// Calls per record: how well the warps' lanes called together.
+    pub per_record: f64,
+    /// The fraction of the run the server found the ring empty.
+    pub idle: f64,
+}
+
 /// What is measured: `kernels/bench_std` under the runtime, files confined
 /// to `/` (the bench's own kernels write only where it tells them).
 pub struct Ours {
@@ -298,36 +306,51 @@ impl Ours {
         self.rt.backend_mut()
     }
 
-    fn launch(&mut self, entry: &str, grid: u32, block: u32) -> Res<f64> {
+    /// Run `entry`: the seconds it took, and how the server saw it.
+    fn launch(&mut self, entry: &str, grid: u32, block: u32) -> Res<(f64, Served)> {
         let t = Instant::now();
         let report = self.rt.launch(entry, grid, block).map_err(|e| format!("{entry}: {e}"))?;
         if report.errors > 0 {
             return Err(format!("{entry}: {} hostcalls failed on the host", report.errors));
         }
-        Ok(t.elapsed().as_secs_f64())
+        let served = Served {
+            per_record: report.calls as f64 / report.records.max(1) as f64,
+            idle: report.server_idle.as_secs_f64() / report.elapsed.as_secs_f64().max(1e-9),
+        };
+        Ok((t.elapsed().as_secs_f64(), served))
     }
 
     /// Null hostcalls from one thread, each timed on the GPU (ns).
     pub fn null_calls(&mut self, n: u64) -> Res<Vec<u64>> {
+        self.timed_calls("null_call", n)
+    }
+
+    /// The same calls posted, each timed on the GPU (ns): the device side.
+    pub fn null_posts(&mut self, n: u64) -> Res<Vec<u64>> {
+        self.timed_calls("null_post", n)
+    }
+
+    fn timed_calls(&mut self, entry: &str, n: u64) -> Res<Vec<u64>> {
         let samples = self.backend().alloc_mapped(n as usize).map_err(|e| e.to_string())?;
         let b = self.backend();
         reset(b)?;
         set(b, "BENCH_N", n)?;
         set(b, "BENCH_SAMPLES", samples.device_addr())?;
-        self.launch("null_call", 1, 1)?;
-        no_failures(self.backend(), "null_call")?;
+        self.launch(entry, 1, 1)?;
+        no_failures(self.backend(), entry)?;
         Ok(samples.words().iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).collect())
     }
 
-    /// Calls per second with every lane of `warps` warps calling.
-    pub fn calls(&mut self, warps: u64, per_thread: u64) -> Res<f64> {
+    /// Calls per second with every lane of `warps` warps calling, and how
+    /// the server saw them.
+    pub fn calls(&mut self, warps: u64, per_thread: u64) -> Res<(f64, Served)> {
         let b = self.backend();
         reset(b)?;
         set(b, "BENCH_N", per_thread)?;
         let (grid, block) = geometry(warps);
-        self.launch("calls", grid, block)?;
+        let (_, served) = self.launch("calls", grid, block)?;
         no_failures(self.backend(), "calls")?;
-        Ok((warps * 32 * per_thread) as f64 / span_s(self.backend())?)
+        Ok(((warps * 32 * per_thread) as f64 / span_s(self.backend())?, served))
     }
 
     pub fn alloc(&mut self, grid: u32, block: u32) -> Res<f64> {
@@ -350,7 +373,7 @@ impl Ours {
         reset(b)?;
         set(b, "BENCH_BYTES", bytes)?;
         set(b, "BENCH_CHUNK", MIB)?;
-        let secs = self.launch(entry, blocks, 1)?;
+        let (secs, _) = self.launch(entry, blocks, 1)?;
         no_failures(self.backend(), entry)?;
         if let Some(sum) = expect_sum {
             if global(self.backend(), "BENCH_SUM")? != sum {
@@ -417,7 +440,10 @@ impl CopyBaseline {
                 let copied = t.elapsed();
                 let mut f = std::fs::File::create(path).map_err(io)?;
                 f.write_all(host.as_slice().map_err(cuda)?).map_err(io)?;
-                best = (best.0.max(bytes as f64 / t.elapsed().as_secs_f64()), best.1.max(bytes as f64 / copied.as_secs_f64()));
+                best = (
+                    best.0.max(bytes as f64 / t.elapsed().as_secs_f64()),
+                    best.1.max(bytes as f64 / copied.as_secs_f64()),
+                );
             } else {
                 let mut f = std::fs::File::open(path).map_err(io)?;
                 std::io::Read::read_exact(&mut f, host.as_mut_slice().map_err(cuda)?).map_err(io)?;
@@ -465,18 +491,28 @@ pub fn run(plan: &Plan) -> Res<Results> {
             .goal(Goal::AtMost(3.0))
             .notes("p99 against the floor's median"),
     );
+    let (post, _) = median_and_p99(&mut ours.null_posts(plan.null_calls)?);
+    figures.push(
+        Figure::new("null_post_us", post / 1e3, "us")
+            .against("pingpong_us", pmed / 1e3)
+            .notes("the same calls posted: the device's part of a call, no reply awaited"),
+    );
 
     say(&format!("calls_per_s at {:?} warps, every lane calling, against one-word mailboxes", plan.warps));
     let (mut ours_pts, mut floor_pts) = (Vec::new(), Vec::new());
     for &w in &plan.warps {
         let per_thread = (65_536 / (w * 32)).clamp(2, 256);
-        let rate = ours.calls(w, per_thread)?;
+        let (rate, served) = ours.calls(w, per_thread)?;
         let mail = floor.mailbox(w, if plan.quick { 50 } else { 200 })?;
         ours_pts.push((w as f64, rate));
         floor_pts.push((w as f64, mail));
         let mut f = Figure::new(&format!("calls_per_s@{w}warps"), rate, "calls/s")
             .against(&format!("mailbox_calls_per_s@{w}warps"), mail)
-            .notes(format!("{per_thread} calls per lane"));
+            .notes(format!(
+                "{per_thread} calls per lane, {:.1} per record, server idle {:.0}%",
+                served.per_record,
+                100.0 * served.idle
+            ));
         if w == 2112 {
             f = f.goal(Goal::AtLeast(1.0));
         }
@@ -517,7 +553,11 @@ pub fn run(plan: &Plan) -> Res<Results> {
                 Figure::new(&format!("println_lines_per_s@{grid}x256>{}", target.name()), lines / mine.secs, "lines/s")
                     .against("cuda_printf_lines_per_s", lines / theirs.secs)
                     .goal(Goal::AtLeast(5.0))
-                    .notes(format!("println {}; printf {}", mine.summary(), theirs.summary())),
+                    .notes(format!(
+                        "println {}; printf {}; after a same-size launch set up the queue",
+                        mine.summary(),
+                        theirs.summary()
+                    )),
             );
         }
     }
@@ -711,11 +751,17 @@ pub fn child_print(device: usize, how: Impl, grid: u32, block: u32) -> Res<f64> 
     match how {
         Impl::Hostcall => {
             let mut rt = bench_std_runtime(device, RuntimeConfig::default())?;
+            // A launch of the same size that makes no call first: the runtime
+            // sets up (pins, maps) the queue memory for a grid once and
+            // reuses it, as CUDA sets up its printf FIFO with the context.
+            set(rt.backend_mut(), "BENCH_N", 0)?;
+            rt.launch("calls", grid, block).map_err(|e| e.to_string())?;
             let t = Instant::now();
+            // The run ends with its output written and flushed.
             let report = rt.launch("print_line", grid, block).map_err(|e| e.to_string())?;
-            drop(rt); // flushes the runtime's stdout
             std::io::stdout().flush().map_err(|e| e.to_string())?;
             let secs = t.elapsed().as_secs_f64();
+            drop(rt);
             if report.errors > 0 {
                 return Err(format!("{} writes failed on the host", report.errors));
             }
@@ -749,12 +795,8 @@ pub fn child_load(device: usize, how: LoadHow) -> Res<f64> {
             backend.set_jit_cache(None);
             let mut rt = Runtime::new(backend, RuntimeConfig::default()).map_err(|e| e.to_string())?;
             let t = Instant::now();
-            if how == LoadHow::Runtime {
-                rt.load_best(demo.ptx, demo.cubin())
-            } else {
-                rt.load(demo.ptx)
-            }
-            .map_err(|e| e.to_string())?;
+            if how == LoadHow::Runtime { rt.load_best(demo.ptx, demo.cubin()) } else { rt.load(demo.ptx) }
+                .map_err(|e| e.to_string())?;
             Ok(t.elapsed().as_secs_f64())
         }
     }
@@ -790,7 +832,9 @@ fn machine(device: usize, images: &[Image]) -> Machine {
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name")?.split(':').nth(1).map(|s| s.trim().to_owned())))
+        .and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("model name")?.split(':').nth(1).map(|s| s.trim().to_owned()))
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 

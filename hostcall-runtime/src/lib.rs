@@ -27,7 +27,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use hostcall_abi::{globals, limits, Errno, Geometry, ProtocolError, LINE_BYTES, LINE_WORDS};
@@ -124,6 +123,13 @@ pub struct RunReport {
     pub aborted: bool,
     /// Calls served.
     pub calls: u64,
+    /// Records those calls came in: the lanes of a warp that call together
+    /// share one, so `calls / records` says how well the warps stayed
+    /// together.
+    pub records: u64,
+    /// Of `elapsed`, the time the server found the ring empty: near all of
+    /// it, the device side set the pace; near none, the host did.
+    pub server_idle: Duration,
     /// Calls served, by hostcall name.
     pub per_op: BTreeMap<String, u64>,
     /// Calls answered with an errno.
@@ -370,11 +376,18 @@ impl Runtime {
             old.buff_size == g.buff_size && old.reply_data_size == g.reply_data_size && old.slot_count >= g.slot_count
         });
         let mem = match reuse {
-            Some((_, mem)) => {
-                // The call counters restart at 0 (device memory: by copy).
+            Some((_, mut mem)) => {
+                // The call counters restart at 0 (device memory: by copy),
+                // and no reply, header or lane flag may survive from the
+                // earlier launch (reply data is only read after its reply's
+                // flags: it can stay).
                 b.copy_to_device(mem.seq.device_addr(), &vec![0u8; g.seq_words() * 8])?;
+                mem.ring.zero();
+                mem.ctrl.zero();
+                mem.slots.zero();
                 mem
             }
+            // Fresh memory comes zeroed from the backend.
             None => server::QueueMemory {
                 ring: b.alloc_mapped(g.ring_words())?,
                 ctrl: b.alloc_mapped(LINE_WORDS)?,
@@ -383,13 +396,6 @@ impl Runtime {
                 seq: b.alloc_device(g.seq_words() * 8)?,
             },
         };
-        // No reply, header or lane flag may survive from an earlier launch.
-        // (Reply data is only read after its reply's flags: no need.)
-        for region in [&mem.ring, &mem.ctrl, &mem.slots] {
-            for w in region.words() {
-                w.store(0, Relaxed);
-            }
-        }
         Ok(mem)
     }
 
@@ -470,6 +476,8 @@ impl Runtime {
             exit_code: self.state.exit.map(|e| e.code),
             aborted: self.state.exit.is_some_and(|e| e.aborted),
             calls: served.calls,
+            records: served.records,
+            server_idle: served.idle,
             per_op: BTreeMap::new(),
             errors: served.errors,
             unanswered_errors: served.unanswered_errors,

@@ -30,6 +30,9 @@ pub(crate) struct QueueMemory {
 #[derive(Debug, Default)]
 pub(crate) struct Served {
     pub calls: u64,
+    pub records: u64,
+    /// Time the server found nothing to do (the ring empty).
+    pub idle: Duration,
     /// Indexed by handler ID (0: unknown IDs).
     pub per_op: Vec<u64>,
     pub errors: u64,
@@ -185,7 +188,11 @@ impl Server<'_> {
                 }
                 continue;
             };
-            idle = 0;
+            if idle > 0 {
+                served.idle += idle_since.elapsed();
+                idle = 0;
+            }
+            served.records += 1;
             let op = rec.header.op;
             let calls = rec.calls();
             // Copy every payload out before the lines go back to the device.

@@ -33,10 +33,13 @@ fn echo_stress_body(rt: &mut Runtime, grid: u32, block: u32) {
     let failures = rt.read_global_u64("ECHO_FAILURES").expect("ECHO_FAILURES");
     let expected = u64::from(grid) * u64::from(block) * CALLS_PER_THREAD;
     eprintln!(
-        "echo_stress<<<{grid}, {block}>>>: {} calls in {:?} ({:.0} calls/s), {ok} checked ok by the callers",
+        "echo_stress<<<{grid}, {block}>>>: {} calls in {:?} ({:.0} calls/s, {:.1} lanes per record, server idle \
+         {:.0}%), {ok} checked ok by the callers",
         report.calls,
         report.elapsed,
-        report.calls as f64 / report.elapsed.as_secs_f64()
+        report.calls as f64 / report.elapsed.as_secs_f64(),
+        report.calls as f64 / report.records.max(1) as f64,
+        100.0 * report.server_idle.as_secs_f64() / report.elapsed.as_secs_f64()
     );
     assert_eq!(failures, 0, "replies that did not match their call");
     assert_eq!(ok, expected, "replies checked");

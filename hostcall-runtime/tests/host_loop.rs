@@ -14,17 +14,29 @@ use std::time::{Duration, Instant};
 
 use hostcall_runtime::backend::emu::EmuModule;
 use hostcall_runtime::hostcall_abi::op::{Echo, Request};
-use hostcall_runtime::hostcall_abi::{lane_word, record_flag, reply_word, Header, Lane, Reply, LINE_WORDS, WARP_LANES};
+use hostcall_runtime::hostcall_abi::{
+    lane_word, record_flag, reply_word, Header, Lane, Reply, LINE_BYTES, LINE_WORDS, WARP_LANES,
+};
 use hostcall_runtime::QueueConfig;
-
-/// Records of 33 lines that fit in the ring of a 64 MiB buffer pair.
-const RECORDS: u64 = 60_000;
 
 static SERVED_IN: Mutex<Option<Duration>> = Mutex::new(None);
 
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn host_loop_cost_per_call() {
+    // Records of 33 lines: 60,000 fit in the ring of a 64 MiB buffer pair.
+    measure(60_000, 0);
+}
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn host_loop_cost_per_call_256_byte_echo() {
+    measure(12_000, 256);
+}
+
+/// `records` whole-warp records of echo calls, each lane sending `payload`
+/// bytes (and getting them back as reply data).
+fn measure(records: u64, payload: usize) {
     let dir = tempfile::tempdir().unwrap();
     let module = EmuModule::new().hostcall(Echo::NAME).entry("warp", move |ctx| {
         if ctx.thread_id != 0 {
@@ -33,21 +45,31 @@ fn host_loop_cost_per_call() {
         let op = ctx.hostcall_id(Echo::NAME);
         let q = ctx.queue().expect("queue configured");
         let n = WARP_LANES as usize;
-        let lines = 1 + n as u64;
-        assert!(RECORDS * lines <= q.geometry.ring_lines());
-        q.top.store(RECORDS * lines, Relaxed);
-        for k in 0..RECORDS {
+        let extra = payload.div_ceil(LINE_BYTES);
+        let lines = (1 + n + n * extra) as u64;
+        assert!(records * lines <= q.geometry.ring_lines());
+        q.top.store(records * lines, Relaxed);
+        for k in 0..records {
             let ticket = k * lines;
             let block = (ticket as usize + 1) * LINE_WORDS;
             for r in 0..n {
-                let l = Lane { args: Echo { a: k, b: r as u64 }.to_args(), payload_len: 0, region: false, seq: 1 };
+                let l = Lane {
+                    args: Echo { a: k, b: r as u64 }.to_args(),
+                    payload_len: payload as u32,
+                    region: false,
+                    seq: 1,
+                };
                 for (w, &v) in l.to_words(record_flag(ticket)).iter().enumerate() {
                     q.ring[block + lane_word(n, r, w)].store(v, Relaxed);
+                }
+                let first = block + (n + r * extra) * LINE_WORDS;
+                for w in 0..payload.div_ceil(8) {
+                    q.ring[first + w].store(k ^ w as u64, Relaxed);
                 }
             }
         }
         let t0 = Instant::now();
-        for k in 0..RECORDS {
+        for k in 0..records {
             let ticket = k * lines;
             let h = Header { op, lanes: u32::MAX, base_slot: 0, lines: lines as u32, flags: 0 };
             for (w, &v) in h.to_words(record_flag(ticket)).iter().enumerate() {
@@ -56,22 +78,26 @@ fn host_loop_cost_per_call() {
         }
         // Lane 31 of the last record answered: every record was served (in
         // ticket order; each record's reply overwrites the last, same seq).
-        let a = RECORDS - 1;
+        let a = records - 1;
         loop {
             let w: [u64; 4] = std::array::from_fn(|i| q.slots[reply_word(n - 1, i)].load(Acquire));
             if Reply::from_words(&w, 1).is_some_and(|r| r.value == a ^ (n as u64 - 1)) {
                 break;
             }
-            std::hint::spin_loop();
+            // Sleep, not spin: this core is the server's competition.
+            std::thread::sleep(Duration::from_micros(200));
         }
         *SERVED_IN.lock().unwrap() = Some(t0.elapsed());
     });
     let queue = QueueConfig { buff_size: 64 << 20, reply_data_size: 512 };
     let mut rig = common::rig(dir.path(), queue, module);
     let report = rig.rt.launch("warp", 1, 32).expect("run");
-    let calls = RECORDS * u64::from(WARP_LANES);
+    let calls = records * u64::from(WARP_LANES);
     assert_eq!(report.calls, calls);
     assert_eq!(report.errors, 0);
-    let secs = SERVED_IN.lock().unwrap().expect("timed").as_secs_f64();
-    eprintln!("{calls} echo calls in {RECORDS} whole-warp records: {:.1} ns per call", secs * 1e9 / calls as f64);
+    let secs = SERVED_IN.lock().unwrap().take().expect("timed").as_secs_f64();
+    eprintln!(
+        "{calls} echo calls of {payload} bytes in {records} whole-warp records: {:.1} ns per call",
+        secs * 1e9 / calls as f64
+    );
 }

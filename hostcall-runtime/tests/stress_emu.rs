@@ -75,6 +75,8 @@ fn echo_stress_64_threads_small_ring_few_slots() {
     assert_eq!(rig.rt.read_global_u64("FAILURES").unwrap(), 0);
     assert_eq!(rig.rt.read_global_u64("DONE").unwrap(), total);
     assert_eq!(report.calls, total, "every call served exactly once");
+    // CPU threads are warps of one lane: a record per call.
+    assert_eq!(report.records, total);
     assert_eq!(report.per_op.get("echo"), Some(&total));
     assert_eq!(report.errors, 0);
     assert_eq!(report.exit_code, None);

@@ -34,14 +34,16 @@ impl SysWord {
         SysWord(AtomicU64::new(0))
     }
 
-    /// The value the host patched in before launch. Volatile so that an
+    /// The value the host patched in before launch. Read by an asm load
+    /// (the read-only cache on the GPU, volatile on the host) so that an
     /// optimiser which sees no device store never folds it to the
     /// initialiser.
     #[inline]
     pub fn patched(&self) -> u64 {
-        // SAFETY: the pointer is to a live, aligned u64 inside this static;
-        // the host writes it only before launch.
-        unsafe { core::ptr::read_volatile(self.0.as_ptr()) }
+        // SAFETY: the pointer is to a live, aligned u64 inside this static, a
+        // global; the host writes it only before launch and the device never
+        // (the globals read this way are never the target of `Word` ops).
+        unsafe { arch::load_readonly(self.0.as_ptr()) }
     }
 
     /// A read-modify-write with `order`. The words these run on (the ticket

@@ -114,6 +114,15 @@ impl MappedRegion {
         self.device_addr
     }
 
+    /// Zero every word at memset speed. The caller must know that no kernel
+    /// is using the region (between launches).
+    pub fn zero(&mut self) {
+        // SAFETY: `&mut self` excludes every host view (they borrow `self`),
+        // no kernel uses it (the caller's promise), the words are valid for
+        // writes (`from_raw_parts`), and all-zero bytes are a valid AtomicU64.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, self.words) }
+    }
+
     pub fn len_words(&self) -> usize {
         self.words
     }

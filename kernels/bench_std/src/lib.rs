@@ -5,6 +5,8 @@
 //!
 //! * `null_call`: one thread, `BENCH_N` calls, each timed on `%globaltimer`
 //!   into the mapped `BENCH_SAMPLES`.
+//! * `null_post`: the same calls posted (no reply awaited): the device's
+//!   own cost of sending one.
 //! * `calls`: every thread makes `BENCH_N` calls and checks each reply.
 //! * `print_line`: every thread prints one line with `println!`.
 //! * `file_write` / `file_read`: thread 0 of each block moves its share of
@@ -54,6 +56,30 @@ pub extern "ptx-kernel" fn null_call() {
         let dt = arch::global_timer_ns() - t0;
         // SAFETY: the host points BENCH_SAMPLES at `n` mapped u64s that live
         // until the kernel ends; `i < n`.
+        unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+        if !ok {
+            fail();
+        }
+    }
+    span(start);
+}
+
+/// `null_call` without the wait: each call posted (no reply), so each
+/// sample is what the device spends sending one.
+#[no_mangle]
+pub extern "ptx-kernel" fn null_post() {
+    if arch::global_thread_id() != 0 {
+        return;
+    }
+    let n = BENCH_N.load(Relaxed);
+    let samples = BENCH_SAMPLES.load(Relaxed);
+    let start = arch::global_timer_ns();
+    for i in 0..n {
+        let t0 = arch::global_timer_ns();
+        let req = hostcall_abi::op::Echo { a: i, b: 0 };
+        let ok = libc_hostcall::hostcall::post(&libc_hostcall::hostcall::ids::__HOSTCALL__echo, &req, &[]).is_ok();
+        let dt = arch::global_timer_ns() - t0;
+        // SAFETY: as in `null_call`.
         unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
         if !ok {
             fail();
