@@ -50,6 +50,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of no calls, to fill with [`Consumer::poll_into`].
+    pub fn empty() -> Self {
+        Record {
+            ticket: 0,
+            header: Header::default(),
+            lines: 0,
+            lanes: [LaneCall::default(); WARP_LANES as usize],
+            count: 0,
+        }
+    }
+
     /// The calls, in lane order.
     pub fn calls(&self) -> &[LaneCall] {
         &self.lanes[..self.count]
@@ -113,6 +124,14 @@ impl Consumer {
     /// The record at the head, once its header and every lane line are
     /// there.
     pub fn poll<W: Word>(&self, ring: &[W]) -> Result<Poll, ProtocolError> {
+        let mut rec = Record::empty();
+        Ok(self.poll_into(ring, &mut rec)?.then_some(rec))
+    }
+
+    /// [`Consumer::poll`] into `rec` (a record kept from call to call, not
+    /// built and copied each time): `true` when a record is there. `rec` is
+    /// only meaningful after `true`.
+    pub fn poll_into<W: Word>(&self, ring: &[W], rec: &mut Record) -> Result<bool, ProtocolError> {
         let g = &self.geometry;
         if ring.len() != g.ring_words() {
             return Err(ProtocolError::BadBuffer);
@@ -120,7 +139,7 @@ impl Consumer {
         let ticket = self.head;
         let flag = record_flag(ticket);
         let hw = self.line(ring, |i| self.word(ticket, i));
-        let Some(header) = Header::from_words(&hw, flag) else { return Ok(None) };
+        let Some(header) = Header::from_words(&hw, flag) else { return Ok(false) };
         let bad = ProtocolError::BadRecord { ticket };
         let n = header.lanes.count_ones() as usize;
         if n == 0 || u64::from(header.lines) > g.max_record_lines() || (header.lines as usize) < 1 + n {
@@ -134,14 +153,14 @@ impl Consumer {
         for line in 0..n {
             prefetch(&ring[(block + line * LINE_WORDS) & wrap]);
         }
-        let mut rec = Record { ticket, header, lines: u64::from(header.lines), lanes: Default::default(), count: n };
+        (rec.ticket, rec.header, rec.lines, rec.count) = (ticket, header, u64::from(header.lines), n);
         let mut next = ticket + 1 + n as u64;
         let mut lanes = header.lanes;
         for r in 0..n {
             let lane = lanes.trailing_zeros();
             lanes &= lanes - 1;
             let lw = self.line(ring, |i| (block + lane_word(n, r, i)) & wrap);
-            let Some(l) = Lane::from_words(&lw, flag) else { return Ok(None) };
+            let Some(l) = Lane::from_words(&lw, flag) else { return Ok(false) };
             if l.payload_len as usize > limits::MAX_INLINE {
                 return Err(ProtocolError::PayloadTooLarge { ticket, len: l.payload_len });
             }
@@ -181,7 +200,7 @@ impl Consumer {
                 c.dev_addr = 0;
             }
         }
-        Ok(Some(rec))
+        Ok(true)
     }
 
     /// Copy one call's inline payload into `out` (`payload_len` bytes; a

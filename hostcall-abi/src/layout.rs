@@ -145,7 +145,7 @@ const fn join(lo: u32, hi: u32) -> u64 {
 /// line per calling lane (the *lane block*), then each lane's extra lines in
 /// lane order: a region line if it declared a device region, then its inline
 /// payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Header {
     /// Handler ID (from `__HOSTCALL__<name>`).
     pub op: u32,

@@ -97,6 +97,10 @@ pub enum ChildCommand {
         grid: u32,
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
         block: u32,
+        /// Time the first launch of the process (queue set-up included),
+        /// not one after a same-size launch.
+        #[arg(long)]
+        cold: bool,
     },
     /// Load the demo's image once.
     Load {

@@ -546,8 +546,8 @@ pub fn run(plan: &Plan) -> Res<Results> {
     for &grid in &plan.print_grids {
         for &target in &plan.print_targets {
             say(&format!("println_lines_per_s: {grid} x 256 threads to {}, against CUDA printf", target.name()));
-            let mine = print_child(plan, Impl::Hostcall, grid, 256, target)?;
-            let theirs = print_child(plan, Impl::Cuda, grid, 256, target)?;
+            let mine = print_child(plan, Impl::Hostcall, grid, 256, target, false)?;
+            let theirs = print_child(plan, Impl::Cuda, grid, 256, target, false)?;
             let lines = f64::from(grid * 256);
             figures.push(
                 Figure::new(&format!("println_lines_per_s@{grid}x256>{}", target.name()), lines / mine.secs, "lines/s")
@@ -560,6 +560,26 @@ pub fn run(plan: &Plan) -> Res<Results> {
                     )),
             );
         }
+    }
+    if let (Some(&grid), Some(&target)) = (plan.print_grids.last(), plan.print_targets.first()) {
+        // What one process that prints once pays: the queue's set-up too.
+        say(&format!("println_lines_per_s, first launch: {grid} x 256 threads to {}", target.name()));
+        let mine = print_child(plan, Impl::Hostcall, grid, 256, target, true)?;
+        let theirs = print_child(plan, Impl::Cuda, grid, 256, target, false)?;
+        let lines = f64::from(grid * 256);
+        figures.push(
+            Figure::new(
+                &format!("println_first_launch_lines_per_s@{grid}x256>{}", target.name()),
+                lines / mine.secs,
+                "lines/s",
+            )
+            .against("cuda_printf_lines_per_s", lines / theirs.secs)
+            .notes(format!(
+                "the process's first launch: pinning and mapping the queue for {} threads included; println {}",
+                grid * 256,
+                mine.summary()
+            )),
+        );
     }
 
     if plan.first_load {
@@ -679,9 +699,9 @@ fn child_secs(stderr: &[u8], what: &str) -> Res<f64> {
         .ok_or_else(|| format!("{what}: the child reported nothing: {}", text.trim()))
 }
 
-fn print_child(plan: &Plan, how: Impl, grid: u32, block: u32, target: Target) -> Res<Printed> {
+fn print_child(plan: &Plan, how: Impl, grid: u32, block: u32, target: Target, cold: bool) -> Res<Printed> {
     let what = format!("{how:?} print to {}", target.name());
-    let args = vec![
+    let mut args = vec![
         "print".into(),
         "--impl".into(),
         format!("{how:?}").to_lowercase(),
@@ -690,6 +710,9 @@ fn print_child(plan: &Plan, how: Impl, grid: u32, block: u32, target: Target) ->
         "--block".into(),
         block.to_string(),
     ];
+    if cold {
+        args.push("--cold".into());
+    }
     let mut cmd = child(plan, &args);
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     let expected = u64::from(grid) * u64::from(block);
@@ -747,15 +770,18 @@ fn load_child(plan: &Plan, how: LoadHow) -> Res<f64> {
 }
 
 /// `hostcall-bench child print`: print from every thread, report the time.
-pub fn child_print(device: usize, how: Impl, grid: u32, block: u32) -> Res<f64> {
+pub fn child_print(device: usize, how: Impl, grid: u32, block: u32, cold: bool) -> Res<f64> {
     match how {
         Impl::Hostcall => {
             let mut rt = bench_std_runtime(device, RuntimeConfig::default())?;
-            // A launch of the same size that makes no call first: the runtime
-            // sets up (pins, maps) the queue memory for a grid once and
-            // reuses it, as CUDA sets up its printf FIFO with the context.
-            set(rt.backend_mut(), "BENCH_N", 0)?;
-            rt.launch("calls", grid, block).map_err(|e| e.to_string())?;
+            if !cold {
+                // A launch of the same size that makes no call first: the
+                // runtime sets up (pins, maps) the queue memory for a grid
+                // once and reuses it, as CUDA sets up its printf FIFO with
+                // the context.
+                set(rt.backend_mut(), "BENCH_N", 0)?;
+                rt.launch("calls", grid, block).map_err(|e| e.to_string())?;
+            }
             let t = Instant::now();
             // The run ends with its output written and flushed.
             let report = rt.launch("print_line", grid, block).map_err(|e| e.to_string())?;

@@ -61,7 +61,9 @@ fn run(command: Command) -> Result<(), String> {
         }
         Command::Child { device, what } => {
             let secs = match what {
-                ChildCommand::Print { r#impl, grid, block } => gpu::child_print(device, r#impl, grid, block)?,
+                ChildCommand::Print { r#impl, grid, block, cold } => {
+                    gpu::child_print(device, r#impl, grid, block, cold)?
+                }
                 ChildCommand::Load { how } => gpu::child_load(device, how)?,
             };
             eprintln!("BENCH_CHILD {secs:.6}");

@@ -17,7 +17,8 @@ fn canned() -> report::Results {
 #[test]
 fn the_command_line_parses_and_refuses_nonsense() {
     assert_eq!(Cli::try_parse_from(["hostcall-bench"]).unwrap().command, None, "no subcommand: run");
-    let Some(Command::Run(run)) = Cli::try_parse_from(["hostcall-bench", "run", "--quick", "--out", "x"]).unwrap().command
+    let Some(Command::Run(run)) =
+        Cli::try_parse_from(["hostcall-bench", "run", "--quick", "--out", "x"]).unwrap().command
     else {
         panic!("run")
     };
@@ -31,7 +32,7 @@ fn the_command_line_parses_and_refuses_nonsense() {
     assert!(Cli::try_parse_from(["hostcall-bench", "run", "--bogus"]).is_err());
     let child = ["hostcall-bench", "child", "print", "--impl", "cuda", "--grid", "2", "--block", "32"];
     let Some(Command::Child { what, .. }) = Cli::try_parse_from(child).unwrap().command else { panic!("child") };
-    assert_eq!(what, ChildCommand::Print { r#impl: Impl::Cuda, grid: 2, block: 32 });
+    assert_eq!(what, ChildCommand::Print { r#impl: Impl::Cuda, grid: 2, block: 32, cold: false });
     assert!(Cli::try_parse_from(["hostcall-bench", "child", "print", "--impl", "cuda", "--grid", "0", "--block", "1"])
         .is_err());
     <Cli as clap::CommandFactory>::command().debug_assert();
@@ -119,7 +120,8 @@ fn without_a_gpu_run_says_so_in_one_line_and_fails() {
         eprintln!("skipped: a GPU is present (this checks the no-GPU path)");
         return;
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hostcall-bench")).args(["run", "--quick"]).output().unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_hostcall-bench")).args(["run", "--quick"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

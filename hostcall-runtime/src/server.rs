@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, LaneCall, ProtocolError, Reply, LINE_BYTES};
+use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, LaneCall, ProtocolError, Record, Reply, LINE_BYTES};
 
 use crate::backend::{Backend, DeviceAlloc, KernelState, MappedRegion};
 use crate::handlers::HostState;
@@ -136,6 +136,7 @@ impl Server<'_> {
         let mut since_release = 0u32;
         let mut deferred: VecDeque<Deferred> = VecDeque::new();
         let mut partial = 0u32;
+        let mut rec = Record::empty();
         loop {
             // Calls waiting for input go first, in the order they came; the
             // first one still not ready ends the round.
@@ -145,14 +146,14 @@ impl Server<'_> {
                     break;
                 }
             }
-            let rec = match consumer.poll(ring) {
-                Ok(r) => r,
+            let found = match consumer.poll_into(ring, &mut rec) {
+                Ok(found) => found,
                 Err(e) => {
                     self.backend.cancel();
                     return Err(e);
                 }
             };
-            let Some(rec) = rec else {
+            if !found {
                 // A warp's record whose lanes are still writing is not a
                 // quiet ring: retry at once (no flush, no release, no idle
                 // wait), but now and then take the idle path, which asks
@@ -187,7 +188,7 @@ impl Server<'_> {
                     end => served.end = Some(end),
                 }
                 continue;
-            };
+            }
             if idle > 0 {
                 served.idle += idle_since.elapsed();
                 idle = 0;
@@ -217,6 +218,11 @@ impl Server<'_> {
             // retried at the top of this round and still wait for input;
             // concurrent reads of one stream have no order on Linux either.
             let since = self.debug.then(Instant::now);
+            if self.write_op != Some(op) {
+                // Held output goes before any other call's effect (once for
+                // the record: `dispatch` finds nothing held after this).
+                let _ = self.state.flush_output();
+            }
             let mut at = 0;
             for &call in calls {
                 let len = call.payload_len as usize;
@@ -263,7 +269,7 @@ impl Server<'_> {
         served: &mut Served,
     ) -> Result<bool, ProtocolError> {
         let Job { op, call } = job;
-        if !self.is_output_write(&job) {
+        if !self.state.output.is_empty() && !self.is_output_write(&job) {
             // Held output goes before any other call's effect.
             let _ = self.state.flush_output();
         }

@@ -25,18 +25,25 @@ static SERVED_IN: Mutex<Option<Duration>> = Mutex::new(None);
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn host_loop_cost_per_call() {
     // Records of 33 lines: 60,000 fit in the ring of a 64 MiB buffer pair.
-    measure(60_000, 0);
+    measure(60_000, WARP_LANES as usize, 0);
 }
 
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn host_loop_cost_per_call_256_byte_echo() {
-    measure(12_000, 256);
+    measure(12_000, WARP_LANES as usize, 256);
 }
 
-/// `records` whole-warp records of echo calls, each lane sending `payload`
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn host_loop_cost_per_call_256_byte_echo_lanes_alone() {
+    // Each lane a record of its own, as warps whose lanes diverged send.
+    measure(300_000, 1, 256);
+}
+
+/// `records` records of `n` lanes' echo calls, each lane sending `payload`
 /// bytes (and getting them back as reply data).
-fn measure(records: u64, payload: usize) {
+fn measure(records: u64, n: usize, payload: usize) {
     let dir = tempfile::tempdir().unwrap();
     let module = EmuModule::new().hostcall(Echo::NAME).entry("warp", move |ctx| {
         if ctx.thread_id != 0 {
@@ -44,7 +51,6 @@ fn measure(records: u64, payload: usize) {
         }
         let op = ctx.hostcall_id(Echo::NAME);
         let q = ctx.queue().expect("queue configured");
-        let n = WARP_LANES as usize;
         let extra = payload.div_ceil(LINE_BYTES);
         let lines = (1 + n + n * extra) as u64;
         assert!(records * lines <= q.geometry.ring_lines());
@@ -71,7 +77,8 @@ fn measure(records: u64, payload: usize) {
         let t0 = Instant::now();
         for k in 0..records {
             let ticket = k * lines;
-            let h = Header { op, lanes: u32::MAX, base_slot: 0, lines: lines as u32, flags: 0 };
+            let lanes = ((1u64 << n) - 1) as u32;
+            let h = Header { op, lanes, base_slot: 0, lines: lines as u32, flags: 0 };
             for (w, &v) in h.to_words(record_flag(ticket)).iter().enumerate() {
                 q.ring[ticket as usize * LINE_WORDS + w].store(v, Release);
             }
@@ -92,12 +99,12 @@ fn measure(records: u64, payload: usize) {
     let queue = QueueConfig { buff_size: 64 << 20, reply_data_size: 512 };
     let mut rig = common::rig(dir.path(), queue, module);
     let report = rig.rt.launch("warp", 1, 32).expect("run");
-    let calls = records * u64::from(WARP_LANES);
+    let calls = records * n as u64;
     assert_eq!(report.calls, calls);
     assert_eq!(report.errors, 0);
     let secs = SERVED_IN.lock().unwrap().take().expect("timed").as_secs_f64();
     eprintln!(
-        "{calls} echo calls of {payload} bytes in {records} whole-warp records: {:.1} ns per call",
+        "{calls} echo calls of {payload} bytes in {records} records of {n}: {:.1} ns per call",
         secs * 1e9 / calls as f64
     );
 }

@@ -38,6 +38,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// No bytes held.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Records lost to failed flushes since the last call, and the first errno.
     pub fn take_failures(&mut self) -> (u64, Option<Errno>) {
         (std::mem::take(&mut self.failed), self.first_error.take())
