@@ -147,7 +147,7 @@ fn model(wrap: bool, calls_a: u64, calls_b: u64, preemptions: usize) {
         b.preemption_bound = Some(preemptions);
     }
     b.check(move || {
-        let g = Geometry { buff_size: 8192, slot_count: 32, reply_data_size: 8 };
+        let g = Geometry { buff_size: 8192, slot_count: 32, reply_data_size: 16 };
         let cap = g.ring_lines();
         let start = if wrap { cap - 1 } else { 0 };
         let mut init = vec![0; g.ring_words()];
