@@ -13,7 +13,7 @@ use std::io;
 use hostcall_abi::op::Request;
 use hostcall_abi::{Errno, ARG_WORDS};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::handlers::HostState;
 
 /// A handler's failure: the errno the caller gets.
@@ -69,6 +69,11 @@ pub fn errno_of(e: &io::Error) -> Errno {
 /// What a handler returns: the reply value, or the caller's errno.
 pub type HandlerResult = Result<u64, HostError>;
 
+/// Takes a piece of a bulk write and its offset ([`DeviceSlice::stream_out`]).
+pub type StreamSink<'a> = dyn FnMut(&mut HostState, &[u8], u64) -> Result<(), HostError> + 'a;
+/// Fills a piece of a bulk read at an offset ([`DeviceSlice::stream_in`]).
+pub type StreamSource<'a> = dyn FnMut(&mut HostState, &mut [u8], u64) -> Result<Option<usize>, HostError> + 'a;
+
 /// A device-memory region a call declared, checked against its bounds on
 /// every access. The only way handlers touch device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +103,11 @@ impl DeviceSlice {
         self.addr.checked_add(offset).ok_or(HostError(Errno::EFAULT))
     }
 
+    /// The region's start, once its end is known not to wrap.
+    fn whole(&self) -> Result<u64, HostError> {
+        self.addr.checked_add(self.len).map(|_| self.addr).ok_or(HostError(Errno::EFAULT))
+    }
+
     /// Copy `out.len()` bytes from `offset` in the region.
     pub fn read(&self, cx: &mut HostCx<'_>, offset: u64, out: &mut [u8]) -> Result<(), HostError> {
         let at = self.range(offset, out.len())?;
@@ -105,6 +115,41 @@ impl DeviceSlice {
             tracing::warn!(target: "hostcall", "device read failed: {e}");
             HostError(Errno::EFAULT)
         })
+    }
+
+    /// Hand the whole region to `sink` in order, a piece at a time with its
+    /// offset, the backend's staging between (no copy of the handler's
+    /// own): bulk writes. Stops at `sink`'s first error, which it returns.
+    pub fn stream_out(&self, cx: &mut HostCx<'_>, sink: &mut StreamSink<'_>) -> Result<u64, HostError> {
+        let at = self.whole()?;
+        let (state, mut failed) = (&mut *cx.state, None);
+        let r = cx.backend.stream_from_device(at, self.len, &mut |bytes, offset| match sink(state, bytes, offset) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        });
+        device_result(r, failed)
+    }
+
+    /// Fill the region's first `len` bytes (at most its length) from
+    /// `source`, a piece at a time: `source(state, buf, offset)` returns
+    /// `Some(n)` for `n` bytes written at the front of `buf` (fewer than
+    /// `buf.len()` ends the transfer), `None` to end it at once. Returns the
+    /// bytes that reached the device: bulk reads.
+    pub fn stream_in(&self, cx: &mut HostCx<'_>, len: u64, source: &mut StreamSource<'_>) -> Result<u64, HostError> {
+        let at = self.whole()?;
+        let (state, mut failed) = (&mut *cx.state, None);
+        let r =
+            cx.backend.stream_to_device(at, len.min(self.len), &mut |buf, offset| match source(state, buf, offset) {
+                Ok(n) => n,
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
+        device_result(r, failed)
     }
 
     /// Copy `data` to `offset` in the region.
@@ -115,6 +160,18 @@ impl DeviceSlice {
             HostError(Errno::EFAULT)
         })
     }
+}
+
+/// A streamed transfer's outcome: the handler's own error first, then the
+/// device's (as `EFAULT`, logged).
+fn device_result(r: Result<u64, BackendError>, failed: Option<HostError>) -> Result<u64, HostError> {
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    r.map_err(|e| {
+        tracing::warn!(target: "hostcall", "device transfer failed: {e}");
+        HostError(Errno::EFAULT)
+    })
 }
 
 /// The data a call brought: its inline payload and its declared region.

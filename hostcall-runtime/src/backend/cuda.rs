@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::{self, CUresult};
 
-use super::{Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion};
+use super::{Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion, STREAM_PIECE};
 
 mod jit;
 
@@ -118,6 +118,82 @@ impl Drop for DeviceMem {
     }
 }
 
+/// Pinned staging for bulk transfers: two buffers of [`STREAM_PIECE`]
+/// bytes, so that one is copied while the host reads or fills the other,
+/// each with an event that marks the end of its last copy.
+struct Staging {
+    bufs: [PinnedHost; 2],
+    events: [sys::CUevent; 2],
+    /// Whether a copy into or out of each buffer may still be in flight.
+    busy: [bool; 2],
+}
+
+impl Staging {
+    fn new(ctx: &Arc<Context>) -> Result<Self, BackendError> {
+        let alloc = || -> Result<PinnedHost, BackendError> {
+            let mut ptr = ptr::null_mut();
+            // SAFETY: `ptr` is writable; the context is current. Plain
+            // pinned memory (not write-combined: the host reads it back).
+            ck(unsafe { sys::cuMemHostAlloc(&mut ptr, STREAM_PIECE as usize, 0) }, "cuMemHostAlloc (staging)")?;
+            Ok(PinnedHost { ptr, ctx: ctx.clone() })
+        };
+        let bufs = [alloc()?, alloc()?];
+        let mut events = [ptr::null_mut(); 2];
+        for e in &mut events {
+            let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32;
+            // SAFETY: `e` is writable; the context is current.
+            ck(unsafe { sys::cuEventCreate(e, flags) }, "cuEventCreate")?;
+        }
+        Ok(Staging { bufs, events, busy: [false; 2] })
+    }
+
+    /// Buffer `i`, once its last copy is done.
+    fn buf(&mut self, i: usize) -> Result<&mut [u8], BackendError> {
+        self.wait(i)?;
+        // SAFETY: the buffer holds `STREAM_PIECE` bytes of pinned memory
+        // owned by this value, and no copy touches it now (waited above);
+        // the borrow of `self` keeps it exclusive.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.bufs[i].ptr.cast::<u8>(), STREAM_PIECE as usize) })
+    }
+
+    /// Wait for buffer `i`'s copy, if one is in flight.
+    fn wait(&mut self, i: usize) -> Result<(), BackendError> {
+        if self.busy[i] {
+            self.busy[i] = false;
+            // SAFETY: the event was created on this context and recorded.
+            ck(unsafe { sys::cuEventSynchronize(self.events[i]) }, "staging copy")?;
+        }
+        Ok(())
+    }
+
+    /// Mark buffer `i` busy until what `stream` holds now is done.
+    fn record(&mut self, i: usize, stream: sys::CUstream) -> Result<(), BackendError> {
+        // SAFETY: event and stream belong to the current context.
+        ck(unsafe { sys::cuEventRecord(self.events[i], stream) }, "cuEventRecord")?;
+        self.busy[i] = true;
+        Ok(())
+    }
+
+    /// Wait for every copy in flight (also after an error, so that no copy
+    /// outlives the call whose memory it touches).
+    fn drain(&mut self) -> Result<(), BackendError> {
+        let (a, b) = (self.wait(0), self.wait(1));
+        a.and(b)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.bufs[0].ctx.bind().is_ok() {
+            let _ = self.drain();
+            for e in self.events {
+                // SAFETY: created in `new`, destroyed once.
+                let _ = unsafe { sys::cuEventDestroy_v2(e) };
+            }
+        }
+    }
+}
+
 struct Module {
     module: sys::CUmodule,
     globals: Vec<String>,
@@ -145,6 +221,8 @@ pub struct CudaBackend {
     /// `CU_JIT_OPTIMIZATION_LEVEL` for PTX; `None`: the driver's default (4).
     jit_opt_level: Option<u32>,
     jit_cache: Option<std::path::PathBuf>,
+    /// Made on the first bulk transfer.
+    staging: Option<Staging>,
 }
 
 // SAFETY: the raw handles (streams, module) belong to `ctx`, which every
@@ -235,6 +313,7 @@ impl CudaBackend {
             max_registers: hostcall_image::DEFAULT_MAX_REGISTERS,
             jit_opt_level: jit::opt_level_from_env(),
             jit_cache: default_jit_cache(),
+            staging: None,
         };
         backend.set_stack_size(DEFAULT_STACK_BYTES)?;
         Ok(backend)
@@ -273,6 +352,13 @@ impl CudaBackend {
     }
 
     /// Device address and size of global `name`.
+    fn staging(&mut self) -> Result<&mut Staging, BackendError> {
+        if self.staging.is_none() {
+            self.staging = Some(Staging::new(&self.ctx)?);
+        }
+        Ok(self.staging.as_mut().expect("made above"))
+    }
+
     fn global(&self, name: &str) -> Result<(sys::CUdeviceptr, usize), BackendError> {
         let m = self.module()?;
         let c = CString::new(name).map_err(|_| BackendError(format!("cuda: bad global name `{name}`")))?;
@@ -303,6 +389,7 @@ impl Drop for CudaBackend {
             if let Some(m) = self.module.take() {
                 let _ = sys::cuModuleUnload(m.module);
             }
+            drop(self.staging.take());
             let _ = sys::cuStreamDestroy_v2(self.kernel_stream);
             let _ = sys::cuStreamDestroy_v2(self.copy_stream);
         }
@@ -473,5 +560,95 @@ impl Backend for CudaBackend {
         ck(r, "copy to device")?;
         // SAFETY: as in `copy_from_device`.
         ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+    }
+
+    fn stream_from_device(
+        &mut self,
+        addr: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8], u64) -> bool,
+    ) -> Result<u64, BackendError> {
+        if len == 0 {
+            return Ok(0);
+        }
+        self.ctx.bind()?;
+        let stream = self.copy_stream;
+        let st = self.staging()?;
+        // Copy piece `k` into buffer `k % 2`.
+        let piece = |k: u64| (k * STREAM_PIECE, (len - k * STREAM_PIECE).min(STREAM_PIECE) as usize);
+        let pieces = len.div_ceil(STREAM_PIECE);
+        let issue = |st: &mut Staging, k: u64| -> Result<(), BackendError> {
+            let (at, n) = piece(k);
+            let i = (k % 2) as usize;
+            let dst = st.buf(i)?.as_mut_ptr();
+            // SAFETY: `dst` is staging buffer `i` (`n` <= its size), not
+            // touched by the host until its event is waited for; the driver
+            // checks the device range.
+            ck(unsafe { sys::cuMemcpyDtoHAsync_v2(dst.cast(), addr + at, n, stream) }, "copy from device")?;
+            st.record(i, stream)
+        };
+        let mut run = |st: &mut Staging| -> Result<u64, BackendError> {
+            issue(st, 0)?;
+            let mut done = 0;
+            for k in 0..pieces {
+                if k + 1 < pieces {
+                    issue(st, k + 1)?;
+                }
+                let (at, n) = piece(k);
+                let buf = st.buf((k % 2) as usize)?;
+                if !sink(&buf[..n], at) {
+                    break;
+                }
+                done += n as u64;
+            }
+            Ok(done)
+        };
+        let r = run(st);
+        let drained = st.drain();
+        let done = r?;
+        drained.map(|()| done)
+    }
+
+    fn stream_to_device(
+        &mut self,
+        addr: u64,
+        len: u64,
+        source: &mut dyn FnMut(&mut [u8], u64) -> Option<usize>,
+    ) -> Result<u64, BackendError> {
+        if len == 0 {
+            return Ok(0);
+        }
+        self.ctx.bind()?;
+        let stream = self.copy_stream;
+        let st = self.staging()?;
+        let mut run = |st: &mut Staging| -> Result<u64, BackendError> {
+            let mut done = 0;
+            let mut k = 0;
+            while done < len {
+                let i = k % 2;
+                k += 1;
+                let want = (len - done).min(STREAM_PIECE) as usize;
+                let buf = st.buf(i)?;
+                let Some(got) = source(&mut buf[..want], done) else { break };
+                let got = got.min(want);
+                if got > 0 {
+                    let src = buf.as_ptr();
+                    // SAFETY: `src` is staging buffer `i`, holding `got`
+                    // bytes the host wrote and left alone until its event
+                    // is waited for; the driver checks the device range.
+                    ck(unsafe { sys::cuMemcpyHtoDAsync_v2(addr + done, src.cast(), got, stream) }, "copy to device")?;
+                    st.record(i, stream)?;
+                }
+                done += got as u64;
+                if got < want {
+                    break;
+                }
+            }
+            Ok(done)
+        };
+        let r = run(st);
+        let drained = st.drain();
+        let done = r?;
+        drained.map(|()| done)
     }
 }

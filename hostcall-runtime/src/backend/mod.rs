@@ -165,6 +165,10 @@ impl fmt::Debug for DeviceAlloc {
     }
 }
 
+/// The most a bulk transfer moves in one piece (and the size of each of
+/// CUDA's two pinned staging buffers).
+pub const STREAM_PIECE: u64 = 4 << 20;
+
 /// A device the runtime can drive. One module is loaded at a time; one
 /// kernel runs at a time.
 ///
@@ -213,6 +217,57 @@ pub trait Backend: Send {
 
     /// Copy `data` to device address `addr` (while the kernel runs).
     fn copy_to_device(&mut self, addr: u64, data: &[u8]) -> Result<(), BackendError>;
+
+    /// Hand the `len` bytes at device address `addr` to `sink` in order, a
+    /// piece at a time, with the piece's offset; stop early when `sink`
+    /// returns `false`. Returns the bytes `sink` accepted. Bulk writes go
+    /// this way: CUDA copies the next piece into pinned staging while `sink`
+    /// has this one, so copy and syscall overlap.
+    fn stream_from_device(
+        &mut self,
+        addr: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8], u64) -> bool,
+    ) -> Result<u64, BackendError> {
+        let mut buf = vec![0u8; len.min(STREAM_PIECE) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(STREAM_PIECE) as usize;
+            self.copy_from_device(addr + done, &mut buf[..n])?;
+            if !sink(&buf[..n], done) {
+                break;
+            }
+            done += n as u64;
+        }
+        Ok(done)
+    }
+
+    /// Fill up to `len` bytes at device address `addr` from `source`, a
+    /// piece at a time: `source(buf, offset)` fills the front of `buf` and
+    /// returns how much (`Some(n < buf.len())` ends the transfer after those
+    /// bytes, `None` ends it at once). Returns the bytes that reached the
+    /// device; every copy is complete when it returns. Bulk reads go this
+    /// way, the syscall for one piece overlapping the copy of the last.
+    fn stream_to_device(
+        &mut self,
+        addr: u64,
+        len: u64,
+        source: &mut dyn FnMut(&mut [u8], u64) -> Option<usize>,
+    ) -> Result<u64, BackendError> {
+        let mut buf = vec![0u8; len.min(STREAM_PIECE) as usize];
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(STREAM_PIECE) as usize;
+            let Some(got) = source(&mut buf[..want], done) else { break };
+            let got = got.min(want);
+            self.copy_to_device(addr + done, &buf[..got])?;
+            done += got as u64;
+            if got < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
 
     /// The server gave up on the run (a protocol error): stop the kernel if
     /// the backend can. The emulation traps its threads; CUDA cannot stop a

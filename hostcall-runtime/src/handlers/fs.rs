@@ -107,9 +107,6 @@ fn open(cx: &mut HostCx<'_>, req: Open, data: &Payload<'_>) -> HandlerResult {
     Ok(fd as u64)
 }
 
-/// Largest piece a device-region transfer moves at once.
-const CHUNK: usize = 1 << 20;
-
 fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
@@ -177,26 +174,21 @@ fn read(cx: &mut HostCx<'_>, fd: i32, len: u64, at: Option<u64>, data: &Payload<
         cx.reply_data(&buf[..got]);
         return Ok(got as u64);
     };
-    let total = len.min(region.len());
-    let mut buf = vec![0u8; (total as usize).min(CHUNK)];
-    let mut done = 0u64;
-    while done < total {
-        let want = ((total - done) as usize).min(CHUNK);
-        let got = match read_once(cx.state, fd, &mut buf[..want], at.map(|o| o + done))? {
-            Some(got) => got,
+    let mut pending = false;
+    let done = region.stream_in(cx, len, &mut |state, buf, offset| {
+        Ok(match read_once(state, fd, buf, at.map(|o| o + offset))? {
+            Some(got) => Some(got),
             // Stdin with nothing more yet: a short read if we have some,
             // else wait for input.
-            None if done > 0 => break,
             None => {
-                cx.defer();
-                return Ok(0);
+                pending = offset == 0;
+                None
             }
-        };
-        region.write(cx, done, &buf[..got])?;
-        done += got as u64;
-        if got < want {
-            break;
-        }
+        })
+    })?;
+    if pending {
+        cx.defer();
+        return Ok(0);
     }
     Ok(done)
 }
@@ -218,16 +210,7 @@ fn write(cx: &mut HostCx<'_>, fd: i32, at: Option<u64>, data: &Payload<'_>) -> H
             return Ok(data.inline().len() as u64);
         }
     };
-    let total = region.len();
-    let mut buf = vec![0u8; (total as usize).min(CHUNK)];
-    let mut done = 0u64;
-    while done < total {
-        let n = ((total - done) as usize).min(CHUNK);
-        region.read(cx, done, &mut buf[..n])?;
-        write_all(cx.state, fd, &buf[..n], at.map(|o| o + done))?;
-        done += n as u64;
-    }
-    Ok(done)
+    region.stream_out(cx, &mut |state, bytes, offset| write_all(state, fd, bytes, at.map(|o| o + offset)))
 }
 
 /// The host fd behind a device fd (0..2: the host's own stdio).
