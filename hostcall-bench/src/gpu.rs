@@ -373,6 +373,10 @@ impl Ours {
         reset(b)?;
         set(b, "BENCH_BYTES", bytes)?;
         set(b, "BENCH_CHUNK", MIB)?;
+        if write && path.is_file() {
+            // Empty, so that what is checked afterwards is this run's.
+            std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         let (secs, _) = self.launch(entry, blocks, 1)?;
         no_failures(self.backend(), entry)?;
         if let Some(sum) = expect_sum {
@@ -380,7 +384,28 @@ impl Ours {
                 return Err(format!("{entry}: the bytes read are not the file's"));
             }
         }
+        if write && path.is_file() {
+            check_written(path, bytes, blocks)?;
+        }
         Ok(moved(bytes, blocks) as f64 / secs)
+    }
+}
+
+/// `file_write` left each block's share filled with its first offset's low
+/// byte ^ 0x5a: the bytes landed where they were written.
+fn check_written(path: &Path, bytes: u64, blocks: u32) -> Res<()> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let per_block = bytes / u64::from(blocks);
+    let whole = data.len() as u64 == moved(bytes, blocks);
+    let ok = whole
+        && data.chunks(per_block as usize).enumerate().all(|(b, share)| {
+            let want = (b as u64 * per_block) as u8 ^ 0x5a;
+            share.iter().all(|&x| x == want)
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("file_write: {} does not hold the bytes the kernel wrote", path.display()))
     }
 }
 
