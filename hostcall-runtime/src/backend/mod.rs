@@ -167,7 +167,7 @@ impl fmt::Debug for DeviceAlloc {
 
 /// The most a bulk transfer moves in one piece (and the size of each of
 /// CUDA's two pinned staging buffers).
-pub const STREAM_PIECE: u64 = 4 << 20;
+pub const STREAM_PIECE: u64 = 1 << 20;
 
 /// A device the runtime can drive. One module is loaded at a time; one
 /// kernel runs at a time.
