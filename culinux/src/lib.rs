@@ -67,7 +67,11 @@ fn tour() -> io::Result<()> {
     // A bigger write goes through a device region rather than inline lines,
     // and the host moves it with the copy engine, several pieces for this
     // one (a pattern that does not repeat at any piece boundary).
-    let big: Vec<u8> = (0..9_449_000u32).map(|i| (i ^ (i >> 9) ^ (i >> 17)) as u8).collect();
+    let mut big = vec![0u8; 2_500_000];
+    for (i, word) in big.chunks_mut(8).enumerate() {
+        let bytes = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+        word.copy_from_slice(&bytes[..word.len()]);
+    }
     fs::write("culinux_big.bin", &big)?;
     let big_back = fs::read("culinux_big.bin")?;
     println!("file: {}-byte round trip equal: {}", big.len(), big_back == big);
@@ -101,6 +105,12 @@ fn tour() -> io::Result<()> {
     let mut counts: Vec<_> = words.into_iter().collect();
     counts.sort();
     println!("collections: {counts:?}");
+
+    // Threads: the GPU cannot start one; std says so with an error.
+    match std::thread::Builder::new().spawn(|| ()) {
+        Ok(_) => println!("thread: spawn started a thread"),
+        Err(e) => println!("thread: spawn failed: {:?}", e.kind()),
+    }
 
     println!("time: the tour took {} us on the device clock", started.elapsed().as_micros());
     Ok(())

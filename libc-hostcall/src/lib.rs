@@ -25,6 +25,7 @@
 #![allow(internal_features)]
 
 pub mod arch;
+pub mod dlfcn;
 pub mod hostlist;
 pub mod errno;
 pub mod fcntl;

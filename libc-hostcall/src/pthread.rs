@@ -197,6 +197,27 @@ pub extern "C" fn pthread_setspecific(key: u32, value: *const c_void) -> c_int {
     code(set_specific(key, value))
 }
 
+/// Thread attributes are accepted and ignored, so that std's
+/// `thread::Builder::spawn` gets as far as `pthread_create`, which fails
+/// with `ENOSYS` (`crate::unsupported`): `spawn` then returns an `Err` of
+/// kind `Unsupported`, and `std::thread::spawn` panics with that error, as
+/// std documents for a thread the system cannot start. (std asserts that
+/// these three succeed.)
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn pthread_attr_init(_attr: *mut c_void) -> c_int {
+    0
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn pthread_attr_destroy(_attr: *mut c_void) -> c_int {
+    0
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn pthread_attr_setstacksize(_attr: *mut c_void, _size: usize) -> c_int {
+    0
+}
+
 /// The global thread id + 1 (never 0, which std may read as "no thread").
 #[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn pthread_self() -> usize {

@@ -78,9 +78,6 @@ unsupported! {
     fail_code fn pthread_create(t: *mut usize, attr: *const c_void, f: *const c_void, arg: *mut c_void) -> c_int;
     fail_code fn pthread_join(t: usize, ret: *mut *mut c_void) -> c_int;
     fail_code fn pthread_detach(t: usize) -> c_int;
-    fail_code fn pthread_attr_init(attr: *mut c_void) -> c_int;
-    fail_code fn pthread_attr_destroy(attr: *mut c_void) -> c_int;
-    fail_code fn pthread_attr_setstacksize(attr: *mut c_void, size: usize) -> c_int;
     fail_code fn pthread_attr_getstack(attr: *const c_void, addr: *mut *mut c_void, size: *mut usize) -> c_int;
     fail_code fn pthread_getattr_np(t: usize, attr: *mut c_void) -> c_int;
     fail_code fn pthread_setname_np(t: usize, name: *const c_char) -> c_int;
