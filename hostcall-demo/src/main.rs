@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hostcall_runtime::backend::cuda::CudaBackend;
-use hostcall_runtime::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError};
+use hostcall_runtime::launcher::{self, Launch};
+use hostcall_runtime::QueueConfig;
 
 /// Run a Rust-with-std GPU kernel and serve its hostcalls (println!, files,
 /// stdin, env, clocks, exit).
@@ -131,119 +131,17 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     let Image { ptx, cubin } = image;
     let cubin = cubin.filter(|_| !args.ptx_only || ptx.is_none());
-    let queue = QueueConfig { buff_size: args.buff_size, ..QueueConfig::DEFAULT };
-
-    let mut backend = CudaBackend::new(args.device).map_err(|e| e.to_string())?;
-    if args.stack_size != hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64 {
-        backend.set_stack_size(args.stack_size as usize).map_err(|e| e.to_string())?;
-    }
-    backend.set_max_registers(args.max_registers);
-    let kernel_args = std::iter::once(args.entry.clone()).chain(args.kernel_args.iter().cloned()).collect();
-    let config = RuntimeConfig { root: args.root.clone(), queue, args: kernel_args, ..RuntimeConfig::default() };
-    let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
-    let loading = ptx.as_ref().filter(|_| !args.quiet).map(|ptx| slow_load_notice(ptx.len()));
-    let started = std::time::Instant::now();
-    let loaded = match (&ptx, &cubin) {
-        (Some(ptx), cubin) => runtime.load_best(ptx, cubin.as_deref()),
-        (None, Some(cubin)) => runtime.load(cubin),
-        (None, None) => Err(hostcall_runtime::RuntimeError::NoModule),
+    let launch = Launch {
+        grid: args.grid,
+        block: args.block,
+        root: args.root.clone(),
+        device: args.device,
+        stack_size: args.stack_size,
+        max_registers: args.max_registers,
+        buff_size: args.buff_size,
+        quiet: args.quiet,
+        kernel_args: args.kernel_args.clone(),
+        ..Launch::new("hostcalls_bin", &args.entry)
     };
-    drop(loading);
-    loaded.map_err(|e| e.to_string())?;
-    let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let label = format!("{}<<<{}, {}>>>", args.entry, args.grid, args.block);
-    match runtime.launch(&args.entry, args.grid, args.block) {
-        Ok(report) => {
-            if !args.quiet {
-                eprintln!("hostcalls_bin: {label}: {}; module loaded in {load_ms:.1} ms", summary(&report));
-            }
-            let code = exit_byte(report.exit_code.unwrap_or(0));
-            if let Some((op, errno)) = &report.first_unanswered {
-                // Output the kernel did not wait for (stdout/stderr writes) was
-                // lost on the host: say so, and do not exit 0.
-                eprintln!(
-                    "hostcalls_bin: {label}: {} {} the kernel did not wait for failed on the host (first: {op}: {})",
-                    report.unanswered_errors,
-                    if report.unanswered_errors == 1 { "call" } else { "calls" },
-                    errno.name().unwrap_or("unknown errno"),
-                );
-                return Ok(if code == 0 { 1 } else { code });
-            }
-            Ok(code)
-        }
-        Err(RuntimeError::KernelFailed { message, report }) => {
-            eprintln!("hostcalls_bin: {label}: {}", summary(&report));
-            Err(format!("kernel failed: {message}{}", stack_hint(&message, args.stack_size)))
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Say why the start is slow if loading takes more than a moment: the
-/// driver compiles PTX it has not seen before (seconds to a minute for a std
-/// kernel) and the runtime caches the result, so later runs start at once.
-/// Dropping the guard cancels the notice.
-fn slow_load_notice(bytes: usize) -> std::sync::mpsc::Sender<()> {
-    let (done, wait) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(std::time::Duration::from_secs(2)) {
-            eprintln!(
-                "hostcalls_bin: the CUDA driver is compiling {:.1} MB of PTX for this GPU; the first run of a \
-                 new kernel takes a while (seconds for culinux, a minute for a kernel using regex, on an \
-                 H200), later runs load the compiled code from the JIT cache (a cubin from \
-                 `hostcall-build` needs no wait at all)",
-                bytes as f64 / 1e6
-            );
-        }
-    });
-    done
-}
-
-/// A thread that runs off its stack ends the kernel with an illegal address,
-/// like a wild pointer: say which limit may be the cause. Seen with `regex`,
-/// whose `Regex::new` needs 20-24 KiB of the default 16 KiB.
-fn stack_hint(message: &str, stack_bytes: u64) -> String {
-    if !message.contains("CUDA_ERROR_ILLEGAL_ADDRESS") {
-        return String::new();
-    }
-    let bigger = (stack_bytes * 2).min(1 << 19);
-    format!(
-        "\n  (a stack overflow ends a kernel this way too: each GPU thread has {stack_bytes} bytes of stack; \
-         try --stack-size {bigger})"
-    )
-}
-
-/// `exit(code)` on the device becomes the process's status, as on Linux: the
-/// low 8 bits.
-fn exit_byte(code: i32) -> u8 {
-    (code & 0xff) as u8
-}
-
-fn summary(report: &RunReport) -> String {
-    let ops: Vec<String> = report.per_op.iter().map(|(name, n)| format!("{name} {n}")).collect();
-    let end = match (report.exit_code, report.aborted) {
-        (_, true) => "aborted (exit code 134)".to_string(),
-        (Some(code), false) => format!("exit code {code}"),
-        (None, false) => "returned".to_string(),
-    };
-    format!(
-        "{} hostcalls in {:.1} ms ({}), {} errors; {end}",
-        report.calls,
-        report.elapsed.as_secs_f64() * 1e3,
-        if ops.is_empty() { "none".to_string() } else { ops.join(", ") },
-        report.errors,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_illegal_address_names_the_stack_limit() {
-        let hint = stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)", 16384);
-        assert!(hint.contains("16384 bytes of stack") && hint.ends_with("try --stack-size 32768)"), "{hint}");
-        assert_eq!(stack_hint("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)", 16384), "");
-        assert!(stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS", 1 << 19).ends_with("try --stack-size 524288)"));
-    }
+    launcher::run(&launch, ptx.as_deref(), cubin.as_deref())
 }

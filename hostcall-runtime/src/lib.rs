@@ -33,6 +33,8 @@ use hostcall_abi::{globals, limits, Errno, Geometry, ProtocolError, LINE_BYTES, 
 
 pub mod backend;
 pub mod handlers;
+#[cfg(feature = "cuda")]
+pub mod launcher;
 pub mod registry;
 mod server;
 
