@@ -19,6 +19,12 @@
 #    (`/rustc/<channel>/` for rust-src, matching what hostcall-build passes
 #    for the sysroot cargo builds).
 #
+# A binary crate (`--crate-type bin`, which hostcall-build builds for a
+# `[[bin]]` kernel) is compiled to LLVM bitcode in one codegen unit instead
+# of linked, and the bitcode is put where cargo looks for the executable
+# (`<out-dir>/<crate><extra-filename>.ptx`): the PTX pipeline links it with
+# the device libc and std and adds the entry point that calls its `main`.
+#
 # Anything else (build scripts, `rustc -vV`, host crates) runs unchanged.
 set -euo pipefail
 rustc=$1
@@ -51,6 +57,10 @@ fi
 
 out=()
 crate=
+bin=0
+emit=0
+out_dir=
+extra=
 i=0
 n=${#args[@]}
 while ((i < n)); do
@@ -60,6 +70,7 @@ while ((i < n)); do
     -C)
       next=${args[i]:-}
       i=$((i + 1))
+      [[ $next == extra-filename=* ]] && extra=${next#extra-filename=}
       [[ $next == metadata=* ]] || out+=(-C "$next")
       continue
       ;;
@@ -68,6 +79,14 @@ while ((i < n)); do
       crate=${args[i]:-}
       ;;
     --crate-name=*) crate=${arg#--crate-name=} ;;
+    --crate-type)
+      [[ ${args[i]:-} == bin ]] && bin=$((bin + 1)) || bin=$((bin + 100))
+      ;;
+    --emit=*link*) emit=1 ;;
+    --out-dir)
+      out_dir=${args[i]:-}
+      ;;
+    -Cextra-filename=*) extra=${arg#-Cextra-filename=} ;;
     --remap-path-prefix=*/__srcs/=*)
       if [[ -n ${HOSTCALL_SOURCE_PREFIX:-} ]]; then
         from=${arg#--remap-path-prefix=}
@@ -81,4 +100,17 @@ if [[ -z $crate ]]; then
   echo "rustc-wrapper: no --crate-name in an nvptx compile" >&2
   exit 2
 fi
-exec "$rustc" "${out[@]}" "-Cmetadata=$crate-${CARGO_PKG_VERSION:-}"
+# Only a compile of a binary alone (cargo also asks rustc about every crate
+# type at once, with --print).
+if [[ $bin != 1 || $emit == 0 || -z $out_dir ]]; then
+  exec "$rustc" "${out[@]}" "-Cmetadata=$crate-${CARGO_PKG_VERSION:-}"
+fi
+bc_args=()
+for arg in "${out[@]}"; do
+  case $arg in
+    --emit=*) bc_args+=("$(echo "$arg" | sed 's/link/llvm-bc/')") ;;
+    *) bc_args+=("$arg") ;;
+  esac
+done
+"$rustc" "${bc_args[@]}" "-Cmetadata=$crate-${CARGO_PKG_VERSION:-}" -Ccodegen-units=1
+mv -f "$out_dir/$crate$extra.bc" "$out_dir/$crate$extra.ptx"

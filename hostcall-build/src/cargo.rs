@@ -14,6 +14,8 @@ pub struct CargoBuild {
     pub manifest: PathBuf,
     /// `-p` arguments; empty builds the manifest's package.
     pub packages: Vec<String>,
+    /// `--bin` arguments; empty builds the package's default targets.
+    pub bins: Vec<String>,
     pub target_spec: PathBuf,
     pub target_dir: PathBuf,
     pub rustflags: Vec<String>,
@@ -29,6 +31,8 @@ pub struct CargoBuild {
 pub struct Artifact {
     /// The crate name (`target.name` in cargo's message).
     pub crate_name: String,
+    /// An rlib, or for a binary the bitcode the rustc wrapper left where
+    /// cargo expects the executable.
     pub rlib: PathBuf,
 }
 
@@ -51,6 +55,9 @@ pub fn build(toolchain: &Toolchain, build: &CargoBuild) -> Result<Vec<Artifact>,
         .arg(&build.target_dir);
     for package in &build.packages {
         cmd.arg("-p").arg(package);
+    }
+    for bin in &build.bins {
+        cmd.arg("--bin").arg(bin);
     }
     for config in &build.config {
         cmd.arg("--config").arg(config);
@@ -86,6 +93,9 @@ pub fn build(toolchain: &Toolchain, build: &CargoBuild) -> Result<Vec<Artifact>,
                         artifacts.push(Artifact { crate_name: crate_name.clone(), rlib: file.into() });
                     }
                 }
+                if let Some(exe) = message["executable"].as_str() {
+                    artifacts.push(Artifact { crate_name: crate_name.clone(), rlib: exe.into() });
+                }
             }
             Some("compiler-message") if message["message"]["level"] == "error" => {
                 let rendered = message["message"]["rendered"].as_str();
@@ -110,4 +120,53 @@ pub fn build(toolchain: &Toolchain, build: &CargoBuild) -> Result<Vec<Artifact>,
         });
     }
     Ok(artifacts)
+}
+
+/// What `cargo metadata` says of the package at `manifest`.
+pub struct PackageTargets {
+    pub name: String,
+    pub has_lib: bool,
+    pub bins: Vec<String>,
+    pub workspace_root: PathBuf,
+}
+
+pub fn package_targets(toolchain: &Toolchain, manifest: &std::path::Path) -> Result<PackageTargets, BuildError> {
+    let mut cmd = hermetic_command(&toolchain.cargo);
+    cmd.args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"]).arg(manifest);
+    cmd.env("RUSTUP_TOOLCHAIN", &toolchain.channel);
+    let output = cmd.output().map_err(|e| BuildError::Tool {
+        step: "reading the kernel crate's manifest".into(),
+        command: describe(&cmd),
+        status: format!("could not start: {e}"),
+        stderr_tail: String::new(),
+    })?;
+    if !output.status.success() {
+        return Err(BuildError::Tool {
+            step: "reading the kernel crate's manifest".into(),
+            command: describe(&cmd),
+            status: output.status.to_string(),
+            stderr_tail: tail(&String::from_utf8_lossy(&output.stderr), 20),
+        });
+    }
+    let invalid = |what: &str| BuildError::Invalid(format!("cargo metadata for {}: {what}", manifest.display()));
+    let meta: Value = serde_json::from_slice(&output.stdout).map_err(|e| invalid(&e.to_string()))?;
+    let manifest_text = manifest.display().to_string();
+    let packages = meta["packages"].as_array().ok_or_else(|| invalid("no packages"))?;
+    let package = packages
+        .iter()
+        .find(|p| p["manifest_path"].as_str().is_some_and(|m| std::path::Path::new(m) == manifest))
+        .or(packages.first().filter(|_| packages.len() == 1))
+        .ok_or_else(|| invalid(&format!("no package with manifest {manifest_text}")))?;
+    let targets = package["targets"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let kinds = |t: &Value, kind: &str| t["kind"].as_array().is_some_and(|k| k.iter().any(|x| x == kind));
+    Ok(PackageTargets {
+        name: package["name"].as_str().unwrap_or_default().to_owned(),
+        has_lib: targets.iter().any(|t| ["lib", "rlib"].iter().any(|k| kinds(t, k))),
+        bins: targets
+            .iter()
+            .filter(|t| kinds(t, "bin"))
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect(),
+        workspace_root: meta["workspace_root"].as_str().map(PathBuf::from).unwrap_or_default(),
+    })
 }

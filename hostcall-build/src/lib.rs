@@ -80,7 +80,15 @@ pub struct PtxOptions {
     pub max_registers: u32,
     /// Print progress lines on stderr.
     pub verbose: bool,
+    /// The `[[bin]]` target whose `main` becomes the entry point
+    /// [`MAIN_ENTRY`]. `None`: the crate's lib when it has one, else its
+    /// only binary.
+    pub bin: Option<String>,
 }
+
+/// The entry point a binary crate's `main` runs behind: every thread of the
+/// launch calls `main`; the first non-zero exit code ends the process.
+pub const MAIN_ENTRY: &str = "hostcall_main";
 
 impl PtxOptions {
     /// Options for `kernel_dir` with this repository's defaults: the repo's
@@ -100,6 +108,7 @@ impl PtxOptions {
             cubin: true,
             max_registers: DEFAULT_MAX_REGISTERS,
             verbose: true,
+            bin: None,
             kernel_dir,
         }
     }

@@ -54,6 +54,10 @@ enum Command {
         /// Link no libc (pure no_std kernels).
         #[arg(long)]
         no_libc: bool,
+        /// The binary whose `fn main()` becomes the entry point `hostcall_main`
+        /// [default: the crate's lib when it has one, else its only binary].
+        #[arg(long)]
+        bin: Option<String>,
         /// Output PTX [default: <cache>/<kernel dir name>.ptx]; the cubin goes
         /// beside it as <name>.<arch>.cubin.
         #[arg(long)]
@@ -170,7 +174,7 @@ fn ptxas_check(path: &Path, arch: &str) -> Result<(), BuildError> {
 
 fn run(command: Command) -> Result<(), BuildError> {
     match command {
-        Command::Ptx { kernel_dir, libc, no_libc, out, cache, no_cubin, check, quiet, codegen, registers } => {
+        Command::Ptx { kernel_dir, libc, no_libc, bin, out, cache, no_cubin, check, quiet, codegen, registers } => {
             let mut options = PtxOptions::new(&kernel_dir);
             if let Some(libc) = libc {
                 options.libc_dir = Some(libc);
@@ -190,6 +194,7 @@ fn run(command: Command) -> Result<(), BuildError> {
             options.keep = codegen.keep;
             options.cubin = !no_cubin;
             options.verbose = !quiet;
+            options.bin = bin;
             let artifact = build_ptx(&options)?;
             print_artifact(&artifact.path, artifact.size, &artifact.sha256);
             print_cubin(&artifact.cubin);
@@ -247,6 +252,7 @@ fn run(command: Command) -> Result<(), BuildError> {
                 arch: codegen.arch,
                 opt_level: codegen.opt_level,
                 keep: codegen.keep,
+                main_crate: None,
             };
             let artifact = link_ptx(&options)?;
             print_artifact(&artifact.path, artifact.size, &artifact.sha256);

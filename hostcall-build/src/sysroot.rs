@@ -37,6 +37,7 @@ pub const FIXUPS: &[(&str, &str)] = &[
         "0008-std-print-without-a-global-lock.patch",
         include_str!("../../fixups/0008-std-print-without-a-global-lock.patch"),
     ),
+    ("0009-std-main-on-every-gpu-thread.patch", include_str!("../../fixups/0009-std-main-on-every-gpu-thread.patch")),
 ];
 
 /// The script both doors run rustc through for nvptx compiles: it gives
@@ -271,6 +272,7 @@ pub fn ensure_sysroot(toolchain: &Toolchain, arch: &str, cache: &Path) -> Result
         step: "building the nvptx sysroot",
         manifest: library.join("Cargo.toml"),
         packages: vec!["std".into(), "panic_abort".into()],
+        bins: Vec::new(),
         target_spec: spec.clone(),
         target_dir: build_dir.clone(),
         rustflags,

@@ -99,3 +99,43 @@ fn bad_paths_and_entries_are_one_line_errors() {
     let out = hostcall(tmp.path(), &["run", "k", "--no-build"]);
     assert!(text(&out.stderr).contains("run `hostcall build`"), "{}", text(&out.stderr));
 }
+
+/// A plain binary crate, as `cargo new` makes it: `fn main()` becomes the
+/// entry point `hostcall_main`; two binaries need `--bin`.
+#[test]
+fn a_binary_crate_runs_its_main() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let krate = tmp.path().join("plain");
+    std::fs::create_dir_all(krate.join("src/bin")).expect("mkdir");
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"plain\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        krate.join("src/main.rs"),
+        "fn main() {\n    println!(\"plain main, args {:?}\", std::env::args().collect::<Vec<_>>());\n}\n",
+    )
+    .expect("write");
+    let out = hostcall(tmp.path(), &["build", "plain", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).lines().any(|l| l == "entries: hostcall_main"), "{}", text(&out.stdout));
+
+    let out = hostcall(tmp.path(), &["run", "plain", "-q", "--", "x"]);
+    if no_gpu(&out) {
+        eprintln!("skipping the GPU part: {}", text(&out.stderr).trim());
+    } else {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "plain main, args [\"plain\", \"x\"]\n");
+    }
+
+    // A second binary: which one is no longer a guess.
+    std::fs::write(krate.join("src/bin/other.rs"), "fn main() {}\n").expect("write");
+    let out = hostcall(tmp.path(), &["build", "plain", "-q"]);
+    assert!(text(&out.stderr).contains("several binaries; pick one with --bin: "), "{}", text(&out.stderr));
+    let out = hostcall(tmp.path(), &["build", "plain", "-q", "--bin", "other"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&krate.join("target/hostcall/other.ptx").display().to_string()));
+    let out = hostcall(tmp.path(), &["build", "plain", "-q", "--bin", "nope"]);
+    assert!(text(&out.stderr).contains("no binary `nope`"), "{}", text(&out.stderr));
+}
