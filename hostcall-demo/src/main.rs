@@ -63,6 +63,10 @@ struct Args {
     #[arg(long, default_value_t = hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=(1 << 20)))]
     stack_size: u64,
+    /// Stop the kernel after SECS seconds (exit 124), writing the output
+    /// it produced; Ctrl-C and SIGTERM stop it the same way (exit 130, 143).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<std::time::Duration>,
     /// Bytes per command buffer (power of two, >= 8192).
     #[arg(long, default_value_t = QueueConfig::DEFAULT.buff_size)]
     buff_size: u64,
@@ -140,8 +144,17 @@ fn run(args: &Args) -> Result<u8, String> {
         max_registers: args.max_registers,
         buff_size: args.buff_size,
         quiet: args.quiet,
+        timeout: args.timeout,
         kernel_args: args.kernel_args.clone(),
         ..Launch::new("hostcalls_bin", &args.entry)
     };
     launcher::run(&launch, ptx.as_deref(), cubin.as_deref())
+}
+
+/// `--timeout`: seconds, fractions allowed, more than 0.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{text}` is not a number of seconds above 0")),
+    }
 }

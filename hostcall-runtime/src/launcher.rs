@@ -4,10 +4,14 @@
 //! `hostcalls_bin` and `hostcall run` are this plus their argument parsing.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use signal_hook::consts::{SIGINT, SIGTERM};
+
 use crate::backend::cuda::{CudaBackend, DEFAULT_STACK_BYTES};
-use crate::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError};
+use crate::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError, StopReason};
 
 /// What to launch, and how.
 #[derive(Clone, Debug)]
@@ -28,8 +32,13 @@ pub struct Launch {
     pub buff_size: u64,
     /// No summary line on stderr.
     pub quiet: bool,
-    /// `std::env::args()` on the device after the entry's name.
+    /// `std::env::args()` on the device: `arg0`, then these.
     pub kernel_args: Vec<String>,
+    /// The program name the kernel sees first in its arguments (the
+    /// entry's name unless set: a binary's name for its `main`).
+    pub arg0: String,
+    /// The watchdog: stop the run after this long (exit 124).
+    pub timeout: Option<Duration>,
 }
 
 impl Launch {
@@ -47,6 +56,8 @@ impl Launch {
             buff_size: QueueConfig::DEFAULT.buff_size,
             quiet: false,
             kernel_args: Vec::new(),
+            arg0: entry.to_owned(),
+            timeout: None,
         }
     }
 
@@ -67,8 +78,19 @@ pub fn run(launch: &Launch, ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<
     }
     backend.set_max_registers(launch.max_registers);
     let queue = QueueConfig { buff_size: launch.buff_size, ..QueueConfig::DEFAULT };
-    let args = std::iter::once(launch.entry.clone()).chain(launch.kernel_args.iter().cloned()).collect();
-    let config = RuntimeConfig { root: launch.root.clone(), queue, args, ..RuntimeConfig::default() };
+    let args = std::iter::once(launch.arg0.clone()).chain(launch.kernel_args.iter().cloned()).collect();
+    // Ctrl-C or SIGTERM while the kernel runs stops the serving, so that the
+    // output already produced is written before the process ends. (While
+    // the driver compiles, the default action ends the process at once.)
+    let stop = Arc::new(AtomicUsize::new(0));
+    let config = RuntimeConfig {
+        root: launch.root.clone(),
+        queue,
+        args,
+        timeout: launch.timeout,
+        stop: Some(stop.clone()),
+        ..RuntimeConfig::default()
+    };
     let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
     let notice = ptx.filter(|_| !launch.quiet).map(|ptx| slow_load_notice(&launch.program, ptx.len()));
     let started = Instant::now();
@@ -81,7 +103,18 @@ pub fn run(launch: &Launch, ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<
     loaded.map_err(|e| e.to_string())?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let (program, label) = (&launch.program, launch.label());
-    match runtime.launch(&launch.entry, launch.grid, launch.block) {
+    let mut handlers = Vec::new();
+    for signal in [SIGINT, SIGTERM] {
+        handlers.push(
+            signal_hook::flag::register_usize(signal, stop.clone(), signal as usize)
+                .map_err(|e| format!("cannot handle signal {signal}: {e}"))?,
+        );
+    }
+    let launched = runtime.launch(&launch.entry, launch.grid, launch.block);
+    for handler in handlers {
+        signal_hook::low_level::unregister(handler);
+    }
+    match launched {
         Ok(report) => {
             if !launch.quiet {
                 eprintln!("{program}: {label}: {}; module loaded in {load_ms:.1} ms", summary(&report));
@@ -104,7 +137,23 @@ pub fn run(launch: &Launch, ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<
             eprintln!("{program}: {label}: {}", summary(&report));
             Err(format!("kernel failed: {message}{}", stack_hint(&message, launch.stack_size)))
         }
+        Err(RuntimeError::Stopped { reason, report }) => {
+            eprintln!("{program}: {label}: {reason}; {}; the kernel was still running", calls_summary(&report));
+            // Dropping the runtime would free device memory, which waits
+            // for the kernel to finish: the process's exit tears it down.
+            std::mem::forget(runtime);
+            Ok(stop_code(reason))
+        }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The exit code of a stopped run, as `timeout(1)` and shells give it: 124
+/// for the watchdog, 128 + the signal's number (130 for Ctrl-C).
+pub fn stop_code(reason: StopReason) -> u8 {
+    match reason {
+        StopReason::Timeout(_) => 124,
+        StopReason::Signal(n) => 128u8.saturating_add(n.min(127) as u8),
     }
 }
 
@@ -151,14 +200,19 @@ pub fn exit_byte(code: i32) -> u8 {
 
 /// One line: calls, time, calls by op, errors, how the kernel ended.
 pub fn summary(report: &RunReport) -> String {
-    let ops: Vec<String> = report.per_op.iter().map(|(name, n)| format!("{name} {n}")).collect();
     let end = match (report.exit_code, report.aborted) {
         (_, true) => "aborted (exit code 134)".to_string(),
         (Some(code), false) => format!("exit code {code}"),
         (None, false) => "returned".to_string(),
     };
+    format!("{}; {end}", calls_summary(report))
+}
+
+/// Calls, time, calls by op, errors.
+fn calls_summary(report: &RunReport) -> String {
+    let ops: Vec<String> = report.per_op.iter().map(|(name, n)| format!("{name} {n}")).collect();
     format!(
-        "{} hostcalls in {:.1} ms ({}), {} errors; {end}",
+        "{} hostcalls in {:.1} ms ({}), {} errors",
         report.calls,
         report.elapsed.as_secs_f64() * 1e3,
         if ops.is_empty() { "none".to_string() } else { ops.join(", ") },
@@ -176,6 +230,12 @@ mod tests {
         assert!(hint.contains("16384 bytes of stack") && hint.ends_with("try --stack-size 32768)"), "{hint}");
         assert_eq!(stack_hint("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)", 16384), "");
         assert!(stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS", 1 << 19).ends_with("try --stack-size 524288)"));
+    }
+
+    #[test]
+    fn stopped_runs_exit_as_timeout_and_shells_say() {
+        assert_eq!(stop_code(StopReason::Timeout(Duration::from_secs(3))), 124);
+        assert_eq!((stop_code(StopReason::Signal(2)), stop_code(StopReason::Signal(15))), (130, 143));
     }
 
     #[test]

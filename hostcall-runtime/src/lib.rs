@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostcall_abi::{globals, limits, Errno, Geometry, ProtocolError, LINE_BYTES, LINE_WORDS};
@@ -63,6 +65,12 @@ pub struct RuntimeConfig {
     pub args: Vec<String>,
     /// Log every call. Default: `HOSTCALL_DEBUG` is set and not `0`.
     pub debug: bool,
+    /// The watchdog: a launch still running after this long is stopped
+    /// ([`RuntimeError::Stopped`]). Default: none.
+    pub timeout: Option<Duration>,
+    /// Stops the launch when it holds a non-zero number (a signal handler
+    /// stores the signal's number: [`StopReason::Signal`]). Default: none.
+    pub stop: Option<Arc<AtomicUsize>>,
 }
 
 impl Default for RuntimeConfig {
@@ -76,6 +84,8 @@ impl Default for RuntimeConfig {
             env: std::env::vars().collect(),
             args: Vec::new(),
             debug: debug_from_env(),
+            timeout: None,
+            stop: None,
         }
     }
 }
@@ -168,6 +178,33 @@ pub enum RuntimeError {
         message: String,
         report: Box<RunReport>,
     },
+    /// The watchdog or a signal stopped the run; the output the kernel
+    /// produced before was written. The kernel may still be running on the
+    /// device (CUDA cannot stop one): ending the process tears it down.
+    Stopped {
+        reason: StopReason,
+        report: Box<RunReport>,
+    },
+}
+
+/// Why a run was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// [`RuntimeConfig::timeout`] passed.
+    Timeout(Duration),
+    /// [`RuntimeConfig::stop`] held this signal number.
+    Signal(usize),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Timeout(t) => write!(f, "timed out after {:.1} s", t.as_secs_f64()),
+            StopReason::Signal(2) => write!(f, "interrupted (SIGINT)"),
+            StopReason::Signal(15) => write!(f, "terminated (SIGTERM)"),
+            StopReason::Signal(n) => write!(f, "stopped by signal {n}"),
+        }
+    }
 }
 
 impl fmt::Display for RuntimeError {
@@ -184,6 +221,7 @@ impl fmt::Display for RuntimeError {
             }
             RuntimeError::Protocol(e) => write!(f, "hostcall protocol error, run stopped: {e:?}"),
             RuntimeError::KernelFailed { message, .. } => write!(f, "kernel failed: {message}"),
+            RuntimeError::Stopped { reason, .. } => write!(f, "run stopped: {reason}"),
         }
     }
 }
@@ -272,6 +310,8 @@ pub struct Runtime {
     memory: Option<(Geometry, server::QueueMemory)>,
     debug: bool,
     module_globals: Option<Vec<String>>,
+    timeout: Option<Duration>,
+    stop: Option<Arc<AtomicUsize>>,
 }
 
 impl Runtime {
@@ -300,6 +340,8 @@ impl Runtime {
             memory: None,
             debug: config.debug,
             module_globals: None,
+            timeout: config.timeout,
+            stop: config.stop,
         })
     }
 
@@ -459,6 +501,8 @@ impl Runtime {
             geometry: g,
             debug: self.debug,
             write_op,
+            deadline: self.timeout.map(|t| (start + t, t)),
+            stop: self.stop.as_deref(),
         }
         .run();
         // Output held for coalescing goes out however the run ended (a
@@ -493,6 +537,12 @@ impl Runtime {
                 let name = self.registry.name(id as u32).unwrap_or("<unknown>").to_string();
                 *report.per_op.entry(name).or_default() += n;
             }
+        }
+        if let Some(reason) = served.stopped {
+            // The kernel was told to stop but may still run and write the
+            // queue: leak its memory rather than free or reuse it.
+            std::mem::forget(mem);
+            return Err(RuntimeError::Stopped { reason, report: Box::new(report) });
         }
         self.memory = Some((g, mem));
         match served.end {

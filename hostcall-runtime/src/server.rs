@@ -9,6 +9,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, LaneCall, ProtocolError, Record, Reply, LINE_BYTES};
@@ -42,6 +43,8 @@ pub(crate) struct Served {
     pub first_unanswered: Option<(String, Errno)>,
     pub handler_panics: u64,
     pub end: Option<KernelState>,
+    /// The watchdog or a signal ended the serving.
+    pub stopped: Option<crate::StopReason>,
 }
 
 /// Release ring lines at least this often (in records) while busy, besides
@@ -117,9 +120,35 @@ pub(crate) struct Server<'a> {
     /// The id of `write` (`Registry::id`), whose posted calls to stdout and
     /// stderr are coalesced.
     pub write_op: Option<u32>,
+    /// When the watchdog stops the run, and its timeout.
+    pub deadline: Option<(Instant, Duration)>,
+    /// A non-zero value stops the run (a signal's number).
+    pub stop: Option<&'a AtomicUsize>,
 }
 
+/// Records between two looks at the watchdog while the ring is busy.
+const STOP_CHECK_EVERY: u64 = 1024;
+
 impl Server<'_> {
+    /// Whether the watchdog or a signal asks the run to end.
+    fn stop_reason(&self) -> Option<crate::StopReason> {
+        match self.stop.map(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            Some(signal) if signal != 0 => Some(crate::StopReason::Signal(signal)),
+            _ => self.deadline.filter(|(at, _)| Instant::now() >= *at).map(|(_, t)| crate::StopReason::Timeout(t)),
+        }
+    }
+
+    /// Ends the serving: the kernel is told to stop where the backend can
+    /// (the emulation traps its threads; CUDA leaves it to the process's
+    /// exit), held output goes out, deferred calls are dropped.
+    fn stopped(&mut self, reason: crate::StopReason, mut served: Served) -> Served {
+        self.backend.cancel();
+        let _ = self.state.flush_output();
+        self.count_output_failures(&mut served);
+        served.stopped = Some(reason);
+        served
+    }
+
     /// Serve until the kernel has completed and the ring is empty.
     pub fn run(&mut self) -> Result<Served, ProtocolError> {
         let g = self.geometry;
@@ -174,6 +203,9 @@ impl Server<'_> {
                     self.count_output_failures(&mut served);
                     return Ok(served);
                 }
+                if let Some(reason) = self.stop_reason() {
+                    return Ok(self.stopped(reason, served));
+                }
                 if idle == 0 {
                     idle_since = Instant::now();
                 }
@@ -194,6 +226,11 @@ impl Server<'_> {
                 idle = 0;
             }
             served.records += 1;
+            if served.records.is_multiple_of(STOP_CHECK_EVERY) {
+                if let Some(reason) = self.stop_reason() {
+                    return Ok(self.stopped(reason, served));
+                }
+            }
             let op = rec.header.op;
             let calls = rec.calls();
             // Copy every payload out before the lines go back to the device.

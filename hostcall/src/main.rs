@@ -63,6 +63,10 @@ struct CrateArgs {
     /// The kernel crate's directory.
     #[arg(default_value = ".")]
     path: PathBuf,
+    /// The binary whose `fn main()` runs on the GPU, on every thread
+    /// [default: the crate's lib when it has one, else its only binary].
+    #[arg(long)]
+    bin: Option<String>,
     /// 1, 2, 3, s or z: z makes the smallest PTX and the fastest first load;
     /// 3 suits kernels that compute more than they call the host.
     #[arg(long, default_value = "z", value_parser = parse_opt_level)]
@@ -99,6 +103,10 @@ struct RunArgs {
     /// Stack bytes per GPU thread (std needs a few KiB; deep recursion more).
     #[arg(long, default_value_t = DEFAULT_STACK_BYTES as u64, value_parser = clap::value_parser!(u64).range(1024..=(1 << 20)))]
     stack_size: u64,
+    /// Stop the kernel after SECS seconds (exit 124), writing the output
+    /// it produced; Ctrl-C and SIGTERM stop it the same way (exit 130, 143).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<std::time::Duration>,
     /// Run what the last `hostcall build` of the crate wrote, without
     /// building (a machine with the GPU but no Rust toolchain).
     #[arg(long)]
@@ -120,8 +128,10 @@ struct Built {
     entries: Vec<String>,
 }
 
-/// The crate's directory, checked, and where its builds go.
-fn crate_dir(path: &Path) -> Result<(PathBuf, PathBuf), String> {
+/// The crate's directory, checked, and where its builds go
+/// (`target/hostcall/<directory name or --bin>.ptx`).
+fn crate_dir(krate: &CrateArgs) -> Result<(PathBuf, PathBuf), String> {
+    let path = &krate.path;
     let dir = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
     if !dir.join("Cargo.toml").is_file() {
         return Err(format!(
@@ -129,15 +139,19 @@ fn crate_dir(path: &Path) -> Result<(PathBuf, PathBuf), String> {
             path.display()
         ));
     }
-    let stem = dir.file_name().and_then(|n| n.to_str()).unwrap_or("kernel").to_owned();
+    let stem = match &krate.bin {
+        Some(bin) => bin.clone(),
+        None => dir.file_name().and_then(|n| n.to_str()).unwrap_or("kernel").to_owned(),
+    };
     let ptx = dir.join("target/hostcall").join(format!("{stem}.ptx"));
     Ok((dir, ptx))
 }
 
 fn build(krate: &CrateArgs) -> Result<Built, String> {
-    let (dir, ptx) = crate_dir(&krate.path)?;
+    let (dir, ptx) = crate_dir(krate)?;
     let mut options = PtxOptions::new(&dir);
     options.out = ptx;
+    options.bin = krate.bin.clone();
     (options.arch, options.opt_level, options.max_registers) =
         (krate.arch.clone(), krate.opt_level, krate.max_registers);
     options.verbose = !krate.quiet;
@@ -147,7 +161,7 @@ fn build(krate: &CrateArgs) -> Result<Built, String> {
 
 /// What an earlier `hostcall build` left (`--no-build`).
 fn prebuilt(krate: &CrateArgs) -> Result<Built, String> {
-    let (_, ptx) = crate_dir(&krate.path)?;
+    let (_, ptx) = crate_dir(krate)?;
     let text = std::fs::read_to_string(&ptx)
         .map_err(|e| format!("{}: {e} (run `hostcall build` on a machine with Rust first)", ptx.display()))?;
     let cubin = Some(cubin_path(&ptx, &krate.arch)).filter(|c| c.is_file());
@@ -212,7 +226,15 @@ fn run(command: Command) -> Result<u8, String> {
                 stack_size: run.stack_size,
                 max_registers: krate.max_registers,
                 quiet: krate.quiet,
+                timeout: run.timeout,
                 kernel_args: run.kernel_args,
+                // A binary's `main` sees its own name first, as on the CPU.
+                arg0: match entry.as_str() {
+                    hostcall_build::MAIN_ENTRY => {
+                        built.ptx.file_stem().map_or(entry.clone(), |s| s.to_string_lossy().into_owned())
+                    }
+                    _ => entry.clone(),
+                },
                 ..Launch::new("hostcall", &entry)
             };
             launcher::run(&launch, Some(&ptx), cubin.as_deref())
@@ -256,5 +278,13 @@ mod tests {
         let cli = Cli::try_parse_from(["hostcall", "run", "k", "--grid", "2", "--", "--grid", "x"]).unwrap();
         let Command::Run { krate, run } = cli.command else { panic!("not run") };
         assert_eq!((krate.path, run.grid, run.kernel_args), (PathBuf::from("k"), 2, vec!["--grid".into(), "x".into()]));
+    }
+}
+
+/// `--timeout`: seconds, fractions allowed, more than 0.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{text}` is not a number of seconds above 0")),
     }
 }

@@ -24,6 +24,8 @@ pub fn config(root: &Path, queue: QueueConfig) -> (RuntimeConfig, SharedBuf, Sha
         env: [("HOSTCALL_TEST".to_string(), "yes".to_string())].into_iter().collect(),
         args: vec!["prog".into(), "--flag".into()],
         debug: hostcall_runtime::debug_from_env(),
+        timeout: None,
+        stop: None,
     };
     (cfg, stdout, stderr)
 }
