@@ -134,8 +134,11 @@ pub fn run(launch: &Launch, ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<
             Ok(code)
         }
         Err(RuntimeError::KernelFailed { message, report }) => {
-            eprintln!("{program}: {label}: {}", summary(&report));
-            Err(format!("kernel failed: {message}{}", stack_hint(&message, launch.stack_size)))
+            // One line: which kernel, which grid, what the driver said, and
+            // what may have caused it; the output before it is written.
+            let hint = stack_hint(&message, launch.stack_size);
+            eprintln!("{program}: {label}: kernel failed: {message}; {}{hint}", calls_summary(&report));
+            Ok(fault_code(&message))
         }
         Err(RuntimeError::Stopped { reason, report }) => {
             eprintln!("{program}: {label}: {reason}; {}; the kernel was still running", calls_summary(&report));
@@ -182,14 +185,39 @@ fn slow_load_notice(program: &str, bytes: usize) -> std::sync::mpsc::Sender<()> 
 /// like a wild pointer: say which limit may be the cause. Seen with `regex`,
 /// whose `Regex::new` needs 20-24 KiB of the default 16 KiB.
 pub fn stack_hint(message: &str, stack_bytes: u64) -> String {
-    if !message.contains("CUDA_ERROR_ILLEGAL_ADDRESS") {
+    if !["CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_HARDWARE_STACK_ERROR"].iter().any(|e| message.contains(e)) {
         return String::new();
     }
     let bigger = (stack_bytes * 2).min(1 << 19);
     format!(
-        "\n  (a stack overflow ends a kernel this way too: each GPU thread has {stack_bytes} bytes of stack; \
+        " (a stack overflow ends a kernel this way too: each GPU thread has {stack_bytes} bytes of stack; \
          try --stack-size {bigger})"
     )
+}
+
+/// The exit code of a kernel that faulted, as a shell reports a process
+/// killed by the matching signal, so that it differs from the codes a
+/// kernel's own `exit` usually gives: 139 (SIGSEGV) for a bad address or a
+/// stack overflow, 132 (SIGILL) for a trap or an illegal instruction, 134
+/// (SIGABRT) for a failed device assertion, 1 for anything else.
+pub fn fault_code(message: &str) -> u8 {
+    const SEGV: &[&str] = &[
+        "CUDA_ERROR_ILLEGAL_ADDRESS",
+        "CUDA_ERROR_MISALIGNED_ADDRESS",
+        "CUDA_ERROR_INVALID_ADDRESS_SPACE",
+        "CUDA_ERROR_INVALID_PC",
+        "CUDA_ERROR_HARDWARE_STACK_ERROR",
+    ];
+    const ILL: &[&str] = &["CUDA_ERROR_ILLEGAL_INSTRUCTION", "CUDA_ERROR_LAUNCH_FAILED"];
+    if SEGV.iter().any(|e| message.contains(e)) {
+        139
+    } else if ILL.iter().any(|e| message.contains(e)) {
+        132
+    } else if message.contains("CUDA_ERROR_ASSERT") {
+        134
+    } else {
+        1
+    }
 }
 
 /// `exit(code)` on the device becomes the process's status, as on Linux: the
@@ -228,8 +256,19 @@ mod tests {
     fn an_illegal_address_names_the_stack_limit() {
         let hint = stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)", 16384);
         assert!(hint.contains("16384 bytes of stack") && hint.ends_with("try --stack-size 32768)"), "{hint}");
+        assert!(!hint.contains('\n'), "one line: {hint}");
         assert_eq!(stack_hint("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)", 16384), "");
         assert!(stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS", 1 << 19).ends_with("try --stack-size 524288)"));
+    }
+
+    #[test]
+    fn faults_exit_as_the_matching_signal_would() {
+        assert_eq!(fault_code("CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)"), 139);
+        assert_eq!(fault_code("CUDA_ERROR_MISALIGNED_ADDRESS"), 139);
+        assert_eq!(fault_code("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)"), 132);
+        assert_eq!(fault_code("CUDA_ERROR_ILLEGAL_INSTRUCTION"), 132);
+        assert_eq!(fault_code("CUDA_ERROR_ASSERT"), 134);
+        assert_eq!(fault_code("CUDA_ERROR_UNKNOWN"), 1);
     }
 
     #[test]
