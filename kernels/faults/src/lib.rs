@@ -1,7 +1,9 @@
 //! Kernels that fail on purpose, each after thread 0 printed a line that
-//! must still reach the host. `.ci/gpu` runs each and checks the exit code
+//! must still reach the host (every thread faults only after that line). `.ci/gpu` runs each and checks the exit code
 //! and the one line the launcher prints about the fault.
 #![feature(abi_ptx, stdarch_nvptx)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn gid() -> u32 {
     use core::arch::nvptx::{_block_dim_x, _block_idx_x, _thread_idx_x};
@@ -9,9 +11,18 @@ fn gid() -> u32 {
     unsafe { (_block_idx_x() * _block_dim_x() + _thread_idx_x()) as u32 }
 }
 
+/// Set once thread 0 has printed: the others fault only after it, so that
+/// the line is output produced before the fault (a thread still formatting
+/// when another faults never printed anything).
+static PRINTED: AtomicBool = AtomicBool::new(false);
+
 fn say(what: &str) {
     if gid() == 0 {
         println!("before the {what}");
+        PRINTED.store(true, Ordering::Release);
+    }
+    while !PRINTED.load(Ordering::Acquire) {
+        core::hint::spin_loop();
     }
 }
 
