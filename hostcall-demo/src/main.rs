@@ -82,6 +82,14 @@ struct Args {
     kernel_args: Vec<String>,
 }
 
+/// `--timeout`: seconds, fractions allowed, more than 0.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>().map(std::time::Duration::try_from_secs_f64) {
+        Ok(Ok(t)) if !t.is_zero() => Ok(t),
+        _ => Err(format!("`{text}` is not a usable timeout: give seconds, more than 0")),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -149,12 +157,4 @@ fn run(args: &Args) -> Result<u8, String> {
         ..Launch::new("hostcalls_bin", &args.entry)
     };
     launcher::run(&launch, ptx.as_deref(), cubin.as_deref())
-}
-
-/// `--timeout`: seconds, fractions allowed, more than 0.
-fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
-        _ => Err(format!("`{text}` is not a number of seconds above 0")),
-    }
 }

@@ -112,9 +112,17 @@ struct RunArgs {
     #[arg(long)]
     no_build: bool,
     /// Arguments for the kernel: `std::env::args()` on the GPU sees the
-    /// entry point's name, then these.
+    /// entry point's name (a binary's own name), then these.
     #[arg(last = true, value_name = "KERNEL_ARGS")]
     kernel_args: Vec<String>,
+}
+
+/// `--timeout`: seconds, fractions allowed, more than 0.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>().map(std::time::Duration::try_from_secs_f64) {
+        Ok(Ok(t)) if !t.is_zero() => Ok(t),
+        _ => Err(format!("`{text}` is not a usable timeout: give seconds, more than 0")),
+    }
 }
 
 fn parse_opt_level(text: &str) -> Result<OptLevel, String> {
@@ -278,13 +286,5 @@ mod tests {
         let cli = Cli::try_parse_from(["hostcall", "run", "k", "--grid", "2", "--", "--grid", "x"]).unwrap();
         let Command::Run { krate, run } = cli.command else { panic!("not run") };
         assert_eq!((krate.path, run.grid, run.kernel_args), (PathBuf::from("k"), 2, vec!["--grid".into(), "x".into()]));
-    }
-}
-
-/// `--timeout`: seconds, fractions allowed, more than 0.
-fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
-        _ => Err(format!("`{text}` is not a number of seconds above 0")),
     }
 }
