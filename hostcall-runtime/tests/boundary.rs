@@ -87,10 +87,7 @@ fn kernel(ctx: &DeviceCtx, answered: &Mutex<u64>) {
 
 #[test]
 fn ten_thousand_random_calls_are_answered_without_a_host_panic_or_a_step_outside() {
-    let base = tempfile::tempdir().unwrap();
-    let root = base.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(base.path().join("secret"), b"outside").unwrap();
+    let (base, root) = common::root_beside_secret();
     std::os::unix::fs::symlink("../secret", root.join("a")).unwrap();
     let answered = Arc::new(Mutex::new(0u64));
     let count = answered.clone();

@@ -12,13 +12,7 @@ use hostcall_runtime::hostcall_abi::{Call, CallError, Errno};
 use hostcall_runtime::QueueConfig;
 use hostcall_runtime::{HostError, RuntimeError};
 
-const AT_FDCWD: i32 = -100;
-const O_RDONLY: i32 = 0;
-const O_WRONLY: i32 = 1;
-const O_RDWR: i32 = 2;
-const O_CREAT: i32 = 0o100;
-const O_TRUNC: i32 = 0o1000;
-const O_DIRECTORY: i32 = 0o200000;
+use common::flags::{AT_FDCWD, O_CREAT, O_DIRECTORY, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY};
 
 /// `(value, errno, reply data)` of one call.
 fn call<R: Request>(ctx: &DeviceCtx, req: R, payload: &[u8]) -> (u64, u32, Vec<u8>) {
@@ -37,10 +31,7 @@ fn open(ctx: &DeviceCtx, path: &str, flags: i32) -> Result<i32, u32> {
 
 #[test]
 fn sandbox_escapes_are_refused() {
-    let base = tempfile::tempdir().unwrap();
-    let root = base.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(base.path().join("secret"), b"outside").unwrap();
+    let (base, root) = common::root_beside_secret();
     std::os::unix::fs::symlink(base.path().join("secret"), root.join("abs_link")).unwrap();
     std::os::unix::fs::symlink("../secret", root.join("rel_link")).unwrap();
     std::fs::create_dir(root.join("d")).unwrap();

@@ -13,16 +13,9 @@ use hostcall_runtime::backend::emu::DeviceCtx;
 use hostcall_runtime::hostcall_abi::op::*;
 use hostcall_runtime::hostcall_abi::Errno;
 
-const AT_FDCWD: i32 = -100;
-const AT_REMOVEDIR: i32 = 0x200;
-const AT_SYMLINK_NOFOLLOW: i32 = 0x100;
-const O_RDONLY: i32 = 0;
-const O_WRONLY: i32 = 1;
-const O_RDWR: i32 = 2;
-const O_CREAT: i32 = 0o100;
-const O_TRUNC: i32 = 0o1000;
-const O_DIRECTORY: i32 = 0o200000;
-const O_TMPFILE: i32 = 0o20000000 | O_DIRECTORY;
+use common::flags::{
+    AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, O_CREAT, O_DIRECTORY, O_RDONLY, O_RDWR, O_TMPFILE, O_TRUNC, O_WRONLY,
+};
 
 /// `Ok(value)` or `Err(errno)` of one call.
 fn call<R: Request>(ctx: &DeviceCtx, req: R, payload: &[u8]) -> Result<u64, u32> {
@@ -116,11 +109,10 @@ fn attempts() -> Vec<Attempt> {
 
 #[test]
 fn every_escape_is_refused_as_linux_refuses_it_and_nothing_outside_changes() {
-    let base = tempfile::tempdir().unwrap();
-    let (root, out) = (base.path().join("root"), base.path());
+    let (base, root) = common::root_beside_secret();
+    let out = base.path();
     std::fs::create_dir_all(root.join("d/e")).unwrap();
     std::fs::create_dir(out.join("outdir")).unwrap();
-    std::fs::write(out.join("secret"), b"outside").unwrap();
     std::fs::write(out.join("outdir/file"), b"outside too").unwrap();
     std::fs::write(root.join("inside"), b"ok").unwrap();
     symlink(out.join("secret"), root.join("abs_link")).unwrap();
@@ -164,10 +156,8 @@ fn every_escape_is_refused_as_linux_refuses_it_and_nothing_outside_changes() {
 /// that stay in, unlinking a link (not its target).
 #[test]
 fn the_same_calls_inside_the_root_work() {
-    let base = tempfile::tempdir().unwrap();
-    let root = base.path().join("root");
-    std::fs::create_dir_all(root.join("d")).unwrap();
-    std::fs::write(base.path().join("secret"), b"outside").unwrap();
+    let (base, root) = common::root_beside_secret();
+    std::fs::create_dir(root.join("d")).unwrap();
     std::fs::write(root.join("inside"), b"ok").unwrap();
     symlink("inside", root.join("ok_link")).unwrap();
     symlink("../secret", root.join("rel_link")).unwrap();
@@ -190,10 +180,7 @@ fn the_same_calls_inside_the_root_work() {
 /// and never reads what lies outside.
 #[test]
 fn a_symlink_swapped_in_during_opens_never_leads_out() {
-    let base = tempfile::tempdir().unwrap();
-    let root = base.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(base.path().join("secret"), b"outside").unwrap();
+    let (_base, root) = common::root_beside_secret();
     std::fs::write(root.join("target"), b"ok").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule, EmuPlatform};
@@ -16,19 +15,6 @@ use hostcall_runtime::hostcall_abi::op::{Request, Write as WriteOp};
 use hostcall_runtime::hostcall_abi::sync::Platform;
 use hostcall_runtime::hostcall_abi::Call;
 use hostcall_runtime::{QueueConfig, Runtime, RuntimeConfig, RuntimeError, StopReason};
-
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Recorder {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn post(ctx: &DeviceCtx, text: &[u8]) {
     ctx.post("write", Call::new(0, WriteOp { fd: 1 }.to_args()).payload(text)).unwrap();
@@ -58,9 +44,7 @@ fn launch(
     set: impl FnOnce(&mut RuntimeConfig),
 ) -> (Result<hostcall_runtime::RunReport, RuntimeError>, String, Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut cfg, _, _) = common::config(dir.path(), QueueConfig::DEFAULT);
-    let out = Recorder::default();
-    cfg.stdout = Box::new(out.clone());
+    let (mut cfg, out, _) = common::config(dir.path(), QueueConfig::DEFAULT);
     set(&mut cfg);
     let module = EmuModule::new().builtin_hostcalls().entry("main", kernel);
     let mut rt = Runtime::new(EmuBackend::with_module("test", module), cfg).unwrap();
@@ -68,8 +52,7 @@ fn launch(
     let started = Instant::now();
     let result = rt.launch("main", 1, threads);
     let took = started.elapsed();
-    let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
-    (result, text, took)
+    (result, out.to_string_lossy(), took)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! a temporary sandbox and captured stdio.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule};
 use hostcall_runtime::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError, SharedBuf};
@@ -57,4 +57,28 @@ pub fn run_ok(root: &Path, kernel: impl Fn(&DeviceCtx) + Send + Sync + 'static) 
         Ok(report) => (report, rig),
         Err(e) => panic!("run failed: {e}"),
     }
+}
+
+/// Linux's `open`/`*at` flag values, as the device libc passes them.
+pub mod flags {
+    pub const AT_FDCWD: i32 = -100;
+    pub const AT_REMOVEDIR: i32 = 0x200;
+    pub const AT_SYMLINK_NOFOLLOW: i32 = 0x100;
+    pub const O_RDONLY: i32 = 0;
+    pub const O_WRONLY: i32 = 1;
+    pub const O_RDWR: i32 = 2;
+    pub const O_CREAT: i32 = 0o100;
+    pub const O_TRUNC: i32 = 0o1000;
+    pub const O_DIRECTORY: i32 = 0o200000;
+    pub const O_TMPFILE: i32 = 0o20000000 | O_DIRECTORY;
+}
+
+/// A temporary directory holding the sandbox root `root/` and, beside it,
+/// `secret` (`outside`): what escape tests try to reach.
+pub fn root_beside_secret() -> (tempfile::TempDir, PathBuf) {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    std::fs::create_dir(&root).expect("create the root");
+    std::fs::write(base.path().join("secret"), b"outside").expect("write the secret");
+    (base, root)
 }
