@@ -11,8 +11,11 @@
 //!   limit so that every entry point can launch 1024-thread blocks: 1.5 s for
 //!   the demo's 1.5 MB, where `cuModuleLoadData` of a 2 MB demo PTX compiled
 //!   the whole program for 36-41 s. `HOSTCALL_JIT_OPT_LEVEL=0..4` sets
-//!   `CU_JIT_OPTIMIZATION_LEVEL` (default 4, the driver's): the 11.8 MB regex
-//!   kernel takes 68 s at 4 and 55 s at 1. The linked result is kept in a
+//!   `CU_JIT_OPTIMIZATION_LEVEL`; unset, PTX up to [`LARGE_PTX`] bytes gets
+//!   the driver's default (4) and larger PTX level 1, because the driver
+//!   compiles one function at a time on one core however many it is given,
+//!   and a deep crate's largest functions set the wait: the 11.8 MB regex
+//!   kernel took 64-69 s at 4 and 55 s at 1 on the H200. The linked result is kept in a
 //!   cache on disk keyed by the PTX's SHA-256, the architecture, the driver
 //!   version and the register limit, so later runs load it like a cubin even
 //!   when the driver's own cache is off or full.
@@ -76,19 +79,33 @@ fn bad_image(what: impl fmt::Display) -> BackendError {
     BackendError(format!("cuda: {what}"))
 }
 
+/// PTX above this many bytes is compiled at `CU_JIT_OPTIMIZATION_LEVEL` 1
+/// unless `HOSTCALL_JIT_OPT_LEVEL` says otherwise: the first start of a
+/// very large kernel from PTX is bounded by the driver's compile time (a
+/// shipped cubin skips it, and the JIT cache skips it the second time).
+pub const LARGE_PTX: usize = 4 << 20;
+
+/// The `CU_JIT_OPTIMIZATION_LEVEL` for `ptx_len` bytes of PTX: the one
+/// asked for, else 1 for [`LARGE_PTX`], else the driver's default (`None`).
+pub(super) fn opt_level_for(asked: Option<u32>, ptx_len: usize) -> Option<u32> {
+    asked.or((ptx_len > LARGE_PTX).then_some(1))
+}
+
 /// `HOSTCALL_JIT_OPT_LEVEL`, `0..=4`, when set.
 pub(super) fn opt_level_from_env() -> Option<u32> {
     std::env::var("HOSTCALL_JIT_OPT_LEVEL").ok()?.trim().parse().ok().map(|l: u32| l.min(4))
 }
 
 pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, BackendError> {
-    let (regs, level) = (backend.max_registers, backend.jit_opt_level);
+    let regs = backend.max_registers;
     match Kind::of(image) {
         Kind::Cubin => {
             let cubin = Cubin::parse(image).map_err(bad_image)?;
             let (module, path) = match cubin.kind {
                 CubinKind::Executable => (load_data(image)?, LoadPath::Cubin),
-                CubinKind::Relocatable => (load_data(&link(Input::Cubin, image, regs, level)?)?, LoadPath::LinkedCubin),
+                CubinKind::Relocatable => {
+                    (load_data(&link(Input::Cubin, image, regs, backend.jit_opt_level)?)?, LoadPath::LinkedCubin)
+                }
             };
             Ok(Loaded { module, globals: cubin.globals, path })
         }
@@ -99,7 +116,8 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
                 return Err(bad_image("the PTX text contains a NUL byte"));
             }
             let globals = ptx_summary(text).globals;
-            let cached = backend.jit_cache.as_deref().map(|dir| cache_file(dir, backend, image));
+            let level = opt_level_for(backend.jit_opt_level, image.len());
+            let cached = backend.jit_cache.as_deref().map(|dir| cache_file(dir, backend, image, level));
             if let Some(file) = &cached {
                 // Only a cubin: anything else the driver would take for PTX.
                 if let Some(bytes) = std::fs::read(file).ok().filter(|b| Kind::of(b) == Kind::Cubin) {
@@ -111,6 +129,12 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
                     }
                 }
             }
+            tracing::debug!(
+                target: "hostcall",
+                "JIT: {} bytes of PTX at optimization level {}",
+                image.len(),
+                level.map_or("4 (the driver's default)".to_owned(), |l| l.to_string())
+            );
             let linked = link(Input::Ptx, image, regs, level)?;
             if let Some(file) = &cached {
                 if let Err(e) = store(file, &linked) {
@@ -123,7 +147,7 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
 }
 
 /// The cache entry of `ptx` compiled on this device and driver.
-fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8]) -> PathBuf {
+fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8], opt_level: Option<u32>) -> PathBuf {
     let mut key = Fingerprint::new();
     key.field(b"hostcall-jit-1")
         .field(ptx)
@@ -131,7 +155,7 @@ fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8]) -> PathBuf {
         .field(&backend.capability.1.to_le_bytes())
         .field(&backend.driver_version.to_le_bytes())
         .field(&backend.max_registers.to_le_bytes())
-        .field(&backend.jit_opt_level.unwrap_or(u32::MAX).to_le_bytes());
+        .field(&opt_level.unwrap_or(u32::MAX).to_le_bytes());
     dir.join(format!("{}.cubin", &key.hex()[..32]))
 }
 
@@ -261,4 +285,18 @@ fn link(input: Input, data: &[u8], max_registers: u32, opt_level: Option<u32>) -
     // SAFETY: `out` points at `size` bytes owned by `state`, alive until it
     // drops at the end of this function; they are copied out first.
     Ok(unsafe { std::slice::from_raw_parts(out.cast::<u8>(), size) }.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_ptx_defaults_to_level_1_unless_asked() {
+        assert_eq!(opt_level_for(None, 1 << 20), None);
+        assert_eq!(opt_level_for(None, LARGE_PTX), None);
+        assert_eq!(opt_level_for(None, LARGE_PTX + 1), Some(1));
+        assert_eq!(opt_level_for(Some(4), LARGE_PTX + 1), Some(4));
+        assert_eq!(opt_level_for(Some(0), 10), Some(0));
+    }
 }
