@@ -1,18 +1,27 @@
 //! The host boundary under random input: 10,000 calls with a fixed seed,
 //! each to a random built-in handler (or an ID nobody registered) with
 //! random argument words, a random payload (often path-like) and now and
-//! then a device region that points at nothing. The host must answer every
-//! call, never panic (in a handler or the server), and never touch anything
-//! outside the sandbox root. (`decode_props.rs` covers the record decoder.)
+//! then a device region, at nothing or at a real buffer with guard bytes on
+//! both sides. The host must answer every call, never panic (in a handler or
+//! the server), never touch anything outside the sandbox root, and never
+//! touch device memory outside a region a call declared: every device access
+//! the host makes is recorded by the emulation backend and checked against
+//! the region of the call it served (one device thread, one call at a time). (`decode_props.rs` covers the record
+//! decoder.)
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 
-use hostcall_runtime::backend::emu::{DeviceCtx, EmuPlatform};
+use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule, EmuPlatform, HostAccesses};
 use hostcall_runtime::hostcall_abi::layout::{limits, ARG_WORDS};
 use hostcall_runtime::hostcall_abi::op::BUILTIN;
 use hostcall_runtime::hostcall_abi::Call;
+use hostcall_runtime::{QueueConfig, Runtime};
+
+/// Guard bytes on each side of a real region, and their value.
+const GUARD: usize = 64;
+const POISON: u8 = 0xa5;
 
 /// Calls per run; `HOSTCALL_BOUNDARY_CASES` and `HOSTCALL_BOUNDARY_SEED`
 /// change them for a long run.
@@ -59,9 +68,22 @@ fn payload(rng: &mut Rng) -> Vec<u8> {
         .collect()
 }
 
-fn kernel(ctx: &DeviceCtx, answered: &Mutex<u64>) {
+/// What the kernel saw: calls answered, regions declared, host accesses to
+/// device memory (and those outside the call's region), guard bytes found
+/// changed.
+#[derive(Default)]
+struct Seen {
+    answered: u64,
+    regions: u64,
+    accesses: u64,
+    outside: Vec<(u64, u64)>,
+    guards_broken: u64,
+}
+
+fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: &HostAccesses) {
     let mut rng = Rng(seed().max(1));
     let ids: Vec<u32> = BUILTIN.iter().map(|name| ctx.hostcall_id(name)).collect();
+    let bulk: Vec<u32> = ["read", "write", "pread", "pwrite", "echo"].iter().map(|n| ctx.hostcall_id(n)).collect();
     let mut reply = vec![0u8; 8192];
     for _ in 0..cases() {
         let op = match rng.below(20) {
@@ -74,13 +96,58 @@ fn kernel(ctx: &DeviceCtx, answered: &Mutex<u64>) {
         args.iter_mut().for_each(|a| *a = word(&mut rng));
         let bytes = payload(&mut rng);
         let mut call = Call::new(op, args).payload(&bytes);
-        if rng.below(8) == 0 {
-            call = call.device_region(word(&mut rng), word(&mut rng));
+        // A real region: `len` bytes between two guards, the buffer's other
+        // bytes random (what a read would send out).
+        let (mut buffer, mut region) = (None, None);
+        match rng.below(8) {
+            0 => {
+                let (addr, len) = (word(&mut rng), word(&mut rng));
+                call = call.device_region(addr, len);
+                region = Some((addr, len));
+            }
+            1 => {
+                // Half of them to an op that moves bulk bytes, on stdin,
+                // stdout or stderr (or fd 3, closed), so that most reach
+                // the region.
+                if rng.below(2) == 0 {
+                    args[0] = rng.below(4);
+                    call = Call::new(bulk[rng.below(bulk.len() as u64) as usize], args).payload(&bytes);
+                }
+                let len = rng.below(3 * limits::MAX_INLINE as u64) as usize;
+                let buf = ctx.alloc(len + 2 * GUARD);
+                let mut init = vec![POISON; len + 2 * GUARD];
+                init[GUARD..GUARD + len].iter_mut().for_each(|b| *b = rng.next() as u8);
+                buf.fill_from(&init);
+                let addr = buf.addr() + GUARD as u64;
+                call = call.device_region(addr, len as u64);
+                region = Some((addr, len as u64));
+                buffer = Some((buf, len));
+            }
+            _ => {}
         }
         let queue = ctx.queue().expect("queue");
-        match queue.call::<EmuPlatform>(&call, &mut reply) {
-            Ok(_) => *answered.lock().unwrap() += 1,
+        let before = log.lock().unwrap().len();
+        let answered = queue.call::<EmuPlatform>(&call, &mut reply);
+        let mut seen = seen.lock().unwrap();
+        match answered {
+            Ok(_) => seen.answered += 1,
             Err(e) => panic!("the device refused a call it should send: {e:?}"),
+        }
+        seen.regions += u64::from(region.is_some());
+        // The host's accesses while it served this call.
+        for &(a, n) in &log.lock().unwrap()[before..] {
+            seen.accesses += 1;
+            let inside =
+                region.is_some_and(|(d, l)| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l)));
+            if !inside {
+                seen.outside.push((a, n));
+            }
+        }
+        if let Some((buf, len)) = buffer {
+            let after = buf.to_vec();
+            if after[..GUARD].iter().chain(&after[GUARD + len..]).any(|&b| b != POISON) {
+                seen.guards_broken += 1;
+            }
         }
     }
 }
@@ -89,17 +156,32 @@ fn kernel(ctx: &DeviceCtx, answered: &Mutex<u64>) {
 fn ten_thousand_random_calls_are_answered_without_a_host_panic_or_a_step_outside() {
     let (base, root) = common::root_beside_secret();
     std::os::unix::fs::symlink("../secret", root.join("a")).unwrap();
-    let answered = Arc::new(Mutex::new(0u64));
-    let count = answered.clone();
-    let (result, rig) = common::run_kernel(&root, 1, move |ctx| kernel(ctx, &count));
-    let report = result.expect("the run ends without a protocol error");
-    drop(rig);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = HostAccesses::default();
+    let (s, l) = (seen.clone(), log.clone());
+    let module = EmuModule::new().builtin_hostcalls().entry("main", move |ctx| kernel(ctx, &s, &l));
+    let mut backend = EmuBackend::with_module("test", module);
+    backend.record_accesses(log);
+    let (cfg, _, _) = common::config(&root, QueueConfig::DEFAULT);
+    let mut rt = Runtime::new(backend, cfg).expect("runtime");
+    rt.load("test").expect("load");
+    let report = rt.launch("main", 1, 1).expect("the run ends without a protocol error");
+    drop(rt);
     eprintln!("{} calls, {} errors, by op: {:?}", report.calls, report.errors, report.per_op);
     assert_eq!(report.handler_panics, 0, "a handler panicked");
-    assert_eq!(*answered.lock().unwrap(), cases(), "every call answered");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.answered, cases(), "every call answered");
     assert!(report.errors > cases() / 2, "most random calls fail: {} errors", report.errors);
     assert_eq!(std::fs::read(base.path().join("secret")).unwrap(), b"outside");
     let mut names: Vec<_> = std::fs::read_dir(base.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
     assert_eq!(names, ["root", "secret"]);
+
+    // Device memory: every access inside the region of the call it served,
+    // no guard byte changed.
+    assert_eq!(seen.guards_broken, 0, "the host wrote outside a declared region");
+    let outside = &seen.outside;
+    assert!(outside.is_empty(), "device accesses outside the call's region: {:x?}", &outside[..outside.len().min(5)]);
+    eprintln!("{} device accesses, each inside its call's region ({} calls declared one)", seen.accesses, seen.regions);
+    assert!(seen.accesses > cases() / 100, "the regions were used: {} accesses", seen.accesses);
 }

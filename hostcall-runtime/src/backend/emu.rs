@@ -394,7 +394,13 @@ pub struct EmuBackend {
     running: Option<Running>,
     /// Upper bound on device threads per launch (each is an OS thread).
     pub max_threads: u64,
+    accesses: Option<HostAccesses>,
 }
+
+/// Every copy to or from device memory the host made, as `(address,
+/// bytes)`, in order: what boundary tests check against the regions the
+/// device declared.
+pub type HostAccesses = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
 
 impl Default for EmuBackend {
     fn default() -> Self {
@@ -404,7 +410,27 @@ impl Default for EmuBackend {
 
 impl EmuBackend {
     pub fn new() -> Self {
-        EmuBackend { modules: HashMap::new(), loaded: None, mem: Arc::default(), running: None, max_threads: 4096 }
+        EmuBackend {
+            modules: HashMap::new(),
+            loaded: None,
+            mem: Arc::default(),
+            running: None,
+            max_threads: 4096,
+            accesses: None,
+        }
+    }
+
+    /// Append every host copy to or from device memory to `log` (streamed
+    /// transfers appear as their pieces).
+    pub fn record_accesses(&mut self, log: HostAccesses) -> &mut Self {
+        self.accesses = Some(log);
+        self
+    }
+
+    fn saw(&self, addr: u64, len: usize) {
+        if let Some(log) = &self.accesses {
+            log.lock().unwrap_or_else(|e| e.into_inner()).push((addr, len as u64));
+        }
     }
 
     /// Make `module` loadable under `name` (what [`Backend::load_module`] takes).
@@ -573,10 +599,12 @@ impl Backend for EmuBackend {
     }
 
     fn copy_from_device(&mut self, addr: u64, out: &mut [u8]) -> Result<(), BackendError> {
+        self.saw(addr, out.len());
         self.mem.read(addr, out)
     }
 
     fn copy_to_device(&mut self, addr: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.saw(addr, data.len());
         self.mem.write(addr, data)
     }
 
