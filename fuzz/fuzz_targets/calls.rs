@@ -3,9 +3,9 @@
 //! (or an ID nobody registered), its argument words, its payload and its
 //! device region (none, an address at nothing, or a real buffer between
 //! guard bytes). The host must answer every call without a panic, touch no
-//! device memory outside the region of the call it serves (the backend
-//! records every access), change no guard byte, and touch nothing outside
-//! the sandbox root.
+//! device memory outside the region of the call it serves and the heap
+//! blocks it handed out (the backend records every access), change no guard
+//! byte, and touch nothing outside the sandbox root.
 //!
 //! `cargo +nightly fuzz run calls` (from `fuzz/`).
 #![no_main]
@@ -13,9 +13,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hostcall_runtime::backend::emu::{EmuBackend, EmuModule, EmuPlatform, HostAccesses};
+use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule, EmuPlatform, HostAccesses};
 use hostcall_runtime::hostcall_abi::layout::{limits, ARG_WORDS};
-use hostcall_runtime::hostcall_abi::op::BUILTIN;
+use hostcall_runtime::hostcall_abi::op::{BUILTIN, HEAP_ALIGN};
 use hostcall_runtime::hostcall_abi::Call;
 use hostcall_runtime::{QueueConfig, Runtime, RuntimeConfig, SharedBuf};
 use libfuzzer_sys::fuzz_target;
@@ -54,8 +54,9 @@ fn dirs() -> &'static (tempfile::TempDir, PathBuf) {
 }
 
 /// One call the input describes, made from the device side; panics (the
-/// fuzzer's crash) on a host access outside its region or a changed guard.
-fn one_call(ctx: &hostcall_runtime::backend::emu::DeviceCtx, input: &mut Input<'_>, log: &HostAccesses) {
+/// fuzzer's crash) on a host access outside its region (or the heap blocks
+/// the host handed out, `heap`) or a changed guard.
+fn one_call(ctx: &DeviceCtx, input: &mut Input<'_>, log: &HostAccesses, heap: &mut Vec<(u64, u64)>) {
     let pick = input.u8();
     // The built-ins the device libc uses, then `echo` (a test hostcall that
     // copies payload to region and region to reply).
@@ -95,10 +96,16 @@ fn one_call(ctx: &hostcall_runtime::backend::emu::DeviceCtx, input: &mut Input<'
     }
     let before = log.lock().unwrap().len();
     let mut reply = vec![0u8; 4096];
-    ctx.queue().expect("queue").call::<EmuPlatform>(&call, &mut reply).expect("the call is answered");
+    let done = ctx.queue().expect("queue").call::<EmuPlatform>(&call, &mut reply).expect("the call is answered");
+    if done.errno == 0 && (op == ctx.hostcall_id("heap_alloc") || op == ctx.hostcall_id("heap_realloc")) {
+        let size = if op == ctx.hostcall_id("heap_alloc") { args[0] } else { args[1] };
+        heap.push((done.value, size.next_multiple_of(HEAP_ALIGN)));
+    }
+    let within =
+        |(d, l): (u64, u64), a: u64, n: u64| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l));
     for &(a, n) in &log.lock().unwrap()[before..] {
-        let inside = region.is_some_and(|(d, l)| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l)));
-        assert!(inside, "host access {a:#x}+{n} outside the call's region {region:x?}");
+        let inside = region.is_some_and(|r| within(r, a, n)) || heap.iter().any(|&b| within(b, a, n));
+        assert!(inside, "host access {a:#x}+{n} outside the call's region {region:x?} and the heap's blocks");
     }
     if let Some((buf, len)) = buffer {
         let after = buf.to_vec();
@@ -114,8 +121,9 @@ fuzz_target!(|data: &[u8]| {
     let module = EmuModule::new().builtin_hostcalls().entry("main", move |ctx| {
         let bytes = i.lock().unwrap().clone();
         let mut input = Input(&bytes);
+        let mut heap = Vec::new();
         while !input.0.is_empty() {
-            one_call(ctx, &mut input, &l);
+            one_call(ctx, &mut input, &l, &mut heap);
         }
     });
     let mut backend = EmuBackend::with_module("fuzz", module);

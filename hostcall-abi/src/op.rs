@@ -159,6 +159,31 @@ request! {
     Echo = "echo" { a: u64 => word, b: u64 => word }
 }
 
+request! {
+    /// Device memory for the device heap when its arena cannot serve:
+    /// `size` bytes aligned to `align` (a power of two), zero-filled when
+    /// `zeroed` is 1 -> the block's device address; ENOMEM when the GPU has
+    /// no more.
+    HeapAlloc = "heap_alloc" { size: u64 => word, align: u64 => word, zeroed: u32 => uint }
+}
+request! {
+    /// Move a heap block into one of `new_size` bytes (alignment
+    /// [`HEAP_ALIGN`]), the bytes copied on the GPU -> the new block's
+    /// address. `ptr` a block the host handed out: it is freed (or kept,
+    /// and returned, when it already holds `new_size`). Else the old block
+    /// is the declared device region (an arena block), which the device
+    /// frees itself.
+    HeapRealloc = "heap_realloc" { ptr: u64 => word, new_size: u64 => word }
+}
+request! {
+    /// Posted: give back a block from [`HeapAlloc`] or [`HeapRealloc`]
+    /// (anything else is ignored).
+    HeapFree = "heap_free" { ptr: u64 => word }
+}
+
+/// The alignment of every block the host hands the device heap.
+pub const HEAP_ALIGN: u64 = 256;
+
 /// Every built-in name, for registries and docs.
 pub const BUILTIN: &[&str] = &[
     Open::NAME,
@@ -182,6 +207,9 @@ pub const BUILTIN: &[&str] = &[
     Exit::NAME,
     Abort::NAME,
     Unsupported::NAME,
+    HeapAlloc::NAME,
+    HeapRealloc::NAME,
+    HeapFree::NAME,
 ];
 
 /// The call pattern of the echo stress test, written once for the GPU kernel

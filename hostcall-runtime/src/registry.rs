@@ -104,7 +104,7 @@ impl DeviceSlice {
     }
 
     /// The region's start, once its end is known not to wrap.
-    fn whole(&self) -> Result<u64, HostError> {
+    pub(crate) fn whole(&self) -> Result<u64, HostError> {
         self.addr.checked_add(self.len).map(|_| self.addr).ok_or(HostError(Errno::EFAULT))
     }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule, EmuPlatform, HostAccesses};
 use hostcall_runtime::hostcall_abi::layout::{limits, ARG_WORDS};
-use hostcall_runtime::hostcall_abi::op::BUILTIN;
+use hostcall_runtime::hostcall_abi::op::{BUILTIN, HEAP_ALIGN};
 use hostcall_runtime::hostcall_abi::Call;
 use hostcall_runtime::{QueueConfig, Runtime};
 
@@ -77,6 +77,8 @@ struct Seen {
     regions: u64,
     accesses: u64,
     outside: Vec<(u64, u64)>,
+    /// Blocks the host's heap handed out.
+    heap: Vec<(u64, u64)>,
     guards_broken: u64,
 }
 
@@ -84,6 +86,7 @@ fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: &HostAccesses) {
     let mut rng = Rng(seed().max(1));
     let ids: Vec<u32> = BUILTIN.iter().map(|name| ctx.hostcall_id(name)).collect();
     let bulk: Vec<u32> = ["read", "write", "pread", "pwrite", "echo"].iter().map(|n| ctx.hostcall_id(n)).collect();
+    let heap_ops = [ctx.hostcall_id("heap_alloc"), ctx.hostcall_id("heap_realloc")];
     let mut reply = vec![0u8; 8192];
     for _ in 0..cases() {
         let op = match rng.below(20) {
@@ -129,16 +132,28 @@ fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: &HostAccesses) {
         let before = log.lock().unwrap().len();
         let answered = queue.call::<EmuPlatform>(&call, &mut reply);
         let mut seen = seen.lock().unwrap();
-        match answered {
-            Ok(_) => seen.answered += 1,
+        let done = match answered {
+            Ok(done) => done,
             Err(e) => panic!("the device refused a call it should send: {e:?}"),
-        }
+        };
+        seen.answered += 1;
         seen.regions += u64::from(region.is_some());
+        // Besides the region, the host may touch the heap blocks it handed
+        // out (zeroing one, moving one into another): whole blocks, sizes
+        // rounded up as the host rounds them.
+        if done.errno == 0 {
+            match call.op {
+                op if op == heap_ops[0] => seen.heap.push((done.value, args[0].next_multiple_of(HEAP_ALIGN))),
+                op if op == heap_ops[1] => seen.heap.push((done.value, args[1].next_multiple_of(HEAP_ALIGN))),
+                _ => {}
+            }
+        }
+        let within =
+            |(d, l): (u64, u64), a: u64, n: u64| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l));
         // The host's accesses while it served this call.
         for &(a, n) in &log.lock().unwrap()[before..] {
             seen.accesses += 1;
-            let inside =
-                region.is_some_and(|(d, l)| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l)));
+            let inside = region.is_some_and(|r| within(r, a, n)) || seen.heap.iter().any(|&b| within(b, a, n));
             if !inside {
                 seen.outside.push((a, n));
             }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuModule};
 use hostcall_runtime::handlers::stat::decode;
+use hostcall_runtime::hostcall_abi::op::HEAP_ALIGN;
 use hostcall_runtime::hostcall_abi::op::*;
 use hostcall_runtime::hostcall_abi::{Call, CallError, Errno};
 use hostcall_runtime::QueueConfig;
@@ -385,4 +386,58 @@ fn posted_writes_keep_their_order_and_their_failures_are_counted() {
     assert_eq!(report.unanswered_errors, 1);
     assert_eq!(report.first_unanswered, Some(("write".to_string(), Errno::EBADF)));
     assert_eq!(report.per_op.get("write"), Some(&5));
+}
+
+/// Device memory at `addr`, written with the payload (echo's payload ->
+/// region) or read into the reply (region -> reply).
+fn poke(ctx: &DeviceCtx, addr: u64, bytes: &[u8]) {
+    let e = Call::new(0, Echo { a: 0, b: 0 }.to_args()).payload(bytes).device_region(addr, bytes.len() as u64);
+    assert_eq!(ctx.call(Echo::NAME, e, &mut [0u8; 4096]).unwrap().errno, 0);
+}
+
+fn peek(ctx: &DeviceCtx, addr: u64, len: usize) -> Vec<u8> {
+    let e = Call::new(0, Echo { a: 0, b: 0 }.to_args()).device_region(addr, len as u64);
+    let mut out = vec![0u8; len];
+    let c = ctx.call(Echo::NAME, e, &mut out).unwrap();
+    assert_eq!((c.errno, c.data_len), (0, len));
+    out
+}
+
+#[test]
+fn the_heap_grows_moves_blocks_and_reuses_what_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, rig) = common::run_ok(dir.path(), |ctx| {
+        let alloc = |size: u64, zeroed: u32| call(ctx, HeapAlloc { size, align: 64, zeroed }, &[]);
+        let (a, errno, _) = alloc(1 << 20, 1);
+        assert_eq!((errno, a % HEAP_ALIGN), (0, 0));
+        assert_eq!(peek(ctx, a, 64), [0u8; 64], "zeroed");
+        poke(ctx, a, b"kept across the move");
+        // Grown: a new block, the bytes copied, the old one freed.
+        let (b, errno, _) = call(ctx, HeapRealloc { ptr: a, new_size: 4 << 20 }, &[]);
+        assert_eq!(errno, 0);
+        assert_ne!(b, a);
+        assert_eq!(peek(ctx, b, 20), b"kept across the move");
+        // Shrunk: stays where it is.
+        assert_eq!(call(ctx, HeapRealloc { ptr: b, new_size: 100 }, &[]).0, b);
+        // An arena block (the host never saw it) moves from the region the
+        // device declares; without one, EINVAL.
+        let arena = ctx.alloc(64);
+        arena.fill_from(b"arena");
+        let r =
+            Call::new(0, HeapRealloc { ptr: arena.addr(), new_size: 1 << 10 }.to_args()).device_region(arena.addr(), 5);
+        let c = ctx.call(HeapRealloc::NAME, r, &mut []).unwrap();
+        assert_eq!((c.errno, peek(ctx, c.value, 5)), (0, b"arena".to_vec()));
+        assert_eq!(call(ctx, HeapRealloc { ptr: arena.addr(), new_size: 1 << 10 }, &[]).1, Errno::EINVAL.0);
+        let c = c.value;
+        ctx.post(HeapFree::NAME, Call::new(0, HeapFree { ptr: b }.to_args())).unwrap();
+        ctx.post(HeapFree::NAME, Call::new(0, HeapFree { ptr: c }.to_args())).unwrap();
+        ctx.post(HeapFree::NAME, Call::new(0, HeapFree { ptr: 12345 }.to_args())).unwrap();
+        // Freed at 1 and 4 MiB, the memory serves 5 MiB from the start of
+        // the segment.
+        assert_eq!(alloc(5 << 20, 0), (a, 0, vec![]));
+        // More than any GPU has: ENOMEM, and a line on stderr.
+        assert_eq!(alloc(1 << 60, 0).1, Errno::ENOMEM.0);
+    });
+    let err = rig.stderr.to_string_lossy();
+    assert!(err.contains("device heap: no GPU memory for 1152921504606846976 bytes"), "{err}");
 }

@@ -15,10 +15,18 @@
 //! * A byte per chunk records its class, so `free` needs no header and
 //!   `realloc` knows the old block's size.
 //!
-//! Limits: alignment up to 64 KiB; one block is at most 256 MiB (the largest
-//! power of two below the arena); a block
-//! wastes up to half its size; memory freed to one class is not reused by
-//! another.
+//! * Beyond the arena: a block larger than the arena's largest class, or any
+//!   block once the arena cannot serve it, is device memory the host hands
+//!   over (`heap_alloc`, `heap_realloc`, posted `heap_free`; the host's side
+//!   is `hostcall_runtime::handlers::heap`): up to the GPU's free memory,
+//!   first fit and coalescing there, so memory freed at one size serves any
+//!   other. `realloc` of such a block is one hostcall; the copy runs on the
+//!   GPU's copy engine, not in this thread.
+//!
+//! Limits: alignment up to 64 KiB in the arena, 2 MiB beyond it; an arena
+//! block wastes up to half its size; memory freed to one arena class is not
+//! reused by another (beyond the arena it is); `malloc_usable_size` of a
+//! block beyond the arena is 0.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -26,6 +34,8 @@ use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
 use crate::arch;
+use crate::hostcall::{self, ids, Region};
+use hostcall_abi::op::{HeapAlloc, HeapFree, HeapRealloc, HEAP_ALIGN};
 
 /// Device heap size. A zero-initialised `.global` array: it costs device
 /// memory at module load, not bytes in the PTX.
@@ -178,26 +188,48 @@ fn alloc_offset(shift: u32) -> Option<usize> {
     }
 }
 
-/// A block of at least `size` bytes aligned to `align`, or null.
-pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    let Some(shift) = class_of(size, align) else {
-        return core::ptr::null_mut();
-    };
+/// An arena block of class `shift`, if the arena has one.
+fn arena_alloc(shift: u32) -> Option<*mut u8> {
     let off = alloc_offset(shift).or_else(|| {
-        // The arena is spent: take from any shard before failing.
+        // The arena is spent: take from any shard before giving up on it.
         FREE.get(shift as usize)?.iter().find_map(pop)
     });
-    off.map_or(core::ptr::null_mut(), |off| (base() + off) as *mut u8)
+    off.map(|off| (base() + off) as *mut u8)
 }
 
-/// A zeroed block.
-pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    let p = alloc(size, align);
-    if !p.is_null() {
-        // SAFETY: `p` is a fresh block of at least `size` bytes.
-        unsafe { core::ptr::write_bytes(p, 0, size) };
+/// A block from the host (see the module docs), or null.
+fn host_alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    let req = HeapAlloc { size: size as u64, align: align as u64, zeroed: zeroed as u32 };
+    match hostcall::request(&ids::__HOSTCALL__heap_alloc, &req, &[], None, &mut []) {
+        Ok(done) => done.value as *mut u8,
+        Err(_) => core::ptr::null_mut(),
     }
-    p
+}
+
+fn alloc_with(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return core::ptr::null_mut();
+    }
+    match class_of(size, align).and_then(arena_alloc) {
+        Some(p) => {
+            if zeroed {
+                // SAFETY: `p` is a fresh block of at least `size` bytes.
+                unsafe { core::ptr::write_bytes(p, 0, size) };
+            }
+            p
+        }
+        None => host_alloc(size, align, zeroed),
+    }
+}
+
+/// A block of at least `size` bytes aligned to `align`, or null.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    alloc_with(size, align, false)
+}
+
+/// A zeroed block (beyond the arena the host zeroes it, on the GPU).
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    alloc_with(size, align, true)
 }
 
 /// Arena offset and class of a block this heap handed out.
@@ -221,6 +253,10 @@ pub fn usable_size(ptr: *mut u8) -> usize {
 /// `ptr` is null or a live block from this heap, not used afterwards.
 pub unsafe fn free(ptr: *mut u8) {
     let Some((off, shift)) = block_of(ptr) else {
+        if !ptr.is_null() {
+            // Not the arena's: the host's (which ignores what is not).
+            let _ = hostcall::post(&ids::__HOSTCALL__heap_free, &HeapFree { ptr: ptr as u64 }, &[]);
+        }
         return;
     };
     let s = if shift > CHUNK_SHIFT { 0 } else { shard() };
@@ -235,14 +271,47 @@ pub unsafe fn free(ptr: *mut u8) {
 /// # Safety
 /// `ptr` is null or a live block from this heap; on success it is freed.
 pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
-    let Some((_, old)) = block_of(ptr) else {
+    if ptr.is_null() {
         return alloc(new_size, align);
-    };
-    match class_of(new_size, align) {
-        Some(new) if new == old => return ptr,
-        None => return core::ptr::null_mut(),
-        Some(_) => {}
     }
+    let arena = block_of(ptr);
+    let new = class_of(new_size, align);
+    if let (Some((_, old)), Some(new)) = (arena, new) {
+        if new == old {
+            return ptr;
+        }
+        if let Some(p) = arena_alloc(new) {
+            // SAFETY: both blocks are live and distinct, `p` holds
+            // `new_size` bytes and `ptr` holds `1 << old`.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, p, new_size.min(1 << old));
+                free(ptr);
+            }
+            return p;
+        }
+    }
+    if align as u64 <= HEAP_ALIGN {
+        // The host moves it (on the GPU's copy engine) into a block of its
+        // own, and frees the old one if it was its.
+        // An arena block goes as the declared region: the host copies from
+        // nowhere else.
+        let region = arena.map(|(_, old)| Region { addr: ptr as u64, len: 1 << old });
+        let req = HeapRealloc { ptr: ptr as u64, new_size: new_size as u64 };
+        let Ok(done) = hostcall::request(&ids::__HOSTCALL__heap_realloc, &req, &[], region, &mut []) else {
+            return core::ptr::null_mut();
+        };
+        if arena.is_some() {
+            // SAFETY: the arena block is live and its bytes are copied.
+            unsafe { free(ptr) };
+        }
+        return done.value as *mut u8;
+    }
+    // Over-aligned and beyond the arena: moved by this thread. The old
+    // block's size is only known for an arena block; a host block this
+    // aligned cannot be resized.
+    let Some((_, old)) = arena else {
+        return core::ptr::null_mut();
+    };
     let p = alloc(new_size, align);
     if !p.is_null() {
         // SAFETY: both blocks are live and distinct, `p` holds `new_size`

@@ -202,6 +202,9 @@ pub mod ids {
         __HOSTCALL__exit = "exit",
         __HOSTCALL__abort = "abort",
         __HOSTCALL__unsupported = "unsupported",
+        __HOSTCALL__heap_alloc = "heap_alloc",
+        __HOSTCALL__heap_realloc = "heap_realloc",
+        __HOSTCALL__heap_free = "heap_free",
         __HOSTCALL__echo = "echo",
     );
 }

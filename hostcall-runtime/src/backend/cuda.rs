@@ -562,6 +562,32 @@ impl Backend for CudaBackend {
         ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
     }
 
+    fn copy_device(&mut self, dst: u64, src: u64, len: u64) -> Result<(), BackendError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.ctx.bind()?;
+        // SAFETY: both ranges are device memory the caller vouches for (heap
+        // blocks the device handed over, which no thread uses meanwhile); the
+        // copy ends before the sync returns.
+        let r = unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len as usize, self.copy_stream) };
+        ck(r, "device to device copy")?;
+        // SAFETY: the stream belongs to this context.
+        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+    }
+
+    fn zero_device(&mut self, addr: u64, len: u64) -> Result<(), BackendError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.ctx.bind()?;
+        // SAFETY: as in `copy_device`: a heap block no thread uses meanwhile.
+        let r = unsafe { sys::cuMemsetD8Async(addr, 0, len as usize, self.copy_stream) };
+        ck(r, "device memset")?;
+        // SAFETY: the stream belongs to this context.
+        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+    }
+
     fn stream_from_device(
         &mut self,
         addr: u64,

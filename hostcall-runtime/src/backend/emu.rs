@@ -394,6 +394,10 @@ pub struct EmuBackend {
     running: Option<Running>,
     /// Upper bound on device threads per launch (each is an OS thread).
     pub max_threads: u64,
+    /// Bytes of device memory `alloc_device` hands out in all (it is host
+    /// memory here): 2 GiB unless set.
+    pub device_memory: u64,
+    device_bytes: u64,
     accesses: Option<HostAccesses>,
 }
 
@@ -416,6 +420,8 @@ impl EmuBackend {
             mem: Arc::default(),
             running: None,
             max_threads: 4096,
+            device_memory: 2 << 30,
+            device_bytes: 0,
             accesses: None,
         }
     }
@@ -519,6 +525,16 @@ impl Backend for EmuBackend {
     }
 
     fn alloc_device(&mut self, bytes: usize) -> Result<DeviceAlloc, BackendError> {
+        // Emulated device memory is host memory: refuse what a GPU would,
+        // rather than abort on the host's allocation failure.
+        let total = self.device_bytes.saturating_add(bytes as u64);
+        if total > self.device_memory {
+            return Err(BackendError(format!(
+                "emu: out of memory ({bytes} bytes asked, {} of {} emulated in use)",
+                self.device_bytes, self.device_memory
+            )));
+        }
+        self.device_bytes = total;
         let (addr, mem) = self.mem.alloc(bytes.div_ceil(8));
         Ok(DeviceAlloc::new(addr, bytes, Box::new(Freer { mem: self.mem.clone(), addr, _keep: mem })))
     }

@@ -269,6 +269,33 @@ pub trait Backend: Send {
         Ok(done)
     }
 
+    /// Copy `len` bytes from device address `src` to `dst` (while the kernel
+    /// runs; the ranges do not overlap). CUDA copies on the GPU; the default
+    /// goes through host memory a piece at a time.
+    fn copy_device(&mut self, dst: u64, src: u64, len: u64) -> Result<(), BackendError> {
+        let mut buf = vec![0u8; len.min(STREAM_PIECE) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(STREAM_PIECE) as usize;
+            self.copy_from_device(src + done, &mut buf[..n])?;
+            self.copy_to_device(dst + done, &buf[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Zero `len` bytes at device address `addr` (while the kernel runs).
+    fn zero_device(&mut self, addr: u64, len: u64) -> Result<(), BackendError> {
+        let zeros = vec![0u8; len.min(STREAM_PIECE) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(STREAM_PIECE) as usize;
+            self.copy_to_device(addr + done, &zeros[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     /// The server gave up on the run (a protocol error): stop the kernel if
     /// the backend can. The emulation traps its threads; CUDA cannot stop a
     /// running kernel and leaves it to the process's exit.

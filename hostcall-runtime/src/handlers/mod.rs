@@ -14,6 +14,7 @@ use hostcall_abi::Errno;
 use crate::registry::{HostError, Registry};
 
 pub mod fs;
+pub mod heap;
 pub mod output;
 pub mod process;
 pub mod sandbox;
@@ -69,6 +70,8 @@ pub struct HostState {
     pub unsupported: Vec<String>,
     /// Posted stdout/stderr bytes not yet written ([`output`]).
     pub output: output::Pending,
+    /// Device memory the device heap grew into ([`heap`]).
+    pub heap: heap::DeviceHeap,
 }
 
 impl HostState {
@@ -92,6 +95,7 @@ impl HostState {
             debug: false,
             unsupported: Vec::new(),
             output: output::Pending::default(),
+            heap: heap::DeviceHeap::default(),
         }
     }
 
@@ -207,6 +211,7 @@ pub const AT_FDCWD: i32 = -100;
 /// Register every built-in handler.
 pub fn register_builtins(r: &mut Registry) {
     fs::register(r);
+    heap::register(r);
     process::register(r);
     time::register(r);
 }

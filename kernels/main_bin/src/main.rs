@@ -3,7 +3,10 @@
 //! behaves the same.
 //!
 //! `exit=N` ends the process with `std::process::exit(N)`; `err` returns an
-//! `Err` from `main` (std prints it and the exit code is 1).
+//! `Err` from `main` (std prints it and the exit code is 1); `vec=MIB` fills
+//! a `Vec` of that many MiB, grows another to the same size by doubling,
+//! and checks both (on the GPU: beyond the device heap's 512 MiB arena, into
+//! memory the host hands over).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -19,6 +22,34 @@ fn main() -> Result<ExitCode, String> {
         Some("err") => Err("asked to fail".to_owned()),
         Some(arg) if arg.starts_with("exit=") => std::process::exit(arg[5..].parse().unwrap_or(2)),
         Some("code=7") => Ok(ExitCode::from(7)),
+        Some(arg) if arg.starts_with("vec=") => {
+            let mib: usize = arg[4..].parse().map_err(|_| format!("bad size {arg}"))?;
+            big_vecs(mib << 20)
+        }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// One `Vec` of `bytes` made zeroed at once, one grown to it by doubling
+/// (each doubling a `realloc` and a fill with the round's number); checked
+/// at every 4 KiB (a GPU thread reading every byte would take minutes).
+fn big_vecs(bytes: usize) -> Result<ExitCode, String> {
+    let n = bytes / 8;
+    let mut whole = vec![0u64; n];
+    for i in (0..n).step_by(512) {
+        whole[i] = i as u64;
+    }
+    let mut bad = (0..n).step_by(512).filter(|&i| whole[i] != i as u64 || whole.get(i + 1).is_some_and(|&w| w != 0)).count();
+    drop(whole);
+    let mut grown: Vec<u64> = vec![0; 512];
+    let mut round = 0u64;
+    while grown.len() < n {
+        round += 1;
+        grown.resize((grown.len() * 2).min(n), round);
+    }
+    // Index i was added in round ceil(log2(i / 512 + 1)).
+    let round_of = |i: usize| if i < 512 { 0 } else { u64::from(usize::BITS - (i / 512).leading_zeros()) };
+    bad += (0..n).step_by(512).filter(|&i| grown[i] != round_of(i) || grown[n - 1 - i] != round_of(n - 1 - i)).count();
+    println!("vec: {} MiB made zeroed, {} MiB grown in {round} doublings, {bad} samples wrong", bytes >> 20, (grown.len() * 8) >> 20);
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
