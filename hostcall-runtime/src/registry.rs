@@ -95,12 +95,14 @@ impl DeviceSlice {
         self.len == 0
     }
 
+    /// The address of bytes `offset..offset + n` of the region, if they are
+    /// in it and do not wrap past the end of the address space.
     fn range(&self, offset: u64, n: usize) -> Result<u64, HostError> {
         let end = offset.checked_add(n as u64).ok_or(HostError(Errno::EFAULT))?;
-        if end > self.len {
+        if end > self.len || self.addr.checked_add(end).is_none() {
             return Err(HostError(Errno::EFAULT));
         }
-        self.addr.checked_add(offset).ok_or(HostError(Errno::EFAULT))
+        Ok(self.addr + offset)
     }
 
     /// The region's start, once its end is known not to wrap.
@@ -389,5 +391,22 @@ fn fields(debug: &str) -> String {
     match (debug.find('{'), debug.rfind('}')) {
         (Some(a), Some(b)) if a < b => debug[a + 1..b].trim().to_string(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_whose_end_wraps_the_address_space_is_refused() {
+        // Found by the fuzzer (fuzz/seeds/calls/regress-region-end-wraps-*).
+        let r = DeviceSlice::new(u64::MAX - 8, u64::MAX).unwrap();
+        assert_eq!(r.range(0, 8), Ok(u64::MAX - 8));
+        assert_eq!(r.range(0, 9), Err(HostError(Errno::EFAULT)));
+        assert_eq!(r.range(u64::MAX, 1), Err(HostError(Errno::EFAULT)));
+        assert_eq!(r.whole(), Err(HostError(Errno::EFAULT)));
+        let ok = DeviceSlice::new(0x1000, 16).unwrap();
+        assert_eq!((ok.range(8, 8), ok.range(8, 9)), (Ok(0x1008), Err(HostError(Errno::EFAULT))));
     }
 }
