@@ -524,6 +524,12 @@ impl Backend for EmuBackend {
         Ok(unsafe { MappedRegion::from_raw_parts(ptr, words, addr, Box::new(owner)) })
     }
 
+    /// Emulated device memory is host memory, zeroed when made: small
+    /// segments.
+    fn heap_segment_min(&self) -> u64 {
+        4 << 20
+    }
+
     fn alloc_device(&mut self, bytes: usize) -> Result<DeviceAlloc, BackendError> {
         // Emulated device memory is host memory: refuse what a GPU would,
         // rather than abort on the host's allocation failure.

@@ -284,6 +284,12 @@ pub trait Backend: Send {
         Ok(())
     }
 
+    /// The smallest piece of device memory the device heap asks for at a
+    /// time (`handlers::heap`).
+    fn heap_segment_min(&self) -> u64 {
+        crate::handlers::heap::SEGMENT_MIN
+    }
+
     /// Zero `len` bytes at device address `addr` (while the kernel runs).
     fn zero_device(&mut self, addr: u64, len: u64) -> Result<(), BackendError> {
         let zeros = vec![0u8; len.min(STREAM_PIECE) as usize];

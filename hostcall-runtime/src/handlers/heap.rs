@@ -88,7 +88,9 @@ impl DeviceHeap {
         }
         let bytes = size
             .checked_add(align)
-            .and_then(|b| b.max(self.segment_min).checked_next_multiple_of(SEGMENT_ROUND))
+            .and_then(|b| {
+                b.max(self.segment_min.min(backend.heap_segment_min())).checked_next_multiple_of(SEGMENT_ROUND)
+            })
             .and_then(|b| usize::try_from(b).ok())
             .ok_or(HostError(Errno::ENOMEM))?;
         let mem = backend.alloc_device(bytes).map_err(|e| {
