@@ -6,7 +6,8 @@
 //! `Err` from `main` (std prints it and the exit code is 1); `vec=MIB` fills
 //! a `Vec` of that many MiB, grows another to the same size by doubling,
 //! and checks both (on the GPU: beyond the device heap's 512 MiB arena, into
-//! memory the host hands over).
+//! memory the host hands over); `whoami` prints this copy's thread index
+//! (`hostcall_thread`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ fn main() -> Result<ExitCode, String> {
         Some("err") => Err("asked to fail".to_owned()),
         Some(arg) if arg.starts_with("exit=") => std::process::exit(arg[5..].parse().unwrap_or(2)),
         Some("code=7") => Ok(ExitCode::from(7)),
+        Some("whoami") => {
+            println!("thread {} of {}", hostcall_thread::index(), hostcall_thread::count());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(arg) if arg.starts_with("vec=") => {
             let mib: usize = arg[4..].parse().map_err(|_| format!("bad size {arg}"))?;
             big_vecs(mib << 20)
