@@ -13,9 +13,27 @@ use crate::error::BuildError;
 use crate::progress;
 use crate::toolchain::{hermetic_command, run};
 
-/// The repository this crate lives in (fixed when it is compiled).
+/// The repository checkout the device libc and the build cache live in.
+///
+/// `$HOSTCALL_REPO` when set; else where this crate was compiled from, if
+/// that is a checkout (it holds `libc-hostcall/` and `stage0/channel`); else
+/// the nearest checkout at or above the current directory (a Buck2-built
+/// binary was compiled from a copy of the sources in `buck-out`); else the
+/// compiled-in path.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    let is_checkout =
+        |dir: &Path| dir.join("libc-hostcall/Cargo.toml").is_file() && dir.join("stage0/channel").is_file();
+    if let Some(dir) = std::env::var_os("HOSTCALL_REPO").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+    if is_checkout(&built) {
+        return built;
+    }
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|d| is_checkout(d)).map(Path::to_path_buf))
+        .unwrap_or(built)
 }
 
 /// Finds `ptxas`: `$PTXAS`, then `PATH`, then the wheel unpacked at
