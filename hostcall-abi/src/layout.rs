@@ -81,8 +81,10 @@ pub mod limits {
     pub const MAX_INLINE: usize = 63 * super::LINE_BYTES;
     /// Reply slots come in whole warps.
     pub const SLOT_ALIGN: u64 = super::WARP_LANES as u64;
-    /// Most reply slots (threads of one launch) the host sets up.
-    pub const MAX_SLOTS: u64 = 1 << 24;
+    /// Most reply slots (threads of one launch) the host sets up: also the
+    /// size of the device libc's per-thread tables (`errno`, thread-local
+    /// values), which a larger launch would share between threads.
+    pub const MAX_SLOTS: u64 = 1 << 20;
 }
 
 /// The flag a record starting at `ticket` carries in every flagged word:

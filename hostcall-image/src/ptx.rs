@@ -63,11 +63,18 @@ fn push_new(list: &mut Vec<String>, name: Option<String>) {
 }
 
 /// Lists the module's entries, defined globals and undefined symbols.
+///
+/// Undefined functions are `.extern .func` declarations, and `.weak .func`
+/// prototypes (what a weak reference such as std's `weak!` leaves) that no
+/// function body of the module defines: ptxas refuses both.
 pub fn ptx_summary(ptx: &str) -> PtxSummary {
     let mut summary = PtxSummary::default();
     // Braces open function bodies (and close on the line of an initialiser
     // list); only what stands outside every body is module scope.
     let mut depth = 0usize;
+    // A `.func` header whose `{` (a body) or `;` (a prototype) is still to come.
+    let mut header: Option<(String, bool)> = None;
+    let (mut defined, mut weak_prototypes) = (Vec::new(), Vec::new());
     for raw in ptx.lines() {
         let line = raw.split("//").next().unwrap_or("");
         let directive = line.trim_start();
@@ -81,16 +88,36 @@ pub fn ptx_summary(ptx: &str) -> PtxSummary {
                 push_new(&mut summary.externs, function_name(after(".func")));
             } else if has(".extern") {
                 push_new(&mut summary.externs, variable_name(directive));
-            } else if has(".global") && !has(".func") {
+            } else if has(".func") {
+                header = function_name(after(".func")).map(|name| (name, has(".weak")));
+            } else if has(".global") {
                 push_new(&mut summary.globals, variable_name(directive));
             }
         }
         for c in line.chars() {
             match c {
-                '{' => depth += 1,
+                '{' => {
+                    if depth == 0 {
+                        if let Some((name, _)) = header.take() {
+                            defined.push(name);
+                        }
+                    }
+                    depth += 1;
+                }
                 '}' => depth = depth.saturating_sub(1),
+                ';' if depth == 0 => {
+                    if let Some((name, true)) = header.take() {
+                        weak_prototypes.push(name);
+                    }
+                    header = None;
+                }
                 _ => {}
             }
+        }
+    }
+    for name in weak_prototypes {
+        if !defined.contains(&name) {
+            push_new(&mut summary.externs, Some(name));
         }
     }
     summary
@@ -141,6 +168,17 @@ mod tests {
         assert_eq!(summary.externs, ["malloc", "abort", "missing_table"]);
         assert_eq!(summary.globals, ["__HOSTCALL_BUFF_PTR__", "__HOSTCALL__open", "anon_1", "FAILURES"]);
         assert_eq!(summary.hostcall_globals().collect::<Vec<_>>(), ["__HOSTCALL_BUFF_PTR__", "__HOSTCALL__open"]);
+    }
+
+    #[test]
+    fn weak_prototypes_without_a_body_are_undefined() {
+        // Forward declarations of defined functions (weak or not) are not.
+        let ptx = ".weak .func (.param .b32 func_retval0) pidfd_spawnp\n(\n\t.param .b64 p0\n)\n;\n\
+                   .weak .func defined_later\n(\n)\n;\n\
+                   .func local_proto()\n;\n\
+                   .weak .func defined_later()\n{\n\tret;\n}\n\
+                   .func local_proto()\n{\n}\n";
+        assert_eq!(ptx_summary(ptx).externs, ["pidfd_spawnp"]);
     }
 
     #[test]

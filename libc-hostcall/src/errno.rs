@@ -14,7 +14,7 @@ pub use hostcall_abi::Errno;
 use crate::arch;
 
 /// Threads with a private `errno` (4 MiB of device memory).
-pub const MAX_THREADS: usize = 1 << 20;
+pub const MAX_THREADS: usize = hostcall_abi::limits::MAX_SLOTS as usize;
 
 static ERRNO: [AtomicI32; MAX_THREADS] = [const { AtomicI32::new(0) }; MAX_THREADS];
 

@@ -223,7 +223,7 @@ impl Platform for Gpu {
     }
     #[inline(always)]
     fn slot() -> u32 {
-        // The host sizes the slots to the launch (at most 2^24 threads).
+        // The host sizes the slots to the launch (at most 2^20 threads).
         arch::global_thread_id() as u32
     }
     #[inline(always)]

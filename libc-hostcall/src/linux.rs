@@ -51,12 +51,14 @@ impl Timespec {
     pub const fn from_ns(ns: u64) -> Self {
         Timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: (ns % 1_000_000_000) as i64 }
     }
-    /// Nanoseconds, if the value is valid and not negative.
+    /// Nanoseconds, if the value is valid and not negative; past `u64::MAX`
+    /// ns (584 years) it saturates, as a wait that long never ends anyway
+    /// (`thread::sleep(Duration::MAX)` must sleep, not fail).
     pub fn to_ns(self) -> Option<u64> {
         if !(0..1_000_000_000).contains(&self.tv_nsec) || self.tv_sec < 0 {
             return None;
         }
-        (self.tv_sec as u64).checked_mul(1_000_000_000)?.checked_add(self.tv_nsec as u64)
+        Some((self.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(self.tv_nsec as u64))
     }
 }
 
@@ -134,5 +136,6 @@ mod tests {
     fn timespec_round_trips() {
         assert_eq!(Timespec::from_ns(1_500_000_001).to_ns(), Some(1_500_000_001));
         assert_eq!(Timespec { tv_sec: 0, tv_nsec: -1 }.to_ns(), None);
+        assert_eq!(Timespec { tv_sec: i64::MAX, tv_nsec: 999_999_999 }.to_ns(), Some(u64::MAX), "saturates");
     }
 }

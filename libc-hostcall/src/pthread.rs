@@ -10,10 +10,11 @@
 //! creation bumps the key's generation, so a value a thread stored under a
 //! deleted key is never seen under the key's next incarnation.
 //!
-//! Each thread's values live in a small table in the heap (up to
-//! [`VALUES_PER_THREAD`] keys with a value at once; std uses a handful),
-//! found through a per-thread pointer indexed by global thread id and stamped
-//! with `%gridid`, so a later launch's thread with the same id starts empty.
+//! Each thread's values live in small tables in the heap
+//! ([`VALUES_PER_THREAD`] entries each, chained when a thread holds more;
+//! std itself uses a handful), found through a per-thread pointer indexed by
+//! global thread id and stamped with `%gridid`, so a later launch's thread
+//! with the same id starts empty.
 //! Destructors are recorded but never run: GPU threads have no exit hook.
 
 use core::ffi::{c_int, c_void};
@@ -28,7 +29,7 @@ use crate::{arch, heap};
 /// Keys that can exist at once.
 pub const MAX_KEYS: usize = 1 << 16;
 const KEY_WORDS: usize = MAX_KEYS / 64;
-/// Keys one thread can hold a value under at once.
+/// Entries of one table of a thread's values (more tables are chained).
 pub const VALUES_PER_THREAD: usize = 16;
 
 /// Bit `i % 64` of word `i / 64` set: key `i + 1` is in use.
@@ -43,6 +44,23 @@ struct Values {
     keys: [AtomicU32; VALUES_PER_THREAD],
     gens: [AtomicU32; VALUES_PER_THREAD],
     values: [AtomicPtr<c_void>; VALUES_PER_THREAD],
+    /// The next table, when this one filled up.
+    next: AtomicPtr<Values>,
+}
+
+impl Values {
+    /// This table and the ones chained after it.
+    fn chain(&self) -> impl Iterator<Item = &Values> {
+        // SAFETY: tables are zeroed when made, linked once, never freed, and
+        // only their owning thread touches them.
+        core::iter::successors(Some(self), |v| unsafe { v.next.load(Relaxed).as_ref() })
+    }
+}
+
+fn new_table() -> Option<&'static Values> {
+    let p: *mut Values = heap::alloc_zeroed(core::mem::size_of::<Values>(), core::mem::align_of::<Values>()).cast();
+    // SAFETY: null or a fresh zeroed block (a valid empty table), never freed.
+    unsafe { p.as_ref() }
 }
 
 static THREAD_VALUES: [AtomicPtr<Values>; MAX_THREADS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_THREADS];
@@ -124,45 +142,62 @@ fn values(create: bool) -> Option<&'static Values> {
         if !create {
             return None;
         }
-        v.keys.iter().for_each(|k| k.store(0, Relaxed));
+        v.chain().for_each(|t| t.keys.iter().for_each(|k| k.store(0, Relaxed)));
         v.launch.store(launch, Relaxed);
     }
     Some(v)
 }
 
-/// The entry of `v` that holds `key` at generation `gen`.
-fn entry(v: &Values, key: u32, gen: u32) -> Option<usize> {
-    (0..VALUES_PER_THREAD).find(|&e| v.keys[e].load(Relaxed) == key && v.gens[e].load(Relaxed) == gen)
+/// The table and entry of `v`'s chain that holds `key` at generation `gen`.
+fn entry(v: &Values, key: u32, gen: u32) -> Option<(&Values, usize)> {
+    v.chain().find_map(|t| {
+        (0..VALUES_PER_THREAD)
+            .find(|&e| t.keys[e].load(Relaxed) == key && t.gens[e].load(Relaxed) == gen)
+            .map(|e| (t, e))
+    })
 }
 
 pub fn get_specific(key: u32) -> *mut c_void {
     let Some((_, gen)) = key_index(key) else {
         return core::ptr::null_mut();
     };
-    values(false).and_then(|v| entry(v, key, gen).map(|e| v.values[e].load(Relaxed))).unwrap_or(core::ptr::null_mut())
+    values(false).and_then(|v| entry(v, key, gen).map(|(t, e)| t.values[e].load(Relaxed))).unwrap_or(core::ptr::null_mut())
 }
 
 pub fn set_specific(key: u32, value: *const c_void) -> Result<(), Errno> {
     let (_, gen) = key_index(key).ok_or(Errno::EINVAL)?;
     let v = values(true).ok_or(Errno::ENOMEM)?;
-    let e = match entry(v, key, gen) {
-        Some(e) => e,
+    let (t, e) = match entry(v, key, gen) {
+        Some(found) => found,
         None => {
             if value.is_null() {
                 return Ok(());
             }
-            // A free entry, or one left by a key that is gone or recreated.
-            let free = (0..VALUES_PER_THREAD).find(|&e| {
-                let k = v.keys[e].load(Relaxed);
-                k == 0 || key_index(k).is_none_or(|(_, g)| g != v.gens[e].load(Relaxed))
+            // A free entry, or one left by a key that is gone or recreated;
+            // else a new table at the end of the chain.
+            let free = v.chain().find_map(|t| {
+                (0..VALUES_PER_THREAD)
+                    .find(|&e| {
+                        let k = t.keys[e].load(Relaxed);
+                        k == 0 || key_index(k).is_none_or(|(_, g)| g != t.gens[e].load(Relaxed))
+                    })
+                    .map(|e| (t, e))
             });
-            let e = free.ok_or(Errno::ENOMEM)?;
-            v.keys[e].store(key, Relaxed);
-            v.gens[e].store(gen, Relaxed);
-            e
+            let (t, e) = match free {
+                Some(found) => found,
+                None => {
+                    let last = v.chain().last().ok_or(Errno::ENOMEM)?;
+                    let table = new_table().ok_or(Errno::ENOMEM)?;
+                    last.next.store((table as *const Values).cast_mut(), Relaxed);
+                    (table, 0)
+                }
+            };
+            t.keys[e].store(key, Relaxed);
+            t.gens[e].store(gen, Relaxed);
+            (t, e)
         }
     };
-    v.values[e].store(value.cast_mut(), Relaxed);
+    t.values[e].store(value.cast_mut(), Relaxed);
     Ok(())
 }
 
@@ -278,23 +313,24 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_holds_a_bounded_number_of_values() {
+    fn a_thread_holds_values_past_one_table() {
         let _serial = KEYS.lock().unwrap_or_else(|e| e.into_inner());
-        let keys: Vec<u32> = (0..=VALUES_PER_THREAD).map(|_| key_create().unwrap()).collect();
-        for (i, &k) in keys.iter().enumerate().take(VALUES_PER_THREAD) {
+        let n = 3 * VALUES_PER_THREAD + 1;
+        let keys: Vec<u32> = (0..n).map(|_| key_create().unwrap()).collect();
+        for (i, &k) in keys.iter().enumerate() {
             set_specific(k, (i + 1) as *const c_void).unwrap();
         }
-        let last = keys[VALUES_PER_THREAD];
-        assert_eq!(set_specific(last, 1 as *const c_void), Err(Errno::ENOMEM));
-        // Null needs no entry; deleting a key frees its entry for reuse.
-        set_specific(last, core::ptr::null()).unwrap();
-        key_delete(keys[0]).unwrap();
-        set_specific(last, 0x99 as *const c_void).unwrap();
-        assert_eq!(get_specific(last) as usize, 0x99);
-        for (i, &k) in keys.iter().enumerate().skip(1).take(VALUES_PER_THREAD - 1) {
-            assert_eq!(get_specific(k) as usize, i + 1);
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(get_specific(k) as usize, i + 1, "key {i} of {n}");
         }
-        for k in keys.into_iter().skip(1) {
+        // Null needs no entry; deleting a key frees its entry for reuse.
+        let extra = key_create().unwrap();
+        set_specific(extra, core::ptr::null()).unwrap();
+        key_delete(keys[0]).unwrap();
+        set_specific(extra, 0x99 as *const c_void).unwrap();
+        assert_eq!(get_specific(extra) as usize, 0x99);
+        assert!(get_specific(keys[0]).is_null(), "a deleted key has no value");
+        for k in keys.into_iter().skip(1).chain([extra]) {
             key_delete(k).unwrap();
         }
     }

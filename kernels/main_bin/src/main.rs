@@ -7,7 +7,9 @@
 //! a `Vec` of that many MiB, grows another to the same size by doubling,
 //! and checks both (on the GPU: beyond the device heap's 512 MiB arena, into
 //! memory the host hands over); `whoami` prints this copy's thread index
-//! (`hostcall_thread`).
+//! (`hostcall_thread`); `unsupported` calls std APIs the GPU cannot honour
+//! and prints how each failed (on the GPU: an error, never a panic in std or
+//! a module that does not load).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -23,6 +25,10 @@ fn main() -> Result<ExitCode, String> {
         Some("err") => Err("asked to fail".to_owned()),
         Some(arg) if arg.starts_with("exit=") => std::process::exit(arg[5..].parse().unwrap_or(2)),
         Some("code=7") => Ok(ExitCode::from(7)),
+        Some("unsupported") => {
+            unsupported_apis().iter().for_each(|line| println!("{line}"));
+            Ok(ExitCode::SUCCESS)
+        }
         Some("whoami") => {
             println!("thread {} of {}", hostcall_thread::index(), hostcall_thread::count());
             Ok(ExitCode::SUCCESS)
@@ -57,4 +63,24 @@ fn big_vecs(bytes: usize) -> Result<ExitCode, String> {
     bad += (0..n).step_by(512).filter(|&i| grown[i] != round_of(i) || grown[n - 1 - i] != round_of(n - 1 - i)).count();
     println!("vec: {} MiB made zeroed, {} MiB grown in {round} doublings, {bad} samples wrong", bytes >> 20, (grown.len() * 8) >> 20);
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What each API that needs an OS the GPU lacks gave back.
+fn unsupported_apis() -> Vec<String> {
+    use std::fs::File;
+    fn kind<T>(r: std::io::Result<T>) -> String {
+        r.map_or_else(|e| format!("{:?}", e.kind()), |_| "ok".to_owned())
+    }
+    let _ = std::fs::write("copy-src", b"x");
+    vec![
+        format!("Command::status: {}", kind(std::process::Command::new("true").status())),
+        format!("TcpStream::connect: {}", kind(std::net::TcpStream::connect("localhost:80"))),
+        format!("UnixStream::connect: {}", kind(std::os::unix::net::UnixStream::connect("sock"))),
+        format!("fs::copy: {}", kind(std::fs::copy("copy-src", "copy-dst"))),
+        format!("File::lock: {}", kind(File::create("lock-file").and_then(|f| f.lock()))),
+        format!("thread::Builder::spawn: {}", kind(std::thread::Builder::new().spawn(|| ()))),
+        format!("available_parallelism: {}", kind(std::thread::available_parallelism())),
+        format!("Backtrace::force_capture: {:?}", std::backtrace::Backtrace::force_capture().status()),
+        format!("process::id is positive: {}", std::process::id() > 0),
+    ]
 }
