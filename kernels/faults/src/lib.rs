@@ -35,6 +35,17 @@ pub extern "ptx-kernel" fn fault_wild_write() {
     unsafe { wild.write_volatile(u64::from(gid())) };
 }
 
+/// Every thread loads a `u64` from an address that is not 8-byte aligned.
+#[no_mangle]
+pub extern "ptx-kernel" fn fault_misaligned() {
+    static WORDS: [u64; 2] = [1, 2];
+    say("misaligned load");
+    let odd = core::hint::black_box(WORDS.as_ptr() as usize + 1) as *const u64;
+    // SAFETY: not safe at all: the point is the fault it causes.
+    let v = unsafe { odd.read_volatile() };
+    core::hint::black_box(v);
+}
+
 /// Every thread executes `trap`.
 #[no_mangle]
 pub extern "ptx-kernel" fn fault_trap() {
