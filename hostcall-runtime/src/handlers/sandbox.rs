@@ -95,6 +95,10 @@ impl VPath {
     }
 }
 
+/// Attempts of an `openat2` that a concurrent rename on the host made fail
+/// with `EAGAIN` before the error goes to the device.
+const OPENAT2_TRIES: u32 = 64;
+
 /// The root directory, held open.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -140,22 +144,32 @@ impl Sandbox {
         let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
         how.mode = if creates { u64::from(mode & 0o7777) } else { 0 };
         how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: the root fd is open, `rel` is NUL-terminated, `how` is a
-        // valid `open_how` of the size passed.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.root.as_raw_fd(),
-                rel.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
+        let mut tries = 0;
+        let fd = loop {
+            // SAFETY: the root fd is open, `rel` is NUL-terminated, `how` is
+            // a valid `open_how` of the size passed.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.root.as_raw_fd(),
+                    rel.as_ptr(),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                )
+            };
+            if fd >= 0 {
+                break fd;
+            }
             let e = last_errno();
+            // EAGAIN: a rename or mount anywhere on the host raced a `..`
+            // resolution under RESOLVE_BENEATH (openat2(2) says to retry).
+            tries += 1;
+            if e.0 == Errno::EAGAIN && tries < OPENAT2_TRIES {
+                continue;
+            }
             // EXDEV: the path (through `..` or a symlink) left the root.
             return Err(if e.0 == Errno::EXDEV { HostError(Errno::EACCES) } else { e });
-        }
+        };
         // SAFETY: the kernel returned a new fd that nobody else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
