@@ -7,6 +7,11 @@
 //! memory freed at one size serves any other. Segments go back to the driver
 //! when the run ends, not before: `cuMemFree` may wait for the running
 //! kernel, which waits for this server.
+//!
+//! The only device addresses these handlers touch outside a declared region
+//! ([`crate::DeviceSlice`]) are blocks of this heap's own segments, found in
+//! its table: an address the device names that is not one of them is read
+//! through the region the call declared, or refused.
 
 use std::collections::BTreeMap;
 use std::io::Write;
