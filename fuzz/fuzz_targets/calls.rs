@@ -13,15 +13,12 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule, EmuPlatform, HostAccesses};
+use hostcall_runtime::backend::emu::{AccessCheck, DeviceCtx, EmuBackend, EmuModule, EmuPlatform, HostAccesses};
 use hostcall_runtime::hostcall_abi::layout::{limits, ARG_WORDS};
-use hostcall_runtime::hostcall_abi::op::{BUILTIN, HEAP_ALIGN};
+use hostcall_runtime::hostcall_abi::op::BUILTIN;
 use hostcall_runtime::hostcall_abi::Call;
 use hostcall_runtime::{QueueConfig, Runtime, RuntimeConfig, SharedBuf};
 use libfuzzer_sys::fuzz_target;
-
-const GUARD: usize = 64;
-const POISON: u8 = 0xa5;
 
 /// The input, read front to back; zeros once it runs out.
 struct Input<'a>(&'a [u8]);
@@ -55,8 +52,8 @@ fn dirs() -> &'static (tempfile::TempDir, PathBuf) {
 
 /// One call the input describes, made from the device side; panics (the
 /// fuzzer's crash) on a host access outside its region (or the heap blocks
-/// the host handed out, `heap`) or a changed guard.
-fn one_call(ctx: &DeviceCtx, input: &mut Input<'_>, log: &HostAccesses, heap: &mut Vec<(u64, u64)>) {
+/// the host handed out) or a changed guard.
+fn one_call(ctx: &DeviceCtx, input: &mut Input<'_>, check: &mut AccessCheck) {
     let pick = input.u8();
     // The built-ins the device libc uses, then `echo` (a test hostcall that
     // copies payload to region and region to reply).
@@ -74,43 +71,23 @@ fn one_call(ctx: &DeviceCtx, input: &mut Input<'_>, log: &HostAccesses, heap: &m
     let len = usize::from(input.u8()) * limits::MAX_INLINE / 255;
     let payload = input.bytes(len).to_vec();
     let mut call = Call::new(op, args).payload(&payload);
-    let (mut buffer, mut region) = (None, None);
+    let mut buffer = None;
     match shapes >> 4 & 3 {
-        1 => {
-            let (addr, len) = (input.u64(), input.u64());
-            call = call.device_region(addr, len);
-            region = Some((addr, len));
-        }
+        1 => call = call.device_region(input.u64(), input.u64()),
         2 => {
             let len = usize::from(input.u8()) * 16;
-            let buf = ctx.alloc(len + 2 * GUARD);
-            let mut init = vec![POISON; len + 2 * GUARD];
-            init[GUARD..GUARD + len].copy_from_slice(&[0x5a; 4080][..len]);
-            buf.fill_from(&init);
-            let addr = buf.addr() + GUARD as u64;
-            call = call.device_region(addr, len as u64);
-            region = Some((addr, len as u64));
-            buffer = Some((buf, len));
+            let buf = ctx.alloc_guarded(&[0x5a; 4080][..len]);
+            call = call.device_region(buf.addr(), len as u64);
+            buffer = Some(buf);
         }
         _ => {}
     }
-    let before = log.lock().unwrap().len();
     let mut reply = vec![0u8; 4096];
+    check.start();
     let done = ctx.queue().expect("queue").call::<EmuPlatform>(&call, &mut reply).expect("the call is answered");
-    if done.errno == 0 && (op == ctx.hostcall_id("heap_alloc") || op == ctx.hostcall_id("heap_realloc")) {
-        let size = if op == ctx.hostcall_id("heap_alloc") { args[0] } else { args[1] };
-        heap.push((done.value, size.next_multiple_of(HEAP_ALIGN)));
-    }
-    let within =
-        |(d, l): (u64, u64), a: u64, n: u64| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l));
-    for &(a, n) in &log.lock().unwrap()[before..] {
-        let inside = region.is_some_and(|r| within(r, a, n)) || heap.iter().any(|&b| within(b, a, n));
-        assert!(inside, "host access {a:#x}+{n} outside the call's region {region:x?} and the heap's blocks");
-    }
-    if let Some((buf, len)) = buffer {
-        let after = buf.to_vec();
-        assert!(after[..GUARD].iter().chain(&after[GUARD + len..]).all(|&b| b == POISON), "guard bytes changed");
-    }
+    let (_, outside) = check.finish(&call, &done);
+    assert!(outside.is_empty(), "host accesses {outside:x?} outside the call's region and the heap's blocks");
+    assert!(buffer.is_none_or(|b| b.guards_intact()), "guard bytes changed");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -121,9 +98,9 @@ fuzz_target!(|data: &[u8]| {
     let module = EmuModule::new().builtin_hostcalls().entry("main", move |ctx| {
         let bytes = i.lock().unwrap().clone();
         let mut input = Input(&bytes);
-        let mut heap = Vec::new();
+        let mut check = AccessCheck::new(ctx, l.clone());
         while !input.0.is_empty() {
-            one_call(ctx, &mut input, &l, &mut heap);
+            one_call(ctx, &mut input, &mut check);
         }
     });
     let mut backend = EmuBackend::with_module("fuzz", module);

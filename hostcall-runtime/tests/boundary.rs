@@ -13,15 +13,11 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule, EmuPlatform, HostAccesses};
+use hostcall_runtime::backend::emu::{AccessCheck, DeviceCtx, EmuBackend, EmuModule, EmuPlatform, HostAccesses};
 use hostcall_runtime::hostcall_abi::layout::{limits, ARG_WORDS};
-use hostcall_runtime::hostcall_abi::op::{BUILTIN, HEAP_ALIGN};
+use hostcall_runtime::hostcall_abi::op::BUILTIN;
 use hostcall_runtime::hostcall_abi::Call;
 use hostcall_runtime::{QueueConfig, Runtime};
-
-/// Guard bytes on each side of a real region, and their value.
-const GUARD: usize = 64;
-const POISON: u8 = 0xa5;
 
 /// Calls per run; `HOSTCALL_BOUNDARY_CASES` and `HOSTCALL_BOUNDARY_SEED`
 /// change them for a long run.
@@ -77,16 +73,14 @@ struct Seen {
     regions: u64,
     accesses: u64,
     outside: Vec<(u64, u64)>,
-    /// Blocks the host's heap handed out.
-    heap: Vec<(u64, u64)>,
     guards_broken: u64,
 }
 
-fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: &HostAccesses) {
+fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: HostAccesses) {
     let mut rng = Rng(seed().max(1));
     let ids: Vec<u32> = BUILTIN.iter().map(|name| ctx.hostcall_id(name)).collect();
     let bulk: Vec<u32> = ["read", "write", "pread", "pwrite", "echo"].iter().map(|n| ctx.hostcall_id(n)).collect();
-    let heap_ops = [ctx.hostcall_id("heap_alloc"), ctx.hostcall_id("heap_realloc")];
+    let mut check = AccessCheck::new(ctx, log);
     let mut reply = vec![0u8; 8192];
     for _ in 0..cases() {
         let op = match rng.below(20) {
@@ -101,13 +95,9 @@ fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: &HostAccesses) {
         let mut call = Call::new(op, args).payload(&bytes);
         // A real region: `len` bytes between two guards, the buffer's other
         // bytes random (what a read would send out).
-        let (mut buffer, mut region) = (None, None);
+        let mut buffer = None;
         match rng.below(8) {
-            0 => {
-                let (addr, len) = (word(&mut rng), word(&mut rng));
-                call = call.device_region(addr, len);
-                region = Some((addr, len));
-            }
+            0 => call = call.device_region(word(&mut rng), word(&mut rng)),
             1 => {
                 // Half of them to an op that moves bulk bytes, on stdin,
                 // stdout or stderr (or fd 3, closed), so that most reach
@@ -117,19 +107,15 @@ fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: &HostAccesses) {
                     call = Call::new(bulk[rng.below(bulk.len() as u64) as usize], args).payload(&bytes);
                 }
                 let len = rng.below(3 * limits::MAX_INLINE as u64) as usize;
-                let buf = ctx.alloc(len + 2 * GUARD);
-                let mut init = vec![POISON; len + 2 * GUARD];
-                init[GUARD..GUARD + len].iter_mut().for_each(|b| *b = rng.next() as u8);
-                buf.fill_from(&init);
-                let addr = buf.addr() + GUARD as u64;
-                call = call.device_region(addr, len as u64);
-                region = Some((addr, len as u64));
-                buffer = Some((buf, len));
+                let init: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let buf = ctx.alloc_guarded(&init);
+                call = call.device_region(buf.addr(), len as u64);
+                buffer = Some(buf);
             }
             _ => {}
         }
         let queue = ctx.queue().expect("queue");
-        let before = log.lock().unwrap().len();
+        check.start();
         let answered = queue.call::<EmuPlatform>(&call, &mut reply);
         let mut seen = seen.lock().unwrap();
         let done = match answered {
@@ -137,32 +123,13 @@ fn kernel(ctx: &DeviceCtx, seen: &Mutex<Seen>, log: &HostAccesses) {
             Err(e) => panic!("the device refused a call it should send: {e:?}"),
         };
         seen.answered += 1;
-        seen.regions += u64::from(region.is_some());
-        // Besides the region, the host may touch the heap blocks it handed
-        // out (zeroing one, moving one into another): whole blocks, sizes
-        // rounded up as the host rounds them.
-        if done.errno == 0 {
-            match call.op {
-                op if op == heap_ops[0] => seen.heap.push((done.value, args[0].next_multiple_of(HEAP_ALIGN))),
-                op if op == heap_ops[1] => seen.heap.push((done.value, args[1].next_multiple_of(HEAP_ALIGN))),
-                _ => {}
-            }
-        }
-        let within =
-            |(d, l): (u64, u64), a: u64, n: u64| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l));
+        seen.regions += u64::from(call.dev_len != 0);
         // The host's accesses while it served this call.
-        for &(a, n) in &log.lock().unwrap()[before..] {
-            seen.accesses += 1;
-            let inside = region.is_some_and(|r| within(r, a, n)) || seen.heap.iter().any(|&b| within(b, a, n));
-            if !inside {
-                seen.outside.push((a, n));
-            }
-        }
-        if let Some((buf, len)) = buffer {
-            let after = buf.to_vec();
-            if after[..GUARD].iter().chain(&after[GUARD + len..]).any(|&b| b != POISON) {
-                seen.guards_broken += 1;
-            }
+        let (accesses, outside) = check.finish(&call, &done);
+        seen.accesses += accesses as u64;
+        seen.outside.extend(outside);
+        if buffer.is_some_and(|b| !b.guards_intact()) {
+            seen.guards_broken += 1;
         }
     }
 }
@@ -174,7 +141,7 @@ fn ten_thousand_random_calls_are_answered_without_a_host_panic_or_a_step_outside
     let seen = Arc::new(Mutex::new(Seen::default()));
     let log = HostAccesses::default();
     let (s, l) = (seen.clone(), log.clone());
-    let module = EmuModule::new().builtin_hostcalls().entry("main", move |ctx| kernel(ctx, &s, &l));
+    let module = EmuModule::new().builtin_hostcalls().entry("main", move |ctx| kernel(ctx, &s, l.clone()));
     let mut backend = EmuBackend::with_module("test", module);
     backend.record_accesses(log);
     let (cfg, _, _) = common::config(&root, QueueConfig::DEFAULT);

@@ -355,6 +355,15 @@ impl DeviceCtx {
         self.call(R::NAME, Call::new(0, req.to_args()).payload(payload), reply)
     }
 
+    /// Emulated device memory holding `bytes` between guards.
+    pub fn alloc_guarded(&self, bytes: &[u8]) -> GuardedBuffer {
+        let buf = self.alloc(bytes.len() + 2 * GUARD);
+        let mut init = vec![POISON; bytes.len() + 2 * GUARD];
+        init[GUARD..GUARD + bytes.len()].copy_from_slice(bytes);
+        buf.fill_from(&init);
+        GuardedBuffer { buf, len: bytes.len() }
+    }
+
     /// Allocate emulated device memory (zeroed), for declared regions.
     pub fn alloc(&self, bytes: usize) -> DeviceBuffer {
         let (addr, words) = self.mem.alloc(bytes.div_ceil(8));
@@ -405,6 +414,88 @@ pub struct EmuBackend {
 /// bytes)`, in order: what boundary tests check against the regions the
 /// device declared.
 pub type HostAccesses = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
+/// Checks, call by call, that the host touched only what it may: the
+/// region the call declared, and the heap blocks the host itself handed
+/// out (zeroing one, moving one into another). For one device thread making
+/// one call at a time, with the backend's [`EmuBackend::record_accesses`]
+/// log.
+pub struct AccessCheck {
+    log: HostAccesses,
+    /// `heap_alloc`, `heap_realloc`.
+    heap_ops: [u32; 2],
+    /// Whole blocks the host's heap handed out, sizes rounded as it rounds.
+    heap: Vec<(u64, u64)>,
+    before: usize,
+}
+
+impl AccessCheck {
+    pub fn new(ctx: &DeviceCtx, log: HostAccesses) -> Self {
+        let heap_ops = [ctx.hostcall_id(op::HeapAlloc::NAME), ctx.hostcall_id(op::HeapRealloc::NAME)];
+        AccessCheck { log, heap_ops, heap: Vec::new(), before: 0 }
+    }
+
+    /// Call just before making a call.
+    pub fn start(&mut self) {
+        self.before = self.log.lock().unwrap_or_else(|e| e.into_inner()).len();
+    }
+
+    /// After `call` was answered with `done`: the host's accesses while it
+    /// served it, and those of them outside what it may touch.
+    pub fn finish(&mut self, call: &Call<'_>, done: &Completed) -> (usize, Vec<(u64, u64)>) {
+        if done.errno == 0 {
+            let size = match call.op {
+                op if op == self.heap_ops[0] => Some(call.args[0]),
+                op if op == self.heap_ops[1] => Some(call.args[1]),
+                _ => None,
+            };
+            if let Some(size) = size {
+                self.heap.push((done.value, size.next_multiple_of(op::HEAP_ALIGN)));
+            }
+        }
+        let region = (call.dev_len != 0).then_some((call.dev_addr, call.dev_len));
+        let within =
+            |(d, l): (u64, u64), a: u64, n: u64| a >= d && a.checked_add(n).is_some_and(|e| e <= d.saturating_add(l));
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = log.get(self.before..).unwrap_or_default();
+        let outside = seen
+            .iter()
+            .copied()
+            .filter(|&(a, n)| !(region.is_some_and(|r| within(r, a, n)) || self.heap.iter().any(|&b| within(b, a, n))))
+            .collect();
+        (seen.len(), outside)
+    }
+}
+
+/// Bytes on each side of a [`GuardedBuffer`], and their value.
+pub const GUARD: usize = 64;
+pub const POISON: u8 = 0xa5;
+
+/// Emulated device memory holding some bytes between [`GUARD`] bytes of
+/// [`POISON`] on each side: a region to declare, and a check that nobody
+/// wrote past it.
+pub struct GuardedBuffer {
+    buf: DeviceBuffer,
+    len: usize,
+}
+
+impl GuardedBuffer {
+    /// The address of the guarded bytes.
+    pub fn addr(&self) -> u64 {
+        self.buf.addr() + GUARD as u64
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Are the guards as they were made?
+    pub fn guards_intact(&self) -> bool {
+        let all = self.buf.to_vec();
+        all[..GUARD].iter().chain(&all[GUARD + self.len..]).all(|&b| b == POISON)
+    }
+}
 
 impl Default for EmuBackend {
     fn default() -> Self {
