@@ -3,10 +3,10 @@
 //! them again (payload words are arbitrary data, and a kernel may print
 //! anything).
 
-use core::sync::atomic::AtomicU64;
+mod common;
 
 use hostcall_abi::sync::Platform;
-use hostcall_abi::{lane_word, record_flag, Call, Consumer, Geometry, Header, Lane, Queue, LINE_WORDS};
+use hostcall_abi::{lane_word, record_flag, Call, Consumer, Geometry, Header, Lane, LINE_WORDS};
 
 struct Spin;
 impl Platform for Spin {
@@ -18,27 +18,12 @@ impl Platform for Spin {
     }
 }
 
-fn words(n: usize) -> Vec<AtomicU64> {
-    (0..n).map(|_| AtomicU64::new(0)).collect()
-}
-
 #[test]
 fn stale_payload_lines_are_not_a_record() {
     let g = Geometry { buff_size: 8192, slot_count: 32, reply_data_size: 0 };
     let cap = g.ring_lines();
-    let (ring, ctrl, slots, seq) =
-        (words(g.ring_words()), words(LINE_WORDS), words(g.slot_words()), words(g.seq_words()));
-    let (top, cache) = (AtomicU64::new(0), AtomicU64::new(0));
-    let q = Queue {
-        geometry: g,
-        ring: &ring,
-        top: &top,
-        released_cache: &cache,
-        ctrl: &ctrl,
-        slots: &slots,
-        reply_data: &[],
-        seq: &seq,
-    };
+    let mem = common::Mem::new(g);
+    let (q, ring, ctrl) = (mem.queue(), &mem.ring, &mem.ctrl);
     let mut c = Consumer::new(g);
     // Record 0: header (line 0), lane line (1), a two-line payload (2, 3)
     // that is exactly the header and lane line a posted record at ticket
@@ -53,10 +38,10 @@ fn stale_payload_lines_are_not_a_record() {
     // Fill the rest of this lap and lines 0-1 of the next with two-line
     // records. The host keeps up, so the writer never waits.
     let serve = |c: &mut Consumer| {
-        while let Some(rec) = c.poll(&ring).unwrap() {
+        while let Some(rec) = c.poll(ring).unwrap() {
             assert!(rec.header.posted());
-            c.consume(&ring, &rec);
-            c.release(&ctrl);
+            c.consume(ring, &rec);
+            c.release(ctrl);
         }
     };
     serve(&mut c);
@@ -67,5 +52,5 @@ fn stale_payload_lines_are_not_a_record() {
     }
     // The head is at ticket cap + 2 (line 2), which nobody has published.
     assert_eq!(c.head(), cap + 2);
-    assert_eq!(c.poll(&ring).unwrap(), None, "stale payload lines were taken for a published record");
+    assert_eq!(c.poll(ring).unwrap(), None, "stale payload lines were taken for a published record");
 }

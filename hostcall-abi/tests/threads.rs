@@ -5,12 +5,14 @@
 //! point: loom (tests/loom.rs) explores every interleaving of tiny models,
 //! Miri checks the real code's memory accesses on a larger one.
 
+mod common;
+
 use std::cell::Cell;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use hostcall_abi::sync::Platform;
-use hostcall_abi::{limits, post_reply, Call, Consumer, Geometry, Queue, Reply, LINE_WORDS};
+use hostcall_abi::{limits, post_reply, Call, Consumer, Geometry, Reply};
 
 const THREADS: u32 = if cfg!(miri) { 3 } else { 16 };
 const CALLS: u64 = if cfg!(miri) { 12 } else { 2000 };
@@ -42,32 +44,13 @@ impl Drop for Done<'_> {
     }
 }
 
-fn words(n: usize) -> Vec<AtomicU64> {
-    (0..n).map(|_| AtomicU64::new(0)).collect()
-}
-
 #[test]
 fn calls_and_posts_from_threads_are_each_answered_once() {
     // The smallest ring that holds a record with a whole inline payload.
     let g = Geometry { buff_size: 8192, slot_count: limits::SLOT_ALIGN, reply_data_size: 64 };
-    let (ring, ctrl, slots, data, seq) = (
-        words(g.ring_words()),
-        words(LINE_WORDS),
-        words(g.slot_words()),
-        words(g.reply_data_words()),
-        words(g.seq_words()),
-    );
-    let (top, cache) = (AtomicU64::new(0), AtomicU64::new(0));
-    let q = Queue {
-        geometry: g,
-        ring: &ring,
-        top: &top,
-        released_cache: &cache,
-        ctrl: &ctrl,
-        slots: &slots,
-        reply_data: &data,
-        seq: &seq,
-    };
+    let mem = common::Mem::new(g);
+    let q = mem.queue();
+    let (ring, ctrl, slots, data) = (&mem.ring, &mem.ctrl, &mem.slots, &mem.reply_data);
     let posted_sum = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -99,11 +82,11 @@ fn calls_and_posts_from_threads_are_each_answered_once() {
         let mut c = Consumer::new(g);
         let mut buf = vec![0u8; 4096];
         loop {
-            match c.poll(&ring).unwrap() {
+            match c.poll(ring).unwrap() {
                 Some(rec) => {
                     for call in rec.calls() {
                         let len = call.payload_len as usize;
-                        c.read_payload(&ring, call, &mut buf[..len]);
+                        c.read_payload(ring, call, &mut buf[..len]);
                         let sum = buf[..len].iter().map(|&b| u64::from(b)).sum::<u64>();
                         match rec.header.op {
                             OP_POST => {
@@ -115,15 +98,15 @@ fn calls_and_posts_from_threads_are_each_answered_once() {
                                 assert_eq!(call.args[1], !call.args[0]);
                                 let value = call.args[0].wrapping_add(len as u64);
                                 let reply = Reply { value, errno: 0, data_len: 0 };
-                                post_reply(&g, &slots, &data, slot, call.seq, reply, &buf[..len]).unwrap();
+                                post_reply(&g, slots, data, slot, call.seq, reply, &buf[..len]).unwrap();
                             }
                             op => panic!("op {op}"),
                         }
                     }
-                    c.consume(&ring, &rec);
-                    c.release(&ctrl);
+                    c.consume(ring, &rec);
+                    c.release(ctrl);
                 }
-                None if done.load(Acquire) == u64::from(THREADS) && !c.head_published(&ring) => break,
+                None if done.load(Acquire) == u64::from(THREADS) && !c.head_published(ring) => break,
                 None => std::thread::yield_now(),
             }
         }
