@@ -22,21 +22,14 @@ use common::flags::{AT_FDCWD, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY};
 
 const THREADS: u32 = 8;
 
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// Thread `t`'s line `i`: a number of words that varies, so lines straddle
 /// the host's flush boundaries at every offset.
 fn line(t: u32, i: u64) -> String {
-    let h = mix(u64::from(t) << 32 | i);
+    let h = common::mix(u64::from(t) << 32 | i);
     let words = (h % 24) as usize;
     let mut s = format!("t{t} i{i}");
     for w in 0..words {
-        s.push_str(&format!(" {:x}", mix(h ^ w as u64) & 0xffff));
+        s.push_str(&format!(" {:x}", common::mix(h ^ w as u64) & 0xffff));
     }
     s.push('\n');
     s
@@ -46,13 +39,13 @@ fn line(t: u32, i: u64) -> String {
 /// so that the threads outpace the server).
 fn pattern() -> &'static [u8] {
     static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    PATTERN.get_or_init(|| (0..4 * limits::MAX_INLINE as u64).map(|j| (mix(j) >> 56) as u8).collect())
+    PATTERN.get_or_init(|| (0..4 * limits::MAX_INLINE as u64).map(|j| (common::mix(j) >> 56) as u8).collect())
 }
 
 /// Thread `t`'s file chunk `k`: up to 3 x MAX_INLINE bytes, so that some go
 /// inline and some from a device buffer.
 fn chunk(t: u32, k: u64) -> &'static [u8] {
-    let h = mix(u64::from(t) << 40 | k | 1 << 63);
+    let h = common::mix(u64::from(t) << 40 | k | 1 << 63);
     let len = (h % (3 * limits::MAX_INLINE as u64 + 1)) as usize;
     let off = (h >> 32) as usize % limits::MAX_INLINE;
     &pattern()[off..off + len]

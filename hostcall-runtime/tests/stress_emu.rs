@@ -19,20 +19,12 @@ use hostcall_runtime::QueueConfig;
 const THREADS: u32 = if cfg!(miri) { 4 } else { 64 };
 const CALLS: u64 = if cfg!(miri) { 6 } else { 10_000 };
 
-/// splitmix64: a cheap, well-mixed value per (thread, call).
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 #[test]
 fn echo_stress_64_threads_small_ring_few_slots() {
     let dir = tempfile::tempdir().unwrap();
     // One pattern buffer; each call sends a window of it chosen by its hash,
     // so payloads differ per call without generating bytes per call.
-    let pattern: Arc<Vec<u8>> = Arc::new((0..2 * limits::MAX_INLINE as u64).map(|i| mix(i) as u8).collect());
+    let pattern: Arc<Vec<u8>> = Arc::new((0..2 * limits::MAX_INLINE as u64).map(|i| common::mix(i) as u8).collect());
     let module = EmuModule::new().hostcall(Echo::NAME).global("FAILURES").global("DONE").entry("stress", move |ctx| {
         let fails = ctx.global("FAILURES").unwrap();
         let done = ctx.global("DONE").unwrap();
@@ -40,7 +32,7 @@ fn echo_stress_64_threads_small_ring_few_slots() {
         let q = ctx.queue().expect("queue configured");
         let mut reply = vec![0u8; limits::MAX_INLINE];
         for i in 0..CALLS {
-            let h = mix(u64::from(ctx.thread_id) << 32 | i);
+            let h = common::mix(u64::from(ctx.thread_id) << 32 | i);
             let a = u64::from(ctx.thread_id) << 40 | i;
             let b = h;
             // Every size from 0 to MAX_INLINE, biased to small ones.

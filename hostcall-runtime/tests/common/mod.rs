@@ -82,3 +82,11 @@ pub fn root_beside_secret() -> (tempfile::TempDir, PathBuf) {
     std::fs::write(base.path().join("secret"), b"outside").expect("write the secret");
     (base, root)
 }
+
+/// splitmix64: a cheap, well-mixed value per (thread, call).
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
