@@ -218,3 +218,42 @@ fn the_same_sources_in_another_directory_give_the_same_ptx() {
     }
     assert_eq!(shas[0], shas[1], "PTX depends on where the sources are");
 }
+
+/// The runtime gives the driver large PTX in pieces
+/// (`hostcall_image::split`): each piece of a std kernel must assemble on
+/// its own as a relocatable object, entries and `__HOSTCALL` globals kept.
+#[test]
+fn std_kernel_cut_into_pieces_assembles_piece_by_piece() {
+    let Some(ptxas) = hostcall_build::find_ptxas() else {
+        eprintln!("skipping: no ptxas (set PTXAS or install .whl/ as .ci/run does)");
+        return;
+    };
+    let artifact = build(&options("std-kernel", Some(std_kernel_libc().clone()), "pieces.ptx"));
+    let text = std::fs::read_to_string(&artifact.path).expect("read PTX");
+    let pieces = hostcall_image::split::split(&text, 4);
+    assert_eq!(pieces.len(), 4, "a std kernel has more than 4 functions");
+    let dir = out_dir().join("pieces");
+    std::fs::create_dir_all(&dir).expect("create the pieces' directory");
+    let mut entries = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let summary = hostcall_image::ptx_summary(piece);
+        entries.extend(summary.entries.clone());
+        if i == 0 {
+            for global in artifact.summary.hostcall_globals() {
+                assert!(summary.globals.iter().any(|g| g == global), "{global} not defined in piece 0");
+            }
+        } else {
+            assert!(summary.globals.is_empty(), "piece {i} defines {:?}", summary.globals);
+        }
+        let path = dir.join(format!("piece{i}.ptx"));
+        std::fs::write(&path, piece).expect("write a piece");
+        let out = std::process::Command::new(&ptxas)
+            .args(["-c", "-arch=sm_90", "-O1", "-o"])
+            .arg(path.with_extension("o"))
+            .arg(&path)
+            .output()
+            .expect("run ptxas");
+        assert!(out.status.success(), "ptxas -c rejected piece {i}:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(entries, artifact.summary.entries);
+}

@@ -9,6 +9,7 @@
 //!
 //! * [`ptx`]: reading a PTX module's module-scope declarations;
 //! * [`cubin`]: reading a cubin's ELF header and symbol table;
+//! * [`split`]: cutting a PTX module into pieces that compile apart;
 //! * [`Kind`], [`sha256_hex`], [`bundle_sha256`]: telling the two apart and
 //!   naming them.
 //!
@@ -16,6 +17,7 @@
 
 pub mod cubin;
 pub mod ptx;
+pub mod split;
 
 use sha2::{Digest, Sha256};
 

@@ -6,19 +6,17 @@
 //! * a relocatable cubin (`ptxas -c`, what `hostcall-build` writes): the
 //!   driver's linker (`cuLinkAddData(CU_JIT_INPUT_CUBIN)`, `cuLinkComplete`),
 //!   about 20 ms;
-//! * PTX: the same linker with `CU_JIT_INPUT_PTX`, which compiles each
-//!   function once, on every core (`CU_JIT_SPLIT_COMPILE`), with a register
-//!   limit so that every entry point can launch 1024-thread blocks: 1.5 s for
-//!   the demo's 1.5 MB, where `cuModuleLoadData` of a 2 MB demo PTX compiled
-//!   the whole program for 36-41 s. `HOSTCALL_JIT_OPT_LEVEL=0..4` sets
-//!   `CU_JIT_OPTIMIZATION_LEVEL`; unset, PTX up to [`LARGE_PTX`] bytes gets
-//!   the driver's default (4) and larger PTX level 1, because the driver
-//!   compiles one function at a time on one core however many it is given,
-//!   and a deep crate's largest functions set the wait: the 11.8 MB regex
-//!   kernel took 64-69 s at 4 and 55 s at 1 on the H200. The linked result is kept in a
-//!   cache on disk keyed by the PTX's SHA-256, the architecture, the driver
-//!   version and the register limit, so later runs load it like a cubin even
-//!   when the driver's own cache is off or full.
+//! * PTX: the same linker with `CU_JIT_INPUT_PTX`, with a register limit so
+//!   that every entry point can launch 1024-thread blocks. The driver's
+//!   compiler takes time that grows faster than the module, so a module
+//!   over [`PIECE_BYTES`] goes in as pieces of about that size
+//!   (`hostcall_image::split`), one input each: the 11.9 MB regex kernel
+//!   took 50-64 s as one input at level 1 and 20 s as 16 pieces at the
+//!   default level 4 (13 s at level 1) on the H200. `HOSTCALL_JIT_OPT_LEVEL=0..4`
+//!   sets `CU_JIT_OPTIMIZATION_LEVEL`. The linked result is kept in a cache
+//!   on disk keyed by the PTX's SHA-256, the architecture, the driver
+//!   version, the register limit and the level, so later runs load it like a
+//!   cubin even when the driver's own cache is off or full.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -79,17 +77,13 @@ fn bad_image(what: impl fmt::Display) -> BackendError {
     BackendError(format!("cuda: {what}"))
 }
 
-/// PTX above this many bytes is compiled at `CU_JIT_OPTIMIZATION_LEVEL` 1
-/// unless `HOSTCALL_JIT_OPT_LEVEL` says otherwise: the first start of a
-/// very large kernel from PTX is bounded by the driver's compile time (a
-/// shipped cubin skips it, and the JIT cache skips it the second time).
-pub const LARGE_PTX: usize = 4 << 20;
+/// PTX is given to the driver in pieces of about this many bytes, at most
+/// [`MAX_PIECES`] of them.
+pub const PIECE_BYTES: usize = 512 << 10;
 
-/// The `CU_JIT_OPTIMIZATION_LEVEL` for `ptx_len` bytes of PTX: the one
-/// asked for, else 1 for [`LARGE_PTX`], else the driver's default (`None`).
-pub(super) fn opt_level_for(asked: Option<u32>, ptx_len: usize) -> Option<u32> {
-    asked.or((ptx_len > LARGE_PTX).then_some(1))
-}
+/// More pieces than this gained nothing on the regex kernel (16: 13.1 s,
+/// 32: 12.4 s at level 1): the largest function sets the floor.
+pub const MAX_PIECES: usize = 32;
 
 /// `HOSTCALL_JIT_OPT_LEVEL`, `0..=4`, when set.
 pub(super) fn opt_level_from_env() -> Option<u32> {
@@ -104,7 +98,7 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
             let (module, path) = match cubin.kind {
                 CubinKind::Executable => (load_data(image)?, LoadPath::Cubin),
                 CubinKind::Relocatable => {
-                    (load_data(&link(Input::Cubin, image, regs, backend.jit_opt_level)?)?, LoadPath::LinkedCubin)
+                    (load_data(&link(Input::Cubin, &[image], regs, backend.jit_opt_level)?)?, LoadPath::LinkedCubin)
                 }
             };
             Ok(Loaded { module, globals: cubin.globals, path })
@@ -116,7 +110,7 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
                 return Err(bad_image("the PTX text contains a NUL byte"));
             }
             let globals = ptx_summary(text).globals;
-            let level = opt_level_for(backend.jit_opt_level, image.len());
+            let level = backend.jit_opt_level;
             let cached = backend.jit_cache.as_deref().map(|dir| cache_file(dir, backend, image, level));
             if let Some(file) = &cached {
                 // Only a cubin: anything else the driver would take for PTX.
@@ -129,13 +123,17 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
                     }
                 }
             }
+            let pieces =
+                hostcall_image::split::split(text, hostcall_image::split::piece_count(text, PIECE_BYTES, MAX_PIECES));
             tracing::debug!(
                 target: "hostcall",
-                "JIT: {} bytes of PTX at optimization level {}",
+                "JIT: {} bytes of PTX in {} piece(s) at optimization level {}",
                 image.len(),
+                pieces.len(),
                 level.map_or("4 (the driver's default)".to_owned(), |l| l.to_string())
             );
-            let linked = link(Input::Ptx, image, regs, level)?;
+            let pieces: Vec<&[u8]> = pieces.iter().map(|p| p.as_bytes()).collect();
+            let linked = link(Input::Ptx, &pieces, regs, level)?;
             if let Some(file) = &cached {
                 if let Err(e) = store(file, &linked) {
                     tracing::debug!(target: "hostcall", "JIT cache: cannot write {}: {e}", file.display());
@@ -149,7 +147,7 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
 /// The cache entry of `ptx` compiled on this device and driver.
 fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8], opt_level: Option<u32>) -> PathBuf {
     let mut key = Fingerprint::new();
-    key.field(b"hostcall-jit-1")
+    key.field(b"hostcall-jit-2")
         .field(ptx)
         .field(&backend.capability.0.to_le_bytes())
         .field(&backend.capability.1.to_le_bytes())
@@ -207,8 +205,8 @@ impl Drop for LinkState {
     }
 }
 
-/// One input through the driver's linker; the linked cubin.
-fn link(input: Input, data: &[u8], max_registers: u32, opt_level: Option<u32>) -> Result<Vec<u8>, BackendError> {
+/// Inputs of one kind through the driver's linker; the linked cubin.
+fn link(input: Input, inputs: &[&[u8]], max_registers: u32, opt_level: Option<u32>) -> Result<Vec<u8>, BackendError> {
     // The driver writes errors here while the link state lives; declared
     // first, it outlives `state`.
     let mut log = vec![0u8; 64 * 1024];
@@ -245,11 +243,6 @@ fn link(input: Input, data: &[u8], max_registers: u32, opt_level: Option<u32>) -
         }
     };
     let state = LinkState(raw);
-    let (kind, mut bytes) = match input {
-        // PTX goes in NUL-terminated.
-        Input::Ptx => (sys::CUjitInputType::CU_JIT_INPUT_PTX, [data, b"\0"].concat()),
-        Input::Cubin => (sys::CUjitInputType::CU_JIT_INPUT_CUBIN, data.to_vec()),
-    };
     let failed = |r: CUresult, what: &str, log: &[u8]| {
         let text = String::from_utf8_lossy(log.split(|&b| b == 0).next().unwrap_or_default()).trim().to_owned();
         let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
@@ -259,25 +252,33 @@ fn link(input: Input, data: &[u8], max_registers: u32, opt_level: Option<u32>) -
             if tail.is_empty() { String::new() } else { format!("\n{}", tail.join("\n")) }
         ))
     };
-    // SAFETY: `bytes` is a whole input of the declared kind and outlives the
-    // call; the name is a NUL-terminated static string; no per-input options.
-    let r = unsafe {
-        sys::cuLinkAddData_v2(
-            state.0,
-            kind,
-            bytes.as_mut_ptr().cast(),
-            bytes.len(),
-            c"kernel".as_ptr(),
-            0,
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    if r != CUresult::CUDA_SUCCESS {
-        return Err(failed(r, "cuLinkAddData", &log));
+    for data in inputs {
+        let (kind, mut bytes) = match input {
+            // PTX goes in NUL-terminated.
+            Input::Ptx => (sys::CUjitInputType::CU_JIT_INPUT_PTX, [data, &b"\0"[..]].concat()),
+            Input::Cubin => (sys::CUjitInputType::CU_JIT_INPUT_CUBIN, data.to_vec()),
+        };
+        // SAFETY: `bytes` is a whole input of the declared kind and outlives
+        // the call; the name is a NUL-terminated static string; no per-input
+        // options.
+        let r = unsafe {
+            sys::cuLinkAddData_v2(
+                state.0,
+                kind,
+                bytes.as_mut_ptr().cast(),
+                bytes.len(),
+                c"kernel".as_ptr(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        if r != CUresult::CUDA_SUCCESS {
+            return Err(failed(r, "cuLinkAddData", &log));
+        }
     }
     let (mut out, mut size) = (ptr::null_mut(), 0usize);
-    // SAFETY: the state holds one input; outputs are writable.
+    // SAFETY: the state holds every input; outputs are writable.
     let r = unsafe { sys::cuLinkComplete(state.0, &mut out, &mut size) };
     if r != CUresult::CUDA_SUCCESS || out.is_null() {
         return Err(failed(r, "cuLinkComplete", &log));
@@ -285,18 +286,4 @@ fn link(input: Input, data: &[u8], max_registers: u32, opt_level: Option<u32>) -
     // SAFETY: `out` points at `size` bytes owned by `state`, alive until it
     // drops at the end of this function; they are copied out first.
     Ok(unsafe { std::slice::from_raw_parts(out.cast::<u8>(), size) }.to_vec())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn large_ptx_defaults_to_level_1_unless_asked() {
-        assert_eq!(opt_level_for(None, 1 << 20), None);
-        assert_eq!(opt_level_for(None, LARGE_PTX), None);
-        assert_eq!(opt_level_for(None, LARGE_PTX + 1), Some(1));
-        assert_eq!(opt_level_for(Some(4), LARGE_PTX + 1), Some(4));
-        assert_eq!(opt_level_for(Some(0), 10), Some(0));
-    }
 }
