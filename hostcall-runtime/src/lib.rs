@@ -44,7 +44,7 @@ pub use backend::{Backend, BackendError, Dim3, KernelState};
 pub use handlers::{ExitStatus, HostState, SharedBuf};
 pub use hostcall_abi;
 pub use hostcall_image;
-pub use registry::{DeviceSlice, HandlerResult, HostCx, HostError, Payload, Registry};
+pub use registry::{DeviceSlice, Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
 
 /// How a [`Runtime`] is set up.
 pub struct RuntimeConfig {
@@ -345,7 +345,8 @@ impl Runtime {
         })
     }
 
-    /// The handlers, to add or replace some (`register`, `register_raw`).
+    /// The handlers, to add some (`register`, `register_raw`: a name twice is
+    /// an error) or swap one (`replace`, `replace_raw`).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
     }

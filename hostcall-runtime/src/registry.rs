@@ -271,6 +271,19 @@ struct Entry {
     handler: Erased,
 }
 
+/// [`Registry::register`] was given a name that already has a handler;
+/// [`Registry::replace`] is the way to swap one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate(pub String);
+
+impl fmt::Display for Duplicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hostcall `{}` is registered already (use `replace` to swap its handler)", self.0)
+    }
+}
+
+impl std::error::Error for Duplicate {}
+
 /// Handlers by name; each gets an ID (>= 1) that the runtime writes into the
 /// kernel's `__HOSTCALL__<name>` global.
 #[derive(Default)]
@@ -294,57 +307,63 @@ impl Registry {
     /// The built-in handlers (`hostcall_abi::op::BUILTIN` and `echo`).
     pub fn with_builtins() -> Self {
         let mut r = Registry::new();
-        crate::handlers::register_builtins(&mut r);
+        // The built-in names are distinct (`builtin_names_are_distinct`).
+        crate::handlers::register_builtins(&mut r).expect("built-in hostcall names are distinct");
         r
     }
 
-    /// Register a typed handler for request `R` (its `NAME`); replaces an
-    /// earlier handler of the same name and keeps its ID.
-    pub fn register<R, F>(&mut self, mut f: F) -> u32
+    /// Register a typed handler for request `R` (its `NAME`); its ID. A name
+    /// that has a handler already is an error: [`Registry::replace`] swaps one.
+    pub fn register<R, F>(&mut self, f: F) -> Result<u32, Duplicate>
     where
         R: Request + fmt::Debug + 'static,
         F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
     {
-        self.insert(
-            R::NAME,
-            Box::new(move |cx, args, data| {
-                let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
-                if let Some(t) = cx.trace_args.as_mut() {
-                    *t = fields(&format!("{req:?}"));
-                }
-                f(cx, req, data)
-            }),
-        )
+        self.insert(R::NAME, typed(f), false)
+    }
+
+    /// Register or replace the handler of request `R`; a replaced handler
+    /// keeps its ID.
+    pub fn replace<R, F>(&mut self, f: F) -> u32
+    where
+        R: Request + fmt::Debug + 'static,
+        F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
+    {
+        self.insert(R::NAME, typed(f), true).unwrap_or_default()
     }
 
     /// Register a handler for a user-defined hostcall by name (the kernel
     /// declares `__HOSTCALL__<name>`), taking the three raw argument words.
-    pub fn register_raw<F>(&mut self, name: &str, mut f: F) -> u32
+    /// A name that has a handler already is an error.
+    pub fn register_raw<F>(&mut self, name: &str, f: F) -> Result<u32, Duplicate>
     where
         F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
     {
-        self.insert(
-            name,
-            Box::new(move |cx, args, data| {
-                if let Some(t) = cx.trace_args.as_mut() {
-                    *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
-                }
-                f(cx, args, data)
-            }),
-        )
+        self.insert(name, raw(f), false)
     }
 
-    fn insert(&mut self, name: &str, handler: Erased) -> u32 {
+    /// Register or replace the raw handler of `name`.
+    pub fn replace_raw<F>(&mut self, name: &str, f: F) -> u32
+    where
+        F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
+    {
+        self.insert(name, raw(f), true).unwrap_or_default()
+    }
+
+    fn insert(&mut self, name: &str, handler: Erased, replace: bool) -> Result<u32, Duplicate> {
         if let Some(&id) = self.by_name.get(name) {
+            if !replace {
+                return Err(Duplicate(name.to_owned()));
+            }
             if let Some(e) = self.entries.get_mut(id as usize - 1) {
                 e.handler = handler;
             }
-            return id;
+            return Ok(id);
         }
         self.entries.push(Entry { name: name.to_string(), handler });
         let id = self.entries.len() as u32;
         self.by_name.insert(name.to_string(), id);
-        id
+        Ok(id)
     }
 
     /// The ID of `name`'s handler.
@@ -385,6 +404,34 @@ impl Registry {
     }
 }
 
+/// A typed handler behind the registry's one calling convention: decode the
+/// request (`EINVAL` if the words are not one), trace it, run it.
+fn typed<R, F>(mut f: F) -> Erased
+where
+    R: Request + fmt::Debug + 'static,
+    F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
+{
+    Box::new(move |cx, args, data| {
+        let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
+        if let Some(t) = cx.trace_args.as_mut() {
+            *t = fields(&format!("{req:?}"));
+        }
+        f(cx, req, data)
+    })
+}
+
+fn raw<F>(mut f: F) -> Erased
+where
+    F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
+{
+    Box::new(move |cx, args, data| {
+        if let Some(t) = cx.trace_args.as_mut() {
+            *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
+        }
+        f(cx, args, data)
+    })
+}
+
 /// `Open { dirfd: -100, flags: 0 }` -> `dirfd: -100, flags: 0`, for traces
 /// that read `open(dirfd: -100, flags: 0)`.
 fn fields(debug: &str) -> String {
@@ -397,6 +444,26 @@ fn fields(debug: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builtin_names_are_distinct() {
+        let mut r = Registry::new();
+        assert_eq!(crate::handlers::register_builtins(&mut r), Ok(()));
+        assert!(r.len() > 20);
+    }
+
+    #[test]
+    fn registering_a_name_twice_is_an_error_unless_replacing() {
+        let mut r = Registry::with_builtins();
+        let write = r.id("write").expect("write is built in");
+        assert_eq!(r.register::<hostcall_abi::op::Write, _>(|_, _, _| Ok(0)), Err(Duplicate("write".into())));
+        assert_eq!(r.replace::<hostcall_abi::op::Write, _>(|_, _, _| Ok(0)), write);
+        let mine = r.register_raw("mine", |_, _, _| Ok(1)).expect("a new name");
+        assert_eq!(r.register_raw("mine", |_, _, _| Ok(2)), Err(Duplicate("mine".into())));
+        assert_eq!(r.replace_raw("mine", |_, _, _| Ok(3)), mine);
+        assert_eq!(r.replace_raw("other", |_, _, _| Ok(4)), mine + 1);
+        assert_eq!(r.names().filter(|&n| n == "mine").count(), 1);
+    }
 
     #[test]
     fn a_region_whose_end_wraps_the_address_space_is_refused() {

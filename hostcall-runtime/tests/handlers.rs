@@ -228,12 +228,15 @@ fn user_hostcalls_by_name_and_handler_panics() {
     });
     let mut rig = common::rig(dir.path(), QueueConfig::DEFAULT, module);
     let mut seen = 0u64;
-    rig.rt.registry_mut().register_raw("add3", move |_, a, data| {
-        seen += 1;
-        Ok(a[0] + a[1] + a[2] + data.inline().len() as u64 + 100 * (seen - 1))
-    });
-    rig.rt.registry_mut().register_raw("boom", |_, _, _| panic!("handler bug"));
-    rig.rt.registry_mut().register_raw("fail", |_, _, _| Err(HostError(Errno::EXDEV)));
+    rig.rt
+        .registry_mut()
+        .register_raw("add3", move |_, a, data| {
+            seen += 1;
+            Ok(a[0] + a[1] + a[2] + data.inline().len() as u64 + 100 * (seen - 1))
+        })
+        .expect("a new name");
+    rig.rt.registry_mut().register_raw("boom", |_, _, _| panic!("handler bug")).expect("a new name");
+    rig.rt.registry_mut().register_raw("fail", |_, _, _| Err(HostError(Errno::EXDEV))).expect("a new name");
     let report = rig.rt.launch("main", 1, 1).expect("server survives a handler panic");
     assert_eq!(*results.lock().unwrap(), [(8, 0), (0, Errno::EIO.0), (108, 0), (0, Errno::EXDEV.0)]);
     assert_eq!(report.handler_panics, 1);

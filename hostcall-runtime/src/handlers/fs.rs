@@ -16,22 +16,23 @@ use super::sandbox::VPath;
 use super::stat::{encode_stat, encode_statx};
 use super::stdin::StdinPoll;
 use super::{Fd, HostState, OpenFile, AT_FDCWD};
-use crate::registry::{HandlerResult, HostCx, HostError, Payload, Registry};
+use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
 
-pub fn register(r: &mut Registry) {
-    r.register::<Open, _>(open);
-    r.register::<ReadReq, _>(|cx, req: ReadReq, data| read(cx, req.fd, req.len, None, data));
-    r.register::<WriteReq, _>(|cx, req: WriteReq, data| write(cx, req.fd, None, data));
-    r.register::<Pread, _>(|cx, req: Pread, data| read(cx, req.fd, req.len, Some(offset(req.offset)?), data));
-    r.register::<Pwrite, _>(|cx, req: Pwrite, data| write(cx, req.fd, Some(offset(req.offset)?), data));
-    r.register::<Close, _>(|cx, req: Close, _| cx.state.close(req.fd).map(|()| 0));
-    r.register::<Lseek, _>(lseek);
-    r.register::<Fstat, _>(fstat);
-    r.register::<Statx, _>(statx);
-    r.register::<Unlink, _>(unlink);
-    r.register::<Mkdir, _>(mkdir);
-    r.register::<Rename, _>(rename);
-    r.register::<Getcwd, _>(getcwd);
+pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+    r.register::<Open, _>(open)?;
+    r.register::<ReadReq, _>(|cx, req: ReadReq, data| read(cx, req.fd, req.len, None, data))?;
+    r.register::<WriteReq, _>(|cx, req: WriteReq, data| write(cx, req.fd, None, data))?;
+    r.register::<Pread, _>(|cx, req: Pread, data| read(cx, req.fd, req.len, Some(offset(req.offset)?), data))?;
+    r.register::<Pwrite, _>(|cx, req: Pwrite, data| write(cx, req.fd, Some(offset(req.offset)?), data))?;
+    r.register::<Close, _>(|cx, req: Close, _| cx.state.close(req.fd).map(|()| 0))?;
+    r.register::<Lseek, _>(lseek)?;
+    r.register::<Fstat, _>(fstat)?;
+    r.register::<Statx, _>(statx)?;
+    r.register::<Unlink, _>(unlink)?;
+    r.register::<Mkdir, _>(mkdir)?;
+    r.register::<Rename, _>(rename)?;
+    r.register::<Getcwd, _>(getcwd)?;
+    Ok(())
 }
 
 /// Linux open flags as the device (x86_64 values) passes them.

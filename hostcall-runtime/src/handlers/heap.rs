@@ -20,7 +20,7 @@ use hostcall_abi::op::{HeapAlloc, HeapFree, HeapRealloc, HEAP_ALIGN};
 use hostcall_abi::Errno;
 
 use crate::backend::{Backend, DeviceAlloc};
-use crate::registry::{HandlerResult, HostCx, HostError, Payload, Registry};
+use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
 
 /// The smallest segment asked of the driver.
 pub const SEGMENT_MIN: u64 = 256 << 20;
@@ -163,13 +163,14 @@ impl DeviceHeap {
     }
 }
 
-pub fn register(r: &mut Registry) {
-    r.register::<HeapAlloc, _>(heap_alloc);
-    r.register::<HeapRealloc, _>(heap_realloc);
+pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+    r.register::<HeapAlloc, _>(heap_alloc)?;
+    r.register::<HeapRealloc, _>(heap_realloc)?;
     r.register::<HeapFree, _>(|cx, req: HeapFree, _| {
         cx.state.heap.free(req.ptr);
         Ok(0)
-    });
+    })?;
+    Ok(())
 }
 
 /// Out of memory: say so once per failure on stderr (after the output the

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 
 use hostcall_abi::Errno;
 
-use crate::registry::{HostError, Registry};
+use crate::registry::{Duplicate, HostError, Registry};
 
 pub mod fs;
 pub mod heap;
@@ -208,12 +208,13 @@ impl HostState {
 /// `AT_FDCWD` as the device passes it.
 pub const AT_FDCWD: i32 = -100;
 
-/// Register every built-in handler.
-pub fn register_builtins(r: &mut Registry) {
-    fs::register(r);
-    heap::register(r);
-    process::register(r);
-    time::register(r);
+/// Register every built-in handler; an error names a hostcall registered
+/// twice.
+pub fn register_builtins(r: &mut Registry) -> Result<(), Duplicate> {
+    fs::register(r)?;
+    heap::register(r)?;
+    process::register(r)?;
+    time::register(r)
 }
 
 /// A `Write` + `Read` sink that tests (and embedders) can share and inspect.

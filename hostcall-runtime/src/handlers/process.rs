@@ -5,25 +5,26 @@ use hostcall_abi::op::{Abort, Arg, Echo, Environ, Exit, Getenv, Unsupported};
 use hostcall_abi::Errno;
 
 use super::ExitStatus;
-use crate::registry::{HandlerResult, HostCx, HostError, Payload, Registry};
+use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
 
 /// The code `abort()` ends the run with (128 + SIGABRT).
 pub const ABORT_CODE: i32 = 134;
 
-pub fn register(r: &mut Registry) {
-    r.register::<Getenv, _>(getenv);
-    r.register::<Arg, _>(arg);
-    r.register::<Environ, _>(environ);
+pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+    r.register::<Getenv, _>(getenv)?;
+    r.register::<Arg, _>(arg)?;
+    r.register::<Environ, _>(environ)?;
     r.register::<Exit, _>(|cx, req: Exit, _| {
         record_exit(cx, ExitStatus { code: req.code, aborted: false });
         Ok(0)
-    });
+    })?;
     r.register::<Abort, _>(|cx, _: Abort, _| {
         record_exit(cx, ExitStatus { code: ABORT_CODE, aborted: true });
         Ok(0)
-    });
-    r.register::<Unsupported, _>(unsupported);
-    r.register::<Echo, _>(echo);
+    })?;
+    r.register::<Unsupported, _>(unsupported)?;
+    r.register::<Echo, _>(echo)?;
+    Ok(())
 }
 
 /// The first `exit`/`abort` wins: later ones come from threads that had not

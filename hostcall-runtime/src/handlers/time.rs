@@ -3,11 +3,12 @@
 use hostcall_abi::op::{ClockGettime, Getrandom};
 use hostcall_abi::Errno;
 
-use crate::registry::{HandlerResult, HostCx, HostError, Payload, Registry};
+use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
 
-pub fn register(r: &mut Registry) {
-    r.register::<ClockGettime, _>(clock_gettime);
-    r.register::<Getrandom, _>(getrandom);
+pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+    r.register::<ClockGettime, _>(clock_gettime)?;
+    r.register::<Getrandom, _>(getrandom)?;
+    Ok(())
 }
 
 /// Linux clock ids the host serves (same values on every Linux target).
