@@ -51,7 +51,10 @@ const CHUNKS: usize = USABLE / CHUNK;
 /// Largest class: the biggest power of two the usable arena holds.
 const MAX_SHIFT: u32 = usize::BITS - 1 - USABLE.leading_zeros();
 const CLASSES: usize = MAX_SHIFT as usize + 1;
-const SHARDS: usize = 64;
+/// Free lists per small class. 33,792 threads on 64 lists lost most of
+/// their time to failed compare-exchanges on the heads (about 528 threads a
+/// head); more lists and a back-off after each lost exchange spread them.
+const SHARDS: usize = 128;
 
 const _: () = assert!(USABLE / UNIT < u32::MAX as usize, "free-list links are 32-bit units");
 const _: () = assert!(MAX_SHIFT > CHUNK_SHIFT);
@@ -99,21 +102,33 @@ fn unit(off: usize) -> u64 {
     (off / UNIT) as u64 + 1
 }
 
+/// After a lost compare-exchange on a list head: wait a little, longer each
+/// round, so that the threads of one head do not retry in lockstep.
+fn back_off(round: &mut u32) {
+    arch::nanosleep(8u32 << (*round).min(7));
+    *round = round.saturating_add(1);
+}
+
 fn push_list(head: &AtomicU64, first: usize, last: usize) {
     let mut h = head.load(Relaxed);
+    let mut round = 0;
     loop {
         link(last).store(h & 0xffff_ffff, Relaxed);
         let new = ((h >> 32).wrapping_add(1) << 32) | unit(first);
         // Release: the links written above are seen by whoever pops.
         match head.compare_exchange_weak(h, new, Release, Relaxed) {
             Ok(_) => return,
-            Err(cur) => h = cur,
+            Err(_) => {
+                back_off(&mut round);
+                h = head.load(Relaxed);
+            }
         }
     }
 }
 
 fn pop(head: &AtomicU64) -> Option<usize> {
     let mut h = head.load(Acquire);
+    let mut round = 0;
     loop {
         let idx = (h & 0xffff_ffff) as usize;
         if idx == 0 {
@@ -130,7 +145,10 @@ fn pop(head: &AtomicU64) -> Option<usize> {
         let new = ((h >> 32).wrapping_add(1) << 32) | next;
         match head.compare_exchange_weak(h, new, Acquire, Acquire) {
             Ok(_) => return Some(off),
-            Err(cur) => h = cur,
+            Err(_) => {
+                back_off(&mut round);
+                h = head.load(Acquire);
+            }
         }
     }
 }
