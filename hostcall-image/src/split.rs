@@ -9,6 +9,12 @@
 //! (20 s at its default optimization level) where the whole module took
 //! 50-64 s (H200, driver 580; docs/architecture.md).
 //!
+//! Status: experimental. Each piece assembles (`ptxas -c`) and the regex
+//! kernel's pieces link, but the demo linked from 2 or 3 pieces faults on
+//! the GPU (a misaligned 8-byte atomic on std's thread-spawn path) while
+//! the same rewrite as one piece runs; the runtime uses it only when
+//! `HOSTCALL_JIT_PIECES` asks.
+//!
 //! How: every function body goes to exactly one piece, balanced by size; every
 //! variable is defined in piece 0. Symbols that the module kept internal
 //! become `.visible` so that other pieces can reach them (the pieces are only

@@ -6,17 +6,26 @@
 //! * a relocatable cubin (`ptxas -c`, what `hostcall-build` writes): the
 //!   driver's linker (`cuLinkAddData(CU_JIT_INPUT_CUBIN)`, `cuLinkComplete`),
 //!   about 20 ms;
-//! * PTX: the same linker with `CU_JIT_INPUT_PTX`, with a register limit so
-//!   that every entry point can launch 1024-thread blocks. The driver's
-//!   compiler takes time that grows faster than the module, so a module
-//!   over [`PIECE_BYTES`] goes in as pieces of about that size
-//!   (`hostcall_image::split`), one input each: the 11.9 MB regex kernel
-//!   took 50-64 s as one input at level 1 and 20 s as 16 pieces at the
-//!   default level 4 (13 s at level 1) on the H200. `HOSTCALL_JIT_OPT_LEVEL=0..4`
-//!   sets `CU_JIT_OPTIMIZATION_LEVEL`. The linked result is kept in a cache
-//!   on disk keyed by the PTX's SHA-256, the architecture, the driver
-//!   version, the register limit and the level, so later runs load it like a
-//!   cubin even when the driver's own cache is off or full.
+//! * PTX: the same linker with `CU_JIT_INPUT_PTX`, which compiles each
+//!   function once, with a register limit so that every entry point can
+//!   launch 1024-thread blocks: 1.5 s for the demo's 1.7 MB, where
+//!   `cuModuleLoadData` of a 2 MB demo PTX compiled the whole program for
+//!   36-41 s. `HOSTCALL_JIT_OPT_LEVEL=0..4` sets `CU_JIT_OPTIMIZATION_LEVEL`;
+//!   unset, PTX up to [`LARGE_PTX`] bytes gets the driver's default (4) and
+//!   larger PTX level 1: the 11.9 MB regex kernel took 64-69 s at 4 and
+//!   50-64 s at 1 on the H200.
+//! * PTX in pieces, when `HOSTCALL_JIT_PIECES=N` asks for it (experimental):
+//!   the module cut by `hostcall_image::split`, one input per piece. The
+//!   driver's compiler takes time that grows faster than the module: it made
+//!   the regex kernel from 16 pieces in 13 s at level 1 and 20 s at level 4.
+//!   But the demo linked from 2 or 3 pieces faults (a misaligned 8-byte
+//!   atomic on the thread-spawn path) where the same rewrite as one piece
+//!   runs, so it is off by default until that is understood.
+//!
+//! The linked result is kept in a cache on disk keyed by the PTX's SHA-256,
+//! the architecture, the driver version, the register limit, the level and
+//! the piece count, so later runs load it like a cubin even when the
+//! driver's own cache is off or full.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -77,13 +86,27 @@ fn bad_image(what: impl fmt::Display) -> BackendError {
     BackendError(format!("cuda: {what}"))
 }
 
-/// PTX is given to the driver in pieces of about this many bytes, at most
-/// [`MAX_PIECES`] of them.
-pub const PIECE_BYTES: usize = 512 << 10;
+/// PTX above this many bytes is compiled at `CU_JIT_OPTIMIZATION_LEVEL` 1
+/// unless `HOSTCALL_JIT_OPT_LEVEL` says otherwise: the first start of a
+/// very large kernel from PTX is bounded by the driver's compile time (a
+/// shipped cubin skips it, and the JIT cache skips it the second time).
+pub const LARGE_PTX: usize = 4 << 20;
 
-/// More pieces than this gained nothing on the regex kernel (16: 13.1 s,
-/// 32: 12.4 s at level 1): the largest function sets the floor.
+/// The `CU_JIT_OPTIMIZATION_LEVEL` for `ptx_len` bytes of PTX: the one
+/// asked for, else 1 for [`LARGE_PTX`], else the driver's default (`None`).
+pub(super) fn opt_level_for(asked: Option<u32>, ptx_len: usize) -> Option<u32> {
+    asked.or((ptx_len > LARGE_PTX).then_some(1))
+}
+
+/// At most this many pieces: more gained nothing on the regex kernel (16:
+/// 13.1 s, 32: 12.4 s at level 1); its largest function sets the floor.
 pub const MAX_PIECES: usize = 32;
+
+/// `HOSTCALL_JIT_PIECES`, when set: how many pieces PTX is cut into (1, the
+/// default: whole), at most [`MAX_PIECES`].
+fn pieces_from_env() -> Option<usize> {
+    std::env::var("HOSTCALL_JIT_PIECES").ok()?.trim().parse().ok().map(|n: usize| n.clamp(1, MAX_PIECES))
+}
 
 /// `HOSTCALL_JIT_OPT_LEVEL`, `0..=4`, when set.
 pub(super) fn opt_level_from_env() -> Option<u32> {
@@ -110,8 +133,9 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
                 return Err(bad_image("the PTX text contains a NUL byte"));
             }
             let globals = ptx_summary(text).globals;
-            let level = backend.jit_opt_level;
-            let cached = backend.jit_cache.as_deref().map(|dir| cache_file(dir, backend, image, level));
+            let level = opt_level_for(backend.jit_opt_level, image.len());
+            let count = pieces_from_env().unwrap_or(1);
+            let cached = backend.jit_cache.as_deref().map(|dir| cache_file(dir, backend, image, level, count));
             if let Some(file) = &cached {
                 // Only a cubin: anything else the driver would take for PTX.
                 if let Some(bytes) = std::fs::read(file).ok().filter(|b| Kind::of(b) == Kind::Cubin) {
@@ -123,8 +147,7 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
                     }
                 }
             }
-            let pieces =
-                hostcall_image::split::split(text, hostcall_image::split::piece_count(text, PIECE_BYTES, MAX_PIECES));
+            let pieces = hostcall_image::split::split(text, count);
             tracing::debug!(
                 target: "hostcall",
                 "JIT: {} bytes of PTX in {} piece(s) at optimization level {}",
@@ -145,7 +168,7 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
 }
 
 /// The cache entry of `ptx` compiled on this device and driver.
-fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8], opt_level: Option<u32>) -> PathBuf {
+fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8], opt_level: Option<u32>, pieces: usize) -> PathBuf {
     let mut key = Fingerprint::new();
     key.field(b"hostcall-jit-2")
         .field(ptx)
@@ -153,7 +176,8 @@ fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8], opt_level: Option<u
         .field(&backend.capability.1.to_le_bytes())
         .field(&backend.driver_version.to_le_bytes())
         .field(&backend.max_registers.to_le_bytes())
-        .field(&opt_level.unwrap_or(u32::MAX).to_le_bytes());
+        .field(&opt_level.unwrap_or(u32::MAX).to_le_bytes())
+        .field(&(pieces as u64).to_le_bytes());
     dir.join(format!("{}.cubin", &key.hex()[..32]))
 }
 
@@ -286,4 +310,18 @@ fn link(input: Input, inputs: &[&[u8]], max_registers: u32, opt_level: Option<u3
     // SAFETY: `out` points at `size` bytes owned by `state`, alive until it
     // drops at the end of this function; they are copied out first.
     Ok(unsafe { std::slice::from_raw_parts(out.cast::<u8>(), size) }.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_ptx_defaults_to_level_1_unless_asked() {
+        assert_eq!(opt_level_for(None, 1 << 20), None);
+        assert_eq!(opt_level_for(None, LARGE_PTX), None);
+        assert_eq!(opt_level_for(None, LARGE_PTX + 1), Some(1));
+        assert_eq!(opt_level_for(Some(4), LARGE_PTX + 1), Some(4));
+        assert_eq!(opt_level_for(Some(0), 10), Some(0));
+    }
 }
