@@ -208,12 +208,6 @@ fn prototype(header: &str, linkage: &str) -> String {
     format!("{header}{}", if commented { "\n;" } else { ";" })
 }
 
-/// How many pieces [`split`] cuts `ptx` into when each should hold about
-/// `piece_bytes` of function bodies: at least 1, at most `max_pieces`.
-pub fn piece_count(ptx: &str, piece_bytes: usize, max_pieces: usize) -> usize {
-    (ptx.len() / piece_bytes.max(1)).clamp(1, max_pieces.max(1))
-}
-
 /// Cuts `ptx` into at most `pieces` modules that, compiled separately and
 /// linked together, make the same program. Returns `[ptx]` unchanged when
 /// one piece is asked for or the module is not one this reader follows

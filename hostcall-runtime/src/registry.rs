@@ -329,6 +329,7 @@ impl Registry {
         R: Request + fmt::Debug + 'static,
         F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
     {
+        // `insert` refuses only when not replacing: never here.
         self.insert(R::NAME, typed(f), true).unwrap_or_default()
     }
 
@@ -347,6 +348,7 @@ impl Registry {
     where
         F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
     {
+        // As in `replace`: never refused.
         self.insert(name, raw(f), true).unwrap_or_default()
     }
 
