@@ -31,15 +31,15 @@ fn is_symbol(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "_$.%".contains(c))
 }
 
-fn identifier(text: &str) -> Option<String> {
+fn identifier(text: &str) -> Option<&str> {
     let text = text.trim_start();
     let end = text.find(|c: char| !(c.is_ascii_alphanumeric() || "_$.%".contains(c))).unwrap_or(text.len());
-    Some(text[..end].to_owned()).filter(|n| is_symbol(n))
+    Some(&text[..end]).filter(|n| is_symbol(n))
 }
 
 /// The symbol of a `.func`/`.entry` declaration, after an optional
-/// `(.param ...)` return list.
-fn function_name(rest: &str) -> Option<String> {
+/// `(.param ...)` return list; `rest` starts after the keyword.
+pub(crate) fn function_name(rest: &str) -> Option<&str> {
     let rest = rest.trim_start();
     let rest = match rest.strip_prefix('(') {
         Some(params) => &params[params.find(')')? + 1..],
@@ -83,13 +83,13 @@ pub fn ptx_summary(ptx: &str) -> PtxSummary {
             let has = |w: &str| words.contains(&w);
             let after = |w: &str| directive.find(w).map(|i| &directive[i + w.len()..]).unwrap_or("");
             if has(".entry") {
-                push_new(&mut summary.entries, function_name(after(".entry")));
+                push_new(&mut summary.entries, function_name(after(".entry")).map(str::to_owned));
             } else if has(".extern") && has(".func") {
-                push_new(&mut summary.externs, function_name(after(".func")));
+                push_new(&mut summary.externs, function_name(after(".func")).map(str::to_owned));
             } else if has(".extern") {
                 push_new(&mut summary.externs, variable_name(directive));
             } else if has(".func") {
-                header = function_name(after(".func")).map(|name| (name, has(".weak")));
+                header = function_name(after(".func")).map(|name| (name.to_owned(), has(".weak")));
             } else if has(".global") {
                 push_new(&mut summary.globals, variable_name(directive));
             }

@@ -135,16 +135,11 @@ fn leading_words(header: &str) -> Vec<&str> {
     code[..end].split_whitespace().collect()
 }
 
-/// The name a `.func`/`.entry` header declares: the first identifier after
-/// the keyword and an optional `(.param ...)` return list.
+/// The name a `.func`/`.entry` header declares (`ptx::function_name` after
+/// the keyword).
 fn function_name(header: &str) -> Option<&str> {
     let key = [".func", ".entry"].iter().filter_map(|k| header.find(k).map(|i| i + k.len())).min()?;
-    let mut rest = header[key..].trim_start();
-    if let Some(returns) = rest.strip_prefix('(') {
-        rest = returns[returns.find(')')? + 1..].trim_start();
-    }
-    let end = rest.bytes().position(|c| !is_ident_char(c)).unwrap_or(rest.len());
-    Some(&rest[..end]).filter(|n| !n.is_empty())
+    crate::ptx::function_name(&header[key..])
 }
 
 fn parse(ptx: &str) -> Option<Vec<Item<'_>>> {
@@ -296,7 +291,7 @@ fn write_piece(
         }
     }
     // Prototypes first: a body or an initialiser may name any function.
-    for item in items {
+    for (at, item) in items.iter().enumerate() {
         let ItemKind::Function { name, header, body, entry } = item.kind else { continue };
         if entry || !used.contains(name) {
             continue;
@@ -313,7 +308,8 @@ fn write_piece(
                 };
                 line(&prototype(header, linkage));
             }
-            (None, None) if declared.get(name).is_some_and(|&i| std::ptr::eq(&items[i], item)) => line(item.text),
+            // An undefined function: its first declaration, once.
+            (None, None) if declared.get(name) == Some(&at) => line(item.text),
             _ => {}
         }
     }
