@@ -249,13 +249,36 @@ fn link(input: Input, inputs: &[&[u8]], max_registers: u32, opt_level: Option<u3
         // predate the option refuse it; the link is then made without.
         options.push((CU_JIT_SPLIT_COMPILE, ptr::null_mut()));
     }
+    // The driver may keep reading an input after `cuLinkAddData` returns:
+    // given several PTX inputs it compiles them together in
+    // `cuLinkComplete`. Each copy therefore lives until the link state is
+    // destroyed (declared before it, it drops after it).
+    // (Dropping each one after its `cuLinkAddData` had the driver compile
+    // freed memory: linked programs that faulted, and heap corruption.)
+    let kind = match input {
+        Input::Ptx => sys::CUjitInputType::CU_JIT_INPUT_PTX,
+        Input::Cubin => sys::CUjitInputType::CU_JIT_INPUT_CUBIN,
+    };
+    let mut copies: Vec<Vec<u8>> = inputs
+        .iter()
+        .map(|data| match input {
+            // PTX goes in NUL-terminated.
+            Input::Ptx => [data, &b"\0"[..]].concat(),
+            Input::Cubin => data.to_vec(),
+        })
+        .collect();
+    // The driver keeps the option arrays too, and writes into `values` (the
+    // log's filled size) as late as `cuLinkComplete`: they live as long as
+    // the link state (NVIDIA's cuda-python hit the same: its PR #1911).
+    let (mut keys, mut values): (Vec<u32>, Vec<*mut c_void>);
     let raw = loop {
-        let (mut keys, mut values): (Vec<u32>, Vec<*mut c_void>) = options.iter().copied().unzip();
+        (keys, values) = options.iter().copied().unzip();
         let mut raw = ptr::null_mut();
         // SAFETY: `keys` and `values` are parallel arrays of `keys.len()`
         // options as the driver reads them (`CUjit_option` is a C enum: a
-        // u32; Rust never reads these back as the enum). The log buffer stays
-        // valid for the link state's life; `raw` is writable.
+        // u32; Rust never reads these back as the enum). They, and the log
+        // buffer, are not touched or freed while the link state lives
+        // (declared before `state`, they drop after it); `raw` is writable.
         let r =
             unsafe { sys::cuLinkCreate_v2(keys.len() as u32, keys.as_mut_ptr().cast(), values.as_mut_ptr(), &mut raw) };
         match r {
@@ -276,15 +299,11 @@ fn link(input: Input, inputs: &[&[u8]], max_registers: u32, opt_level: Option<u3
             if tail.is_empty() { String::new() } else { format!("\n{}", tail.join("\n")) }
         ))
     };
-    for data in inputs {
-        let (kind, mut bytes) = match input {
-            // PTX goes in NUL-terminated.
-            Input::Ptx => (sys::CUjitInputType::CU_JIT_INPUT_PTX, [data, &b"\0"[..]].concat()),
-            Input::Cubin => (sys::CUjitInputType::CU_JIT_INPUT_CUBIN, data.to_vec()),
-        };
-        // SAFETY: `bytes` is a whole input of the declared kind and outlives
-        // the call; the name is a NUL-terminated static string; no per-input
-        // options.
+    for bytes in &mut copies {
+        // SAFETY: `bytes` is a whole input of the declared kind; it is not
+        // touched or freed while the link state lives (`copies` drops after
+        // `state`).
+        // The name is a NUL-terminated static string; no per-input options.
         let r = unsafe {
             sys::cuLinkAddData_v2(
                 state.0,
@@ -302,7 +321,8 @@ fn link(input: Input, inputs: &[&[u8]], max_registers: u32, opt_level: Option<u3
         }
     }
     let (mut out, mut size) = (ptr::null_mut(), 0usize);
-    // SAFETY: the state holds every input; outputs are writable.
+    // SAFETY: the state holds every input, each still alive in `copies`;
+    // outputs are writable.
     let r = unsafe { sys::cuLinkComplete(state.0, &mut out, &mut size) };
     if r != CUresult::CUDA_SUCCESS || out.is_null() {
         return Err(failed(r, "cuLinkComplete", &log));
