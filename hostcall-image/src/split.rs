@@ -9,11 +9,9 @@
 //! (20 s at its default optimization level) where the whole module took
 //! 50-64 s (H200, driver 580; docs/architecture.md).
 //!
-//! Status: experimental. Each piece assembles (`ptxas -c`) and the regex
-//! kernel's pieces link, but the demo linked from 2 or 3 pieces faults on
-//! the GPU (a misaligned 8-byte atomic on std's thread-spawn path) while
-//! the same rewrite as one piece runs; the runtime uses it only when
-//! `HOSTCALL_JIT_PIECES` asks.
+//! The runtime cuts PTX over 720 KiB this way before the driver compiles
+//! it (hostcall-runtime's JIT): on the H200 the regex kernel from 16 pieces
+//! loaded in 10.6-12.6 s, the demo from 2, 4 or 8 pieces ran to its output.
 //!
 //! How: every function body goes to exactly one piece, balanced by size; every
 //! variable is defined in piece 0. Symbols that the module kept internal
@@ -21,10 +19,13 @@
 //! ever linked with each other, so no name can clash), and each piece
 //! declares what it uses from elsewhere as `.extern`. Everything else
 //! (`.version`, `.target`, undefined externs) is copied where it is needed.
+//! A function the module defines under a name PTX reserves for a system call
+//! (`malloc`, `free`, ...) is renamed in every piece (`SYSTEM_CALLS`).
 //!
 //! What it does not do: change any function, or split a module it does not
 //! understand ([`split`] then returns the module whole).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// One statement at module scope.
@@ -214,6 +215,79 @@ pub fn split(ptx: &str, pieces: usize) -> Vec<String> {
     }
 }
 
+/// Function names that PTX reserves for its "system calls", which the CUDA
+/// toolchain provides (NVIDIA's PTX Interoperability guide, "System
+/// Calls"; the device-runtime ones are from CUDA Dynamic Parallelism). A
+/// module that defines one of them binds its own calls to its own
+/// definition, but a piece that only declares it as `.extern` may be
+/// given CUDA's: libc-hostcall's `malloc` and `free` in one piece, called
+/// from another, meant two heaps and blocks freed into the wrong one (the
+/// demo linked from pieces faulted on the H200; nvlink called them "entry
+/// functions"). [`cut`] renames every such function it defines. (None of
+/// these names is a PTX instruction, which a rename would also hit.)
+const SYSTEM_CALLS: &[&str] = &[
+    "vprintf",
+    "malloc",
+    "free",
+    "__assertfail",
+    "cudaGetParameterBuffer",
+    "cudaGetParameterBufferV2",
+    "cudaLaunchDevice",
+    "cudaLaunchDeviceV2",
+    "cudaDeviceGetAttribute",
+    "cudaDeviceGetCacheConfig",
+    "cudaDeviceGetLimit",
+    "cudaDeviceGetSharedMemConfig",
+    "cudaDeviceSynchronize",
+    "cudaEventCreateWithFlags",
+    "cudaEventDestroy",
+    "cudaEventRecord",
+    "cudaEventRecordWithFlags",
+    "cudaFree",
+    "cudaFuncGetAttributes",
+    "cudaGetDevice",
+    "cudaGetDeviceCount",
+    "cudaGetErrorString",
+    "cudaGetLastError",
+    "cudaMalloc",
+    "cudaMemcpyAsync",
+    "cudaMemcpy2DAsync",
+    "cudaMemcpy3DAsync",
+    "cudaMemsetAsync",
+    "cudaMemset2DAsync",
+    "cudaMemset3DAsync",
+    "cudaOccupancyMaxActiveBlocksPerMultiprocessor",
+    "cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags",
+    "cudaPeekAtLastError",
+    "cudaRuntimeGetVersion",
+    "cudaStreamCreateWithFlags",
+    "cudaStreamDestroy",
+    "cudaStreamWaitEvent",
+];
+
+/// `text` with every identifier that `renames` names replaced, except
+/// after a `.` (`ld.global`: a modifier, not a name).
+fn renamed<'t>(text: &'t str, renames: &HashMap<&str, String>) -> Cow<'t, str> {
+    let mut out = String::new();
+    let mut copied = 0;
+    for id in identifiers(text) {
+        let at = id.as_ptr() as usize - text.as_ptr() as usize;
+        if text[..at].ends_with('.') {
+            continue;
+        }
+        if let Some(new) = renames.get(id) {
+            out.push_str(&text[copied..at]);
+            out.push_str(new);
+            copied = at + id.len();
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
 fn cut(items: &[Item<'_>], pieces: usize) -> Option<Vec<String>> {
     // Which item defines each function, and which declares it when no item does.
     let (mut defined, mut declared) = (HashMap::new(), HashMap::new());
@@ -238,6 +312,19 @@ fn cut(items: &[Item<'_>], pieces: usize) -> Option<Vec<String>> {
             if !variables.insert(name) || leading_words(decl).contains(&".shared") {
                 return None;
             }
+        }
+    }
+    // Reserved names get a name of their own, the same in every piece.
+    let mut renames: HashMap<&str, String> = HashMap::new();
+    for &name in defined.keys() {
+        if SYSTEM_CALLS.contains(&name) {
+            renames.insert(name, format!("{name}$hostcall"));
+        }
+    }
+    if !renames.is_empty() {
+        let taken: HashSet<&str> = items.iter().flat_map(|i| identifiers(i.text)).collect();
+        if renames.values().any(|new| taken.contains(new.as_str())) {
+            return None;
         }
     }
     // Largest body first into the lightest piece (ties: the lower index),
@@ -266,11 +353,12 @@ fn cut(items: &[Item<'_>], pieces: usize) -> Option<Vec<String>> {
                 }
             }
         }
-        out.push(write_piece(items, piece, &mine, &used, &defined, &declared, &home));
+        out.push(write_piece(items, piece, &mine, &used, &defined, &declared, &home, &renames));
     }
     Some(out)
 }
 
+#[allow(clippy::too_many_arguments)] // one piece's view of `cut`'s tables
 fn write_piece(
     items: &[Item<'_>],
     piece: usize,
@@ -279,15 +367,19 @@ fn write_piece(
     defined: &HashMap<&str, usize>,
     declared: &HashMap<&str, usize>,
     home: &HashMap<usize, usize>,
+    renames: &HashMap<&str, String>,
 ) -> String {
     let mut text = String::new();
     let mut line = |s: &str| {
         text.push_str(s);
         text.push('\n');
     };
+    // Shared statements (`.file` names among them) are not renamed.
+    let mut shared_end = 0;
     for item in items {
         if let ItemKind::Shared = item.kind {
             line(item.text);
+            shared_end += item.text.len() + 1;
         }
     }
     // Prototypes first: a body or an initialiser may name any function.
@@ -332,7 +424,10 @@ fn write_piece(
         let linkage = if header.trim_start().starts_with(".weak") { ".weak" } else { ".visible" };
         line(&format!("{}{body}", relinked(header, linkage)));
     }
-    text
+    match renamed(&text[shared_end..], renames) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(rest) => text[..shared_end].to_owned() + &rest,
+    }
 }
 
 #[cfg(test)]
@@ -443,6 +538,31 @@ mod tests {
                 "def helper_late",
             ]
         );
+    }
+
+    #[test]
+    fn a_defined_system_call_name_is_renamed_in_every_piece() {
+        // `malloc` defined here, and called from a function that lands in
+        // another piece: neither piece may leave a bare `malloc` for the
+        // toolchain to bind to CUDA's own.
+        let ptx = PTX.replace(
+            ".extern .func  (.param .b64 func_retval0) malloc\n(\n\t.param .b64 malloc_param_0\n)\n;",
+            ".visible .func  (.param .b64 func_retval0) malloc(\n\t.param .b64 malloc_param_0\n)\n{\n\tst.param.b64 \t[func_retval0], 0;\n\tret;\n}",
+        );
+        assert!(defined_functions(&ptx).contains(&"malloc".to_owned()));
+        let pieces = split(&ptx, 3);
+        assert_eq!(pieces.len(), 3);
+        let mut defined_in = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            assert!(!identifiers(piece).any(|id| id == "malloc"), "piece {i} names `malloc`:\n{piece}");
+            if defined_functions(piece).contains(&"malloc$hostcall".to_owned()) {
+                defined_in.push(i);
+            }
+        }
+        assert_eq!(defined_in.len(), 1, "defined once");
+        assert!(pieces.iter().filter(|p| p.contains("call.uni (param0), malloc$hostcall, (param0);")).count() == 1);
+        // Where it is not defined, `malloc` is CUDA's and keeps its name.
+        assert!(split(PTX, 3).iter().all(|p| !p.contains("malloc$hostcall")));
     }
 
     #[test]

@@ -14,13 +14,13 @@
 //!   unset, PTX up to [`LARGE_PTX`] bytes gets the driver's default (4) and
 //!   larger PTX level 1: the 11.9 MB regex kernel took 64-69 s at 4 and
 //!   50-64 s at 1 on the H200.
-//! * PTX in pieces, when `HOSTCALL_JIT_PIECES=N` asks for it (experimental):
-//!   the module cut by `hostcall_image::split`, one input per piece. The
-//!   driver's compiler takes time that grows faster than the module: it made
-//!   the regex kernel from 16 pieces in 13 s at level 1 and 20 s at level 4.
-//!   But the demo linked from 2 or 3 pieces faults (a misaligned 8-byte
-//!   atomic on the thread-spawn path) where the same rewrite as one piece
-//!   runs, so it is off by default until that is understood.
+//! * PTX over [`PIECE_BYTES`] is cut into pieces by
+//!   `hostcall_image::split`, one link input per piece: the driver's
+//!   compiler takes time that grows faster than the module. On the H200 the
+//!   regex kernel (11.9 MB) loaded from 16 pieces in 10.6-12.6 s at level 1
+//!   (25 s at level 4), where the whole module took 50-64 s; the demo
+//!   (1.7 MB, 2 pieces) in 2.0 s, as whole. `HOSTCALL_JIT_PIECES=N` sets
+//!   the count (1: whole).
 //!
 //! The linked result is kept in a cache on disk keyed by the PTX's SHA-256,
 //! the architecture, the driver version, the register limit, the level and
@@ -99,13 +99,25 @@ pub(super) fn opt_level_for(asked: Option<u32>, ptx_len: usize) -> Option<u32> {
 }
 
 /// At most this many pieces: more gained nothing on the regex kernel (16:
-/// 13.1 s, 32: 12.4 s at level 1); its largest function sets the floor.
+/// 10.6-13.1 s, 32: 12.4-15.4 s at level 1); its largest function sets the
+/// floor.
 pub const MAX_PIECES: usize = 32;
 
-/// `HOSTCALL_JIT_PIECES`, when set: how many pieces PTX is cut into (1, the
-/// default: whole), at most [`MAX_PIECES`].
+/// PTX is cut into one piece per this many bytes, at most
+/// [`DEFAULT_MAX_PIECES`] unless `HOSTCALL_JIT_PIECES` asks otherwise.
+pub const PIECE_BYTES: usize = 720 << 10;
+/// The most pieces chosen by size alone (regex: 16 loaded fastest).
+pub const DEFAULT_MAX_PIECES: usize = 16;
+
+/// How many pieces `ptx_len` bytes of PTX are cut into: `HOSTCALL_JIT_PIECES`
+/// (at most [`MAX_PIECES`]) when set, else one per [`PIECE_BYTES`].
+fn piece_count(asked: Option<usize>, ptx_len: usize) -> usize {
+    asked.map_or_else(|| (ptx_len / PIECE_BYTES).clamp(1, DEFAULT_MAX_PIECES), |n| n.clamp(1, MAX_PIECES))
+}
+
+/// `HOSTCALL_JIT_PIECES`, when set.
 fn pieces_from_env() -> Option<usize> {
-    std::env::var("HOSTCALL_JIT_PIECES").ok()?.trim().parse().ok().map(|n: usize| n.clamp(1, MAX_PIECES))
+    std::env::var("HOSTCALL_JIT_PIECES").ok()?.trim().parse().ok()
 }
 
 /// `HOSTCALL_JIT_OPT_LEVEL`, `0..=4`, when set.
@@ -134,7 +146,7 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
             }
             let globals = ptx_summary(text).globals;
             let level = opt_level_for(backend.jit_opt_level, image.len());
-            let count = pieces_from_env().unwrap_or(1);
+            let count = piece_count(pieces_from_env(), image.len());
             let cached = backend.jit_cache.as_deref().map(|dir| cache_file(dir, backend, image, level, count));
             if let Some(file) = &cached {
                 // Only a cubin: anything else the driver would take for PTX.
@@ -170,7 +182,9 @@ pub(super) fn load(backend: &CudaBackend, image: &[u8]) -> Result<Loaded, Backen
 /// The cache entry of `ptx` compiled on this device and driver.
 fn cache_file(dir: &Path, backend: &CudaBackend, ptx: &[u8], opt_level: Option<u32>, pieces: usize) -> PathBuf {
     let mut key = Fingerprint::new();
-    key.field(b"hostcall-jit-2")
+    // The tag changes whenever what a key names would compile differently
+    // (3: pieces rename PTX system-call names; links made by 2 may be bad).
+    key.field(b"hostcall-jit-3")
         .field(ptx)
         .field(&backend.capability.0.to_le_bytes())
         .field(&backend.capability.1.to_le_bytes())
@@ -335,6 +349,17 @@ fn link(input: Input, inputs: &[&[u8]], max_registers: u32, opt_level: Option<u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ptx_is_cut_by_size_unless_asked() {
+        assert_eq!(piece_count(None, 100 << 10), 1);
+        assert_eq!(piece_count(None, 1_743_436), 2, "the demo");
+        assert_eq!(piece_count(None, 11_963_150), 16, "the regex kernel");
+        assert_eq!(piece_count(None, 1 << 30), DEFAULT_MAX_PIECES);
+        assert_eq!(piece_count(Some(1), 1 << 30), 1);
+        assert_eq!(piece_count(Some(0), 10), 1);
+        assert_eq!(piece_count(Some(1000), 10), MAX_PIECES);
+    }
 
     #[test]
     fn large_ptx_defaults_to_level_1_unless_asked() {
