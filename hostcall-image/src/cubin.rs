@@ -63,6 +63,9 @@ impl std::error::Error for CubinError {}
 
 /// `e_ident[EI_OSABI]` of CUDA ELF files.
 const ELFOSABI_CUDA: u8 = 51;
+/// ... and of those from CUDA 13's ptxas (seen from 13.0: OS/ABI 0x41, ABI
+/// version 8, the SM where version 8 keeps it).
+const ELFOSABI_CUDA_13: u8 = 65;
 /// Symbol type of CUDA global variables (`STT_LOPROC`); hosts' ELF says
 /// `STT_OBJECT`, and both are taken.
 const STT_CUDA_OBJECT: u8 = 13;
@@ -87,8 +90,11 @@ impl Cubin {
     fn parse_aligned(bytes: &[u8]) -> Result<Cubin, CubinError> {
         let header = FileHeader64::<LE>::parse(bytes).map_err(err)?;
         let ident = header.e_ident();
-        if ident.os_abi != ELFOSABI_CUDA {
-            return Err(err(format!("ELF OS/ABI {} is not CUDA's ({ELFOSABI_CUDA})", ident.os_abi)));
+        if ![ELFOSABI_CUDA, ELFOSABI_CUDA_13].contains(&ident.os_abi) {
+            return Err(err(format!(
+                "ELF OS/ABI {} is not CUDA's ({ELFOSABI_CUDA}, or {ELFOSABI_CUDA_13} from CUDA 13)",
+                ident.os_abi
+            )));
         }
         let kind = match header.e_type(LE) {
             elf::ET_EXEC => CubinKind::Executable,
@@ -263,6 +269,17 @@ mod tests {
     fn abi_version_8_keeps_the_sm_in_the_second_byte() {
         let cubin = Cubin::parse(&elf(elf::ET_EXEC, 8, 0x6400, &[])).expect("parses");
         assert_eq!((cubin.kind, cubin.sm), (CubinKind::Executable, Some(100)));
+    }
+
+    #[test]
+    fn a_cuda_13_cubin_is_read() {
+        // CUDA 13.0's `ptxas -c -arch=sm_90`, on the H200: OS/ABI 0x41, ABI
+        // version 8, e_flags 0x06005a04.
+        let mut bytes = elf(elf::ET_REL, 8, 0x0600_5a04, &[("kernel_main", elf::STT_FUNC, STO_CUDA_ENTRY, true)]);
+        bytes[7] = ELFOSABI_CUDA_13;
+        let cubin = Cubin::parse(&bytes).expect("parses");
+        assert_eq!((cubin.kind, cubin.arch().as_deref()), (CubinKind::Relocatable, Some("sm_90")));
+        assert_eq!(cubin.entries, ["kernel_main"]);
     }
 
     #[test]
