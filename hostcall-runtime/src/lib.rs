@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use hostcall_abi::{globals, limits, Errno, Geometry, ProtocolError, LINE_BYTES, LINE_WORDS};
 
 pub mod backend;
+pub mod error;
 pub mod handlers;
 #[cfg(feature = "cuda")]
 pub mod launcher;
@@ -41,10 +42,11 @@ pub mod registry;
 mod server;
 
 pub use backend::{Backend, BackendError, Dim3, KernelState};
+pub use error::{Duplicate, HandlerResult, HostError};
 pub use handlers::{ExitStatus, HostState, SharedBuf};
 pub use hostcall_abi;
 pub use hostcall_image;
-pub use registry::{DeviceSlice, Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
+pub use registry::{DeviceSlice, HostCx, Payload, Registry};
 
 /// How a [`Runtime`] is set up.
 pub struct RuntimeConfig {
@@ -303,7 +305,7 @@ fn check_args(args: &[String], reply: u64) -> Result<(), RuntimeError> {
 /// A device, its handlers and the host state they serve.
 pub struct Runtime {
     backend: Box<dyn Backend>,
-    registry: Registry,
+    registry: Registry<HostState>,
     state: HostState,
     queue: QueueConfig,
     /// The last launch's queue memory, reused by the next launch it fits.
@@ -347,11 +349,11 @@ impl Runtime {
 
     /// The handlers, to add some (`register`, `register_raw`: a name twice is
     /// an error) or swap one (`replace`, `replace_raw`).
-    pub fn registry_mut(&mut self) -> &mut Registry {
+    pub fn registry_mut(&mut self) -> &mut Registry<HostState> {
         &mut self.registry
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Registry<HostState> {
         &self.registry
     }
 

@@ -1,78 +1,26 @@
 //! Handlers by name, and the typed edge they are written against.
 //!
-//! A handler is `FnMut(&mut HostCx, R, &Payload) -> Result<u64, HostError>`
-//! for a request type `R` (`hostcall_abi::op::Open`, ...). Decoding the
+//! A handler is `FnMut(&mut HostCx<S>, R, &Payload) -> Result<u64, HostError>`
+//! for a request type `R` (`hostcall_abi::op::Open`, ...) and the state `S`
+//! its registry serves (the runtime's is `HostState`; this module does not
+//! know it). Decoding the
 //! argument words, bounds on the reply data and on declared device regions,
 //! and the errno on the bus are handled here once; handlers never see a raw
 //! bus word or a raw device pointer.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
 
 use hostcall_abi::op::Request;
 use hostcall_abi::{Errno, ARG_WORDS};
 
 use crate::backend::{Backend, BackendError};
-use crate::handlers::HostState;
-
-/// A handler's failure: the errno the caller gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HostError(pub Errno);
-
-impl From<Errno> for HostError {
-    fn from(e: Errno) -> Self {
-        HostError(e)
-    }
-}
-
-impl From<io::Error> for HostError {
-    fn from(e: io::Error) -> Self {
-        HostError(errno_of(&e))
-    }
-}
-
-impl fmt::Display for HostError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.name() {
-            Some(n) => write!(f, "{n} ({})", self.0.message()),
-            None => write!(f, "errno {}", self.0 .0),
-        }
-    }
-}
-
-/// The errno for an `io::Error`: the OS's own code when there is one.
-pub fn errno_of(e: &io::Error) -> Errno {
-    if let Some(code) = e.raw_os_error() {
-        if let Ok(c) = u32::try_from(code) {
-            if c > 0 {
-                return Errno(c);
-            }
-        }
-    }
-    use io::ErrorKind as K;
-    match e.kind() {
-        K::NotFound => Errno::ENOENT,
-        K::PermissionDenied => Errno::EACCES,
-        K::AlreadyExists => Errno::EEXIST,
-        K::InvalidInput | K::InvalidData => Errno::EINVAL,
-        K::BrokenPipe => Errno::EPIPE,
-        K::WouldBlock => Errno::EAGAIN,
-        K::Interrupted => Errno::EINTR,
-        K::Unsupported => Errno::ENOSYS,
-        K::OutOfMemory => Errno::ENOMEM,
-        K::UnexpectedEof | K::WriteZero => Errno::EIO,
-        _ => Errno::EIO,
-    }
-}
-
-/// What a handler returns: the reply value, or the caller's errno.
-pub type HandlerResult = Result<u64, HostError>;
+pub use crate::error::{errno_of, Duplicate, HandlerResult, HostError};
 
 /// Takes a piece of a bulk write and its offset ([`DeviceSlice::stream_out`]).
-pub type StreamSink<'a> = dyn FnMut(&mut HostState, &[u8], u64) -> Result<(), HostError> + 'a;
+pub type StreamSink<'a, S> = dyn FnMut(&mut S, &[u8], u64) -> Result<(), HostError> + 'a;
 /// Fills a piece of a bulk read at an offset ([`DeviceSlice::stream_in`]).
-pub type StreamSource<'a> = dyn FnMut(&mut HostState, &mut [u8], u64) -> Result<Option<usize>, HostError> + 'a;
+pub type StreamSource<'a, S> = dyn FnMut(&mut S, &mut [u8], u64) -> Result<Option<usize>, HostError> + 'a;
 
 /// A device-memory region a call declared, checked against its bounds on
 /// every access. The only way handlers touch device memory.
@@ -111,7 +59,7 @@ impl DeviceSlice {
     }
 
     /// Copy `out.len()` bytes from `offset` in the region.
-    pub fn read(&self, cx: &mut HostCx<'_>, offset: u64, out: &mut [u8]) -> Result<(), HostError> {
+    pub fn read<S>(&self, cx: &mut HostCx<'_, S>, offset: u64, out: &mut [u8]) -> Result<(), HostError> {
         let at = self.range(offset, out.len())?;
         cx.backend.copy_from_device(at, out).map_err(|e| {
             tracing::warn!(target: "hostcall", "device read failed: {e}");
@@ -122,7 +70,7 @@ impl DeviceSlice {
     /// Hand the whole region to `sink` in order, a piece at a time with its
     /// offset, the backend's staging between (no copy of the handler's
     /// own): bulk writes. Stops at `sink`'s first error, which it returns.
-    pub fn stream_out(&self, cx: &mut HostCx<'_>, sink: &mut StreamSink<'_>) -> Result<u64, HostError> {
+    pub fn stream_out<S>(&self, cx: &mut HostCx<'_, S>, sink: &mut StreamSink<'_, S>) -> Result<u64, HostError> {
         let at = self.whole()?;
         let (state, mut failed) = (&mut *cx.state, None);
         let r = cx.backend.stream_from_device(at, self.len, &mut |bytes, offset| match sink(state, bytes, offset) {
@@ -140,7 +88,12 @@ impl DeviceSlice {
     /// `Some(n)` for `n` bytes written at the front of `buf` (fewer than
     /// `buf.len()` ends the transfer), `None` to end it at once. Returns the
     /// bytes that reached the device: bulk reads.
-    pub fn stream_in(&self, cx: &mut HostCx<'_>, len: u64, source: &mut StreamSource<'_>) -> Result<u64, HostError> {
+    pub fn stream_in<S>(
+        &self,
+        cx: &mut HostCx<'_, S>,
+        len: u64,
+        source: &mut StreamSource<'_, S>,
+    ) -> Result<u64, HostError> {
         let at = self.whole()?;
         let (state, mut failed) = (&mut *cx.state, None);
         let r =
@@ -155,7 +108,7 @@ impl DeviceSlice {
     }
 
     /// Copy `data` to `offset` in the region.
-    pub fn write(&self, cx: &mut HostCx<'_>, offset: u64, data: &[u8]) -> Result<(), HostError> {
+    pub fn write<S>(&self, cx: &mut HostCx<'_, S>, offset: u64, data: &[u8]) -> Result<(), HostError> {
         let at = self.range(offset, data.len())?;
         cx.backend.copy_to_device(at, data).map_err(|e| {
             tracing::warn!(target: "hostcall", "device write failed: {e}");
@@ -203,8 +156,8 @@ impl<'a> Payload<'a> {
 
 /// What a handler may touch: host state (files, sinks, env), the reply data
 /// area of this call, and device memory through [`DeviceSlice`].
-pub struct HostCx<'a> {
-    pub state: &'a mut HostState,
+pub struct HostCx<'a, S> {
+    pub state: &'a mut S,
     pub(crate) backend: &'a mut dyn Backend,
     reply: &'a mut Vec<u8>,
     reply_capacity: usize,
@@ -212,9 +165,9 @@ pub struct HostCx<'a> {
     pub(crate) deferred: bool,
 }
 
-impl<'a> HostCx<'a> {
+impl<'a, S> HostCx<'a, S> {
     pub(crate) fn new(
-        state: &'a mut HostState,
+        state: &'a mut S,
         backend: &'a mut dyn Backend,
         reply: &'a mut Vec<u8>,
         reply_capacity: usize,
@@ -264,52 +217,39 @@ impl<'a> HostCx<'a> {
     }
 }
 
-type Erased = Box<dyn FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send>;
+type Erased<S> = Box<dyn FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send>;
 
-struct Entry {
+struct Entry<S> {
     name: String,
-    handler: Erased,
+    handler: Erased<S>,
 }
-
-/// [`Registry::register`] was given a name that already has a handler;
-/// [`Registry::replace`] is the way to swap one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Duplicate(pub String);
-
-impl fmt::Display for Duplicate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "hostcall `{}` is registered already (use `replace` to swap its handler)", self.0)
-    }
-}
-
-impl std::error::Error for Duplicate {}
 
 /// Handlers by name; each gets an ID (>= 1) that the runtime writes into the
-/// kernel's `__HOSTCALL__<name>` global.
-#[derive(Default)]
-pub struct Registry {
-    entries: Vec<Entry>,
+/// kernel's `__HOSTCALL__<name>` global. `S` is the state every handler is
+/// given ([`HostCx::state`]): the runtime's registry is a
+/// `Registry<HostState>` (`Registry::with_builtins`, in `handlers`); a
+/// handler's own state can also live in its closure.
+pub struct Registry<S> {
+    entries: Vec<Entry<S>>,
     by_name: HashMap<String, u32>,
 }
 
-impl fmt::Debug for Registry {
+impl<S> Default for Registry<S> {
+    fn default() -> Self {
+        Registry { entries: Vec::new(), by_name: HashMap::new() }
+    }
+}
+
+impl<S> fmt::Debug for Registry<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.entries.iter().map(|e| &e.name)).finish()
     }
 }
 
-impl Registry {
+impl<S> Registry<S> {
     /// No handlers.
     pub fn new() -> Self {
         Registry::default()
-    }
-
-    /// The built-in handlers (`hostcall_abi::op::BUILTIN` and `echo`).
-    pub fn with_builtins() -> Self {
-        let mut r = Registry::new();
-        // The built-in names are distinct (`builtin_names_are_distinct`).
-        crate::handlers::register_builtins(&mut r).expect("built-in hostcall names are distinct");
-        r
     }
 
     /// Register a typed handler for request `R` (its `NAME`); its ID. A name
@@ -317,7 +257,7 @@ impl Registry {
     pub fn register<R, F>(&mut self, f: F) -> Result<u32, Duplicate>
     where
         R: Request + fmt::Debug + 'static,
-        F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
+        F: FnMut(&mut HostCx<'_, S>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
     {
         self.insert(R::NAME, typed(f), false)
     }
@@ -327,7 +267,7 @@ impl Registry {
     pub fn replace<R, F>(&mut self, f: F) -> u32
     where
         R: Request + fmt::Debug + 'static,
-        F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
+        F: FnMut(&mut HostCx<'_, S>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
     {
         // `insert` refuses only when not replacing: never here.
         self.insert(R::NAME, typed(f), true).unwrap_or_default()
@@ -338,7 +278,7 @@ impl Registry {
     /// A name that has a handler already is an error.
     pub fn register_raw<F>(&mut self, name: &str, f: F) -> Result<u32, Duplicate>
     where
-        F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
+        F: FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
     {
         self.insert(name, raw(f), false)
     }
@@ -346,13 +286,13 @@ impl Registry {
     /// Register or replace the raw handler of `name`.
     pub fn replace_raw<F>(&mut self, name: &str, f: F) -> u32
     where
-        F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
+        F: FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
     {
         // As in `replace`: never refused.
         self.insert(name, raw(f), true).unwrap_or_default()
     }
 
-    fn insert(&mut self, name: &str, handler: Erased, replace: bool) -> Result<u32, Duplicate> {
+    fn insert(&mut self, name: &str, handler: Erased<S>, replace: bool) -> Result<u32, Duplicate> {
         if let Some(&id) = self.by_name.get(name) {
             if !replace {
                 return Err(Duplicate(name.to_owned()));
@@ -396,7 +336,7 @@ impl Registry {
     pub(crate) fn dispatch(
         &mut self,
         id: u32,
-        cx: &mut HostCx<'_>,
+        cx: &mut HostCx<'_, S>,
         args: [u64; ARG_WORDS],
         data: &Payload<'_>,
     ) -> Option<HandlerResult> {
@@ -408,10 +348,10 @@ impl Registry {
 
 /// A typed handler behind the registry's one calling convention: decode the
 /// request (`EINVAL` if the words are not one), trace it, run it.
-fn typed<R, F>(mut f: F) -> Erased
+fn typed<S, R, F>(mut f: F) -> Erased<S>
 where
     R: Request + fmt::Debug + 'static,
-    F: FnMut(&mut HostCx<'_>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
+    F: FnMut(&mut HostCx<'_, S>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
 {
     Box::new(move |cx, args, data| {
         let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
@@ -422,9 +362,9 @@ where
     })
 }
 
-fn raw<F>(mut f: F) -> Erased
+fn raw<S, F>(mut f: F) -> Erased<S>
 where
-    F: FnMut(&mut HostCx<'_>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
+    F: FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
 {
     Box::new(move |cx, args, data| {
         if let Some(t) = cx.trace_args.as_mut() {
@@ -448,16 +388,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_names_are_distinct() {
-        let mut r = Registry::new();
-        assert_eq!(crate::handlers::register_builtins(&mut r), Ok(()));
-        assert!(r.len() > 20);
-    }
-
-    #[test]
     fn registering_a_name_twice_is_an_error_unless_replacing() {
-        let mut r = Registry::with_builtins();
-        let write = r.id("write").expect("write is built in");
+        let mut r: Registry<()> = Registry::new();
+        let write = r.register::<hostcall_abi::op::Write, _>(|_, _, _| Ok(0)).expect("a new name");
         assert_eq!(r.register::<hostcall_abi::op::Write, _>(|_, _, _| Ok(0)), Err(Duplicate("write".into())));
         assert_eq!(r.replace::<hostcall_abi::op::Write, _>(|_, _, _| Ok(0)), write);
         let mine = r.register_raw("mine", |_, _, _| Ok(1)).expect("a new name");
@@ -465,6 +398,32 @@ mod tests {
         assert_eq!(r.replace_raw("mine", |_, _, _| Ok(3)), mine);
         assert_eq!(r.replace_raw("other", |_, _, _| Ok(4)), mine + 1);
         assert_eq!(r.names().filter(|&n| n == "mine").count(), 1);
+    }
+
+    #[test]
+    fn handlers_get_the_state_of_their_registry() {
+        // A registry over a state of the user's own: a call counter.
+        #[derive(Default)]
+        struct Counter {
+            calls: u64,
+        }
+        let mut r: Registry<Counter> = Registry::new();
+        let id = r
+            .register_raw("count", |cx, args, _| {
+                cx.state.calls += args[0];
+                Ok(cx.state.calls)
+            })
+            .expect("a new name");
+        let (mut state, mut backend, mut reply) =
+            (Counter::default(), crate::backend::emu::EmuBackend::new(), Vec::new());
+        let data = Payload::new(&[], None);
+        for (add, total) in [(2, 2), (5, 7)] {
+            let mut cx = HostCx::new(&mut state, &mut backend, &mut reply, 0, false);
+            assert_eq!(r.dispatch(id, &mut cx, [add, 0, 0], &data), Some(Ok(total)));
+        }
+        assert_eq!(state.calls, 7);
+        let mut cx = HostCx::new(&mut state, &mut backend, &mut reply, 0, false);
+        assert!(r.dispatch(id + 1, &mut cx, [0; ARG_WORDS], &data).is_none(), "no such handler");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, LaneCall, ProtocolError, Record, Reply, LINE_BYTES};
 
 use crate::backend::{Backend, DeviceAlloc, KernelState, MappedRegion};
+use crate::error::HostError;
 use crate::handlers::HostState;
-use crate::registry::{DeviceSlice, HostCx, HostError, Payload, Registry};
+use crate::registry::{DeviceSlice, HostCx, Payload, Registry};
 
 /// The queue's memory for one run.
 pub(crate) struct QueueMemory {
@@ -112,7 +113,7 @@ struct Deferred {
 
 pub(crate) struct Server<'a> {
     pub backend: &'a mut dyn Backend,
-    pub registry: &'a mut Registry,
+    pub registry: &'a mut Registry<HostState>,
     pub state: &'a mut HostState,
     pub mem: &'a QueueMemory,
     pub geometry: Geometry,
@@ -392,6 +393,6 @@ fn payload_text(data: &[u8]) -> String {
     }
 }
 
-fn op_name(registry: &Registry, id: u32) -> String {
+fn op_name(registry: &Registry<HostState>, id: u32) -> String {
     registry.name(id).map_or_else(|| format!("<unknown op {id}>"), str::to_string)
 }

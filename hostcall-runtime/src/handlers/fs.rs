@@ -16,9 +16,10 @@ use super::sandbox::VPath;
 use super::stat::{encode_stat, encode_statx};
 use super::stdin::StdinPoll;
 use super::{Fd, HostState, OpenFile, AT_FDCWD};
-use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
+use crate::error::{Duplicate, HandlerResult, HostError};
+use crate::registry::{HostCx, Payload, Registry};
 
-pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
     r.register::<Open, _>(open)?;
     r.register::<ReadReq, _>(|cx, req: ReadReq, data| read(cx, req.fd, req.len, None, data))?;
     r.register::<WriteReq, _>(|cx, req: WriteReq, data| write(cx, req.fd, None, data))?;
@@ -95,7 +96,7 @@ fn offset(o: i64) -> Result<u64, HostError> {
     u64::try_from(o).map_err(|_| HostError(Errno::EINVAL))
 }
 
-fn open(cx: &mut HostCx<'_>, req: Open, data: &Payload<'_>) -> HandlerResult {
+fn open(cx: &mut HostCx<'_, HostState>, req: Open, data: &Payload<'_>) -> HandlerResult {
     let flags = host_open_flags(req.flags)?;
     if data.inline().is_empty() {
         return Err(HostError(Errno::ENOENT));
@@ -164,7 +165,7 @@ fn write_all(state: &mut HostState, fd: i32, data: &[u8], at: Option<u64>) -> Re
 /// `read`/`pread`: into the declared device region (at most
 /// `min(len, dev_len)`, in chunks, stopping at a short read), else into the
 /// reply data (one read of at most `min(len, reply_data_size)`).
-fn read(cx: &mut HostCx<'_>, fd: i32, len: u64, at: Option<u64>, data: &Payload<'_>) -> HandlerResult {
+fn read(cx: &mut HostCx<'_, HostState>, fd: i32, len: u64, at: Option<u64>, data: &Payload<'_>) -> HandlerResult {
     let Some(region) = data.device() else {
         let n = usize::try_from(len).unwrap_or(usize::MAX).min(cx.reply_capacity());
         let mut buf = vec![0u8; n];
@@ -196,7 +197,7 @@ fn read(cx: &mut HostCx<'_>, fd: i32, len: u64, at: Option<u64>, data: &Payload<
 
 /// `write`/`pwrite`: the inline payload, or the declared device region when
 /// there is no inline payload.
-fn write(cx: &mut HostCx<'_>, fd: i32, at: Option<u64>, data: &Payload<'_>) -> HandlerResult {
+fn write(cx: &mut HostCx<'_, HostState>, fd: i32, at: Option<u64>, data: &Payload<'_>) -> HandlerResult {
     let region = match data.device() {
         Some(r) if data.inline().is_empty() => r,
         // Inline writes to stdout/stderr are posted (the device does not
@@ -232,7 +233,7 @@ fn check(r: libc::c_int) -> Result<(), HostError> {
     }
 }
 
-fn lseek(cx: &mut HostCx<'_>, req: Lseek, _: &Payload<'_>) -> HandlerResult {
+fn lseek(cx: &mut HostCx<'_, HostState>, req: Lseek, _: &Payload<'_>) -> HandlerResult {
     if !(0..=4).contains(&req.whence) {
         return Err(HostError(Errno::EINVAL));
     }
@@ -248,7 +249,7 @@ fn lseek(cx: &mut HostCx<'_>, req: Lseek, _: &Payload<'_>) -> HandlerResult {
     Ok(r as u64)
 }
 
-fn fstat(cx: &mut HostCx<'_>, req: Fstat, _: &Payload<'_>) -> HandlerResult {
+fn fstat(cx: &mut HostCx<'_, HostState>, req: Fstat, _: &Payload<'_>) -> HandlerResult {
     let fd = host_fd(cx.state, req.fd)?;
     // SAFETY: plain integers; all-zero is a valid `stat`.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -272,7 +273,7 @@ fn statx_at(fd: RawFd, name: &CStr, flags: i32, mask: u32) -> Result<libc::statx
     Ok(sx)
 }
 
-fn statx(cx: &mut HostCx<'_>, req: Statx, data: &Payload<'_>) -> HandlerResult {
+fn statx(cx: &mut HostCx<'_, HostState>, req: Statx, data: &Payload<'_>) -> HandlerResult {
     if req.flags & !(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE) != 0 {
         return Err(HostError(Errno::EINVAL));
     }
@@ -301,7 +302,7 @@ fn statx(cx: &mut HostCx<'_>, req: Statx, data: &Payload<'_>) -> HandlerResult {
     Ok(0)
 }
 
-fn unlink(cx: &mut HostCx<'_>, req: Unlink, data: &Payload<'_>) -> HandlerResult {
+fn unlink(cx: &mut HostCx<'_, HostState>, req: Unlink, data: &Payload<'_>) -> HandlerResult {
     if req.flags & !AT_REMOVEDIR != 0 {
         return Err(HostError(Errno::EINVAL));
     }
@@ -315,7 +316,7 @@ fn unlink(cx: &mut HostCx<'_>, req: Unlink, data: &Payload<'_>) -> HandlerResult
     Ok(0)
 }
 
-fn mkdir(cx: &mut HostCx<'_>, req: Mkdir, data: &Payload<'_>) -> HandlerResult {
+fn mkdir(cx: &mut HostCx<'_, HostState>, req: Mkdir, data: &Payload<'_>) -> HandlerResult {
     let base = cx.state.dir_base(req.dirfd)?;
     let path = VPath::resolve(&base, data.inline())?;
     let (dir, name) = cx.state.sandbox.parent(&path)?.ok_or(HostError(Errno::EEXIST))?;
@@ -324,7 +325,7 @@ fn mkdir(cx: &mut HostCx<'_>, req: Mkdir, data: &Payload<'_>) -> HandlerResult {
     Ok(0)
 }
 
-fn rename(cx: &mut HostCx<'_>, req: Rename, data: &Payload<'_>) -> HandlerResult {
+fn rename(cx: &mut HostCx<'_, HostState>, req: Rename, data: &Payload<'_>) -> HandlerResult {
     let bytes = data.inline();
     let split = usize::try_from(req.old_len).map_err(|_| HostError(Errno::EINVAL))?;
     if split > bytes.len() {
@@ -342,7 +343,7 @@ fn rename(cx: &mut HostCx<'_>, req: Rename, data: &Payload<'_>) -> HandlerResult
     Ok(0)
 }
 
-fn getcwd(cx: &mut HostCx<'_>, _: Getcwd, _: &Payload<'_>) -> HandlerResult {
+fn getcwd(cx: &mut HostCx<'_, HostState>, _: Getcwd, _: &Payload<'_>) -> HandlerResult {
     // There is no chdir hostcall: the device's cwd is the sandbox root.
     let cwd = VPath::root().display();
     if cwd.len() > cx.reply_capacity() {

@@ -19,8 +19,10 @@ use std::io::Write;
 use hostcall_abi::op::{HeapAlloc, HeapFree, HeapRealloc, HEAP_ALIGN};
 use hostcall_abi::Errno;
 
+use super::HostState;
 use crate::backend::{Backend, DeviceAlloc};
-use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
+use crate::error::{Duplicate, HandlerResult, HostError};
+use crate::registry::{HostCx, Payload, Registry};
 
 /// The smallest segment asked of the driver.
 pub const SEGMENT_MIN: u64 = 256 << 20;
@@ -163,7 +165,7 @@ impl DeviceHeap {
     }
 }
 
-pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
     r.register::<HeapAlloc, _>(heap_alloc)?;
     r.register::<HeapRealloc, _>(heap_realloc)?;
     r.register::<HeapFree, _>(|cx, req: HeapFree, _| {
@@ -175,7 +177,7 @@ pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
 
 /// Out of memory: say so once per failure on stderr (after the output the
 /// kernel already posted), with what was asked and what the heap holds.
-fn out_of_memory(cx: &mut HostCx<'_>, asked: u64) -> HostError {
+fn out_of_memory(cx: &mut HostCx<'_, HostState>, asked: u64) -> HostError {
     let heap = &cx.state.heap;
     let line = format!(
         "hostcall: device heap: no GPU memory for {asked} bytes (the heap holds {} MiB from the driver, {} MiB of it in use, beside its arena)\n",
@@ -187,7 +189,7 @@ fn out_of_memory(cx: &mut HostCx<'_>, asked: u64) -> HostError {
     HostError(Errno::ENOMEM)
 }
 
-fn heap_alloc(cx: &mut HostCx<'_>, req: HeapAlloc, _: &Payload<'_>) -> HandlerResult {
+fn heap_alloc(cx: &mut HostCx<'_, HostState>, req: HeapAlloc, _: &Payload<'_>) -> HandlerResult {
     let addr = match cx.state.heap.alloc(cx.backend, req.size, req.align) {
         Ok(addr) => addr,
         Err(HostError(Errno::ENOMEM)) => return Err(out_of_memory(cx, req.size)),
@@ -203,7 +205,7 @@ fn heap_alloc(cx: &mut HostCx<'_>, req: HeapAlloc, _: &Payload<'_>) -> HandlerRe
     Ok(addr)
 }
 
-fn heap_realloc(cx: &mut HostCx<'_>, req: HeapRealloc, data: &Payload<'_>) -> HandlerResult {
+fn heap_realloc(cx: &mut HostCx<'_, HostState>, req: HeapRealloc, data: &Payload<'_>) -> HandlerResult {
     // The old block: one of ours, or the region the device declared.
     let ours = cx.state.heap.block_len(req.ptr);
     if ours.is_some_and(|len| len >= req.new_size) {

@@ -11,7 +11,8 @@ use std::io::{self, Read, Write};
 
 use hostcall_abi::Errno;
 
-use crate::registry::{Duplicate, HostError, Registry};
+use crate::error::{Duplicate, HostError};
+use crate::registry::Registry;
 
 pub mod fs;
 pub mod heap;
@@ -210,11 +211,21 @@ pub const AT_FDCWD: i32 = -100;
 
 /// Register every built-in handler; an error names a hostcall registered
 /// twice.
-pub fn register_builtins(r: &mut Registry) -> Result<(), Duplicate> {
+pub fn register_builtins(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
     fs::register(r)?;
     heap::register(r)?;
     process::register(r)?;
     time::register(r)
+}
+
+impl Registry<HostState> {
+    /// The built-in handlers (`hostcall_abi::op::BUILTIN` and `echo`).
+    pub fn with_builtins() -> Self {
+        let mut r = Registry::new();
+        // The built-in names are distinct (`builtin_names_are_distinct`).
+        register_builtins(&mut r).expect("built-in hostcall names are distinct");
+        r
+    }
 }
 
 /// A `Write` + `Read` sink that tests (and embedders) can share and inspect.
@@ -241,5 +252,18 @@ impl Write for SharedBuf {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_names_are_distinct() {
+        let mut r = Registry::new();
+        assert_eq!(register_builtins(&mut r), Ok(()));
+        assert!(r.len() > 20);
+        assert_eq!(Registry::with_builtins().names().collect::<Vec<_>>(), r.names().collect::<Vec<_>>());
     }
 }

@@ -4,13 +4,14 @@
 use hostcall_abi::op::{Abort, Arg, Echo, Environ, Exit, Getenv, Unsupported};
 use hostcall_abi::Errno;
 
-use super::ExitStatus;
-use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
+use super::{ExitStatus, HostState};
+use crate::error::{Duplicate, HandlerResult, HostError};
+use crate::registry::{HostCx, Payload, Registry};
 
 /// The code `abort()` ends the run with (128 + SIGABRT).
 pub const ABORT_CODE: i32 = 134;
 
-pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
     r.register::<Getenv, _>(getenv)?;
     r.register::<Arg, _>(arg)?;
     r.register::<Environ, _>(environ)?;
@@ -29,20 +30,20 @@ pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
 
 /// The first `exit`/`abort` wins: later ones come from threads that had not
 /// yet seen the trap.
-fn record_exit(cx: &mut HostCx<'_>, status: ExitStatus) {
+fn record_exit(cx: &mut HostCx<'_, HostState>, status: ExitStatus) {
     if cx.state.exit.is_none() {
         cx.state.exit = Some(status);
     }
 }
 
-fn getenv(cx: &mut HostCx<'_>, _: Getenv, data: &Payload<'_>) -> HandlerResult {
+fn getenv(cx: &mut HostCx<'_, HostState>, _: Getenv, data: &Payload<'_>) -> HandlerResult {
     let name = data.str()?;
     let value = cx.state.env.get(name).ok_or(HostError(Errno::ENOENT))?.clone();
     cx.reply_data(value.as_bytes());
     Ok(value.len() as u64)
 }
 
-fn arg(cx: &mut HostCx<'_>, req: Arg, _: &Payload<'_>) -> HandlerResult {
+fn arg(cx: &mut HostCx<'_, HostState>, req: Arg, _: &Payload<'_>) -> HandlerResult {
     let a = cx.state.args.get(req.index as usize).ok_or(HostError(Errno::ENOENT))?.clone();
     cx.reply_data(a.as_bytes());
     Ok(a.len() as u64)
@@ -51,7 +52,7 @@ fn arg(cx: &mut HostCx<'_>, req: Arg, _: &Payload<'_>) -> HandlerResult {
 /// Entry `index` of the environment as `NAME=value`, names in byte order;
 /// an entry longer than one reply is left out (the device could not read it
 /// with `getenv` either).
-fn environ(cx: &mut HostCx<'_>, req: Environ, _: &Payload<'_>) -> HandlerResult {
+fn environ(cx: &mut HostCx<'_, HostState>, req: Environ, _: &Payload<'_>) -> HandlerResult {
     let capacity = cx.reply_capacity();
     let mut names: Vec<&String> = cx.state.env.keys().collect();
     names.sort();
@@ -65,7 +66,7 @@ fn environ(cx: &mut HostCx<'_>, req: Environ, _: &Payload<'_>) -> HandlerResult 
     Ok(entry.len() as u64)
 }
 
-fn unsupported(cx: &mut HostCx<'_>, _: Unsupported, data: &Payload<'_>) -> HandlerResult {
+fn unsupported(cx: &mut HostCx<'_, HostState>, _: Unsupported, data: &Payload<'_>) -> HandlerResult {
     let name = String::from_utf8_lossy(data.inline()).into_owned();
     tracing::debug!(target: "hostcall", "device called unsupported `{name}`: ENOSYS");
     if cx.state.unsupported.len() < 1024 && !cx.state.unsupported.contains(&name) {
@@ -77,7 +78,7 @@ fn unsupported(cx: &mut HostCx<'_>, _: Unsupported, data: &Payload<'_>) -> Handl
 /// `echo(a, b)`: value `a ^ b`. Reply data = the inline payload; with an
 /// empty payload and a declared region, the region's bytes (device to host).
 /// With both, the payload is also written into the region (host to device).
-fn echo(cx: &mut HostCx<'_>, req: Echo, data: &Payload<'_>) -> HandlerResult {
+fn echo(cx: &mut HostCx<'_, HostState>, req: Echo, data: &Payload<'_>) -> HandlerResult {
     match (data.inline(), data.device()) {
         (inline, None) => {
             cx.reply_data(inline);

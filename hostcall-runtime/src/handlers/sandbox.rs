@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use hostcall_abi::Errno;
 
-use crate::registry::HostError;
+use crate::error::HostError;
 
 /// A normalised path below the root: plain components only (empty: the root).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 
 use hostcall_abi::Errno;
 
-use crate::registry::{errno_of, HostError};
+use crate::error::{errno_of, HostError};
 
 /// Bytes the reader thread takes from the source at once.
 const CHUNK: usize = 64 * 1024;

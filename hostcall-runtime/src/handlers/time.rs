@@ -3,9 +3,11 @@
 use hostcall_abi::op::{ClockGettime, Getrandom};
 use hostcall_abi::Errno;
 
-use crate::registry::{Duplicate, HandlerResult, HostCx, HostError, Payload, Registry};
+use super::HostState;
+use crate::error::{Duplicate, HandlerResult, HostError};
+use crate::registry::{HostCx, Payload, Registry};
 
-pub fn register(r: &mut Registry) -> Result<(), Duplicate> {
+pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
     r.register::<ClockGettime, _>(clock_gettime)?;
     r.register::<Getrandom, _>(getrandom)?;
     Ok(())
@@ -20,7 +22,7 @@ const SERVED_CLOCKS: [i32; 4] = [
 ];
 
 /// -> nanoseconds of `clock` (REALTIME: since the epoch).
-fn clock_gettime(_: &mut HostCx<'_>, req: ClockGettime, _: &Payload<'_>) -> HandlerResult {
+fn clock_gettime(_: &mut HostCx<'_, HostState>, req: ClockGettime, _: &Payload<'_>) -> HandlerResult {
     if !SERVED_CLOCKS.contains(&req.clock) {
         return Err(HostError(Errno::EINVAL));
     }
@@ -34,7 +36,7 @@ fn clock_gettime(_: &mut HostCx<'_>, req: ClockGettime, _: &Payload<'_>) -> Hand
 }
 
 /// -> bytes, reply data = `min(len, reply_data_size)` random bytes.
-fn getrandom(cx: &mut HostCx<'_>, req: Getrandom, _: &Payload<'_>) -> HandlerResult {
+fn getrandom(cx: &mut HostCx<'_, HostState>, req: Getrandom, _: &Payload<'_>) -> HandlerResult {
     let buf = cx.reply_buf(req.len as usize);
     getrandom::fill(buf).map_err(|_| HostError(Errno::EIO))?;
     Ok(buf.len() as u64)
