@@ -56,161 +56,121 @@ macro_rules! request {
     (@dec word $v:expr) => { Ok::<_, BadArgs>($v as _) };
 }
 
-request! {
-    /// `openat(dirfd, payload=path, flags, mode)` -> fd.
-    Open = "open" { dirfd: i32 => int, flags: i32 => int, mode: u32 => uint }
-}
-request! {
-    /// `read(fd, len)` into the device region when one is declared (at most
-    /// `min(len, dev_len)` bytes), else into the reply data area (at most
-    /// `min(len, reply_data_size)`) -> bytes read.
-    Read = "read" { fd: i32 => int, len: u64 => word }
-}
-request! {
-    /// `write(fd, payload or device region)` -> bytes written.
-    Write = "write" { fd: i32 => int }
-}
-request! {
-    /// `pread(fd, offset, len)`; data as for [`Read`].
-    Pread = "pread" { fd: i32 => int, offset: i64 => word, len: u64 => word }
-}
-request! {
-    /// `pwrite(fd, offset)`; data as for [`Write`].
-    Pwrite = "pwrite" { fd: i32 => int, offset: i64 => word }
-}
-request! {
-    /// `close(fd)` -> 0.
-    Close = "close" { fd: i32 => int }
-}
-request! {
-    /// `lseek(fd, offset, whence)` -> new offset.
-    Lseek = "lseek" { fd: i32 => int, offset: i64 => word, whence: i32 => int }
-}
-request! {
-    /// `fstat(fd)` -> 0, reply data = x86_64 `struct stat` (144 bytes).
-    Fstat = "fstat" { fd: i32 => int }
-}
-request! {
-    /// `statx(dirfd, payload=path, flags, mask)` -> 0, reply data = `struct
-    /// statx` (256 bytes). An empty path with `AT_EMPTY_PATH` stats `dirfd`.
-    Statx = "statx" { dirfd: i32 => int, flags: i32 => int, mask: u32 => uint }
-}
-request! {
-    /// `unlinkat(dirfd, payload=path, flags)` -> 0 (`AT_REMOVEDIR`: rmdir).
-    Unlink = "unlink" { dirfd: i32 => int, flags: i32 => int }
-}
-request! {
-    /// `mkdirat(dirfd, payload=path, mode)` -> 0.
-    Mkdir = "mkdir" { dirfd: i32 => int, mode: u32 => uint }
-}
-request! {
-    /// `rename(payload=old ++ new)`, `old_len` bytes of old path first -> 0.
-    Rename = "rename" { old_len: u32 => uint }
-}
-request! {
-    /// `getcwd()` -> length, reply data = the path (relative to the sandbox
-    /// root, shown as `/`-rooted).
-    Getcwd = "getcwd" {}
-}
-request! {
-    /// `getenv(payload=name)` -> value length, reply data = the value; ENOENT
-    /// when unset.
-    Getenv = "getenv" {}
-}
-request! {
-    /// The host's argument `index` -> its length, reply data = its bytes;
-    /// ENOENT past the end.
-    Arg = "arg" { index: u32 => uint }
-}
-request! {
-    /// The host's environment entry `index`, `NAME=value`, in name order
-    /// (entries longer than one reply are left out) -> its length, reply
-    /// data = its bytes; ENOENT past the end.
-    Environ = "environ" { index: u32 => uint }
-}
-request! {
-    /// `clock_gettime(clock)` for clocks the device cannot read itself
-    /// (REALTIME) -> nanoseconds since the epoch.
-    ClockGettime = "clock_gettime" { clock: i32 => int }
-}
-request! {
-    /// `getrandom(len, flags)` -> bytes, reply data = the random bytes.
-    Getrandom = "getrandom" { len: u32 => uint, flags: u32 => uint }
-}
-request! {
-    /// `exit(code)`: the host records `code` and replies 0; the device then
-    /// ends the kernel (`trap`) and the host process exits with `code`.
-    Exit = "exit" { code: i32 => int }
-}
-request! {
-    /// `abort()`: as `exit(134)`, marked as an abnormal end (replied to
-    /// first, like [`Exit`], so the host has seen it before the trap).
-    Abort = "abort" {}
-}
-request! {
-    /// A device-side call the GPU cannot honour: payload = its name. The host
-    /// logs it under `HOSTCALL_DEBUG` and replies ENOSYS.
-    Unsupported = "unsupported" {}
-}
-request! {
-    /// Test-only: returns `args[0] ^ args[1]`, echoes the payload or device
-    /// region back into the reply data (or the region). Exercises the
-    /// protocol without real handlers.
-    Echo = "echo" { a: u64 => word, b: u64 => word }
+/// The op table: every hostcall of the protocol, once. It hands the table
+/// to the macro named `$callback`, and each side generates what it needs
+/// from it: this module each op's request type and [`BUILTIN`]
+/// (`define_requests`), the device libc each op's `__HOSTCALL__<name>` ID
+/// global. Rows are `Type = "name", id_global { field: type => coding }`,
+/// the codings `int` (i32 in a word), `uint` (u32), `word` (u64 as is);
+/// `test` holds what only tests call.
+#[macro_export]
+macro_rules! op_table {
+    ($callback:ident) => {
+        $callback! {
+            builtin {
+                /// `openat(dirfd, payload=path, flags, mode)` -> fd.
+                Open = "open", __HOSTCALL__open { dirfd: i32 => int, flags: i32 => int, mode: u32 => uint }
+                /// `read(fd, len)` into the device region when one is declared (at most
+                /// `min(len, dev_len)` bytes), else into the reply data area (at most
+                /// `min(len, reply_data_size)`) -> bytes read.
+                Read = "read", __HOSTCALL__read { fd: i32 => int, len: u64 => word }
+                /// `write(fd, payload or device region)` -> bytes written.
+                Write = "write", __HOSTCALL__write { fd: i32 => int }
+                /// `pread(fd, offset, len)`; data as for [`Read`].
+                Pread = "pread", __HOSTCALL__pread { fd: i32 => int, offset: i64 => word, len: u64 => word }
+                /// `pwrite(fd, offset)`; data as for [`Write`].
+                Pwrite = "pwrite", __HOSTCALL__pwrite { fd: i32 => int, offset: i64 => word }
+                /// `close(fd)` -> 0.
+                Close = "close", __HOSTCALL__close { fd: i32 => int }
+                /// `lseek(fd, offset, whence)` -> new offset.
+                Lseek = "lseek", __HOSTCALL__lseek { fd: i32 => int, offset: i64 => word, whence: i32 => int }
+                /// `fstat(fd)` -> 0, reply data = x86_64 `struct stat` (144 bytes).
+                Fstat = "fstat", __HOSTCALL__fstat { fd: i32 => int }
+                /// `statx(dirfd, payload=path, flags, mask)` -> 0, reply data = `struct
+                /// statx` (256 bytes). An empty path with `AT_EMPTY_PATH` stats `dirfd`.
+                Statx = "statx", __HOSTCALL__statx { dirfd: i32 => int, flags: i32 => int, mask: u32 => uint }
+                /// `unlinkat(dirfd, payload=path, flags)` -> 0 (`AT_REMOVEDIR`: rmdir).
+                Unlink = "unlink", __HOSTCALL__unlink { dirfd: i32 => int, flags: i32 => int }
+                /// `mkdirat(dirfd, payload=path, mode)` -> 0.
+                Mkdir = "mkdir", __HOSTCALL__mkdir { dirfd: i32 => int, mode: u32 => uint }
+                /// `rename(payload=old ++ new)`, `old_len` bytes of old path first -> 0.
+                Rename = "rename", __HOSTCALL__rename { old_len: u32 => uint }
+                /// `getcwd()` -> length, reply data = the path (relative to the sandbox
+                /// root, shown as `/`-rooted).
+                Getcwd = "getcwd", __HOSTCALL__getcwd {}
+                /// `getenv(payload=name)` -> value length, reply data = the value; ENOENT
+                /// when unset.
+                Getenv = "getenv", __HOSTCALL__getenv {}
+                /// The host's argument `index` -> its length, reply data = its bytes;
+                /// ENOENT past the end.
+                Arg = "arg", __HOSTCALL__arg { index: u32 => uint }
+                /// The host's environment entry `index`, `NAME=value`, in name order
+                /// (entries longer than one reply are left out) -> its length, reply
+                /// data = its bytes; ENOENT past the end.
+                Environ = "environ", __HOSTCALL__environ { index: u32 => uint }
+                /// `clock_gettime(clock)` for clocks the device cannot read itself
+                /// (REALTIME) -> nanoseconds since the epoch.
+                ClockGettime = "clock_gettime", __HOSTCALL__clock_gettime { clock: i32 => int }
+                /// `getrandom(len, flags)` -> bytes, reply data = the random bytes.
+                Getrandom = "getrandom", __HOSTCALL__getrandom { len: u32 => uint, flags: u32 => uint }
+                /// `exit(code)`: the host records `code` and replies 0; the device then
+                /// ends the kernel (`trap`) and the host process exits with `code`.
+                Exit = "exit", __HOSTCALL__exit { code: i32 => int }
+                /// `abort()`: as `exit(134)`, marked as an abnormal end (replied to
+                /// first, like [`Exit`], so the host has seen it before the trap).
+                Abort = "abort", __HOSTCALL__abort {}
+                /// A device-side call the GPU cannot honour: payload = its name. The host
+                /// logs it under `HOSTCALL_DEBUG` and replies ENOSYS.
+                Unsupported = "unsupported", __HOSTCALL__unsupported {}
+                /// Device memory for the device heap when its arena cannot serve:
+                /// `size` bytes aligned to `align` (a power of two), zero-filled when
+                /// `zeroed` is 1 -> the block's device address; ENOMEM when the GPU has
+                /// no more.
+                HeapAlloc = "heap_alloc", __HOSTCALL__heap_alloc { size: u64 => word, align: u64 => word, zeroed: u32 => uint }
+                /// Move a heap block into one of `new_size` bytes (alignment
+                /// [`HEAP_ALIGN`]), the bytes copied on the GPU -> the new block's
+                /// address. `ptr` a block the host handed out: it is freed (or kept,
+                /// and returned, when it already holds `new_size`). Else the old block
+                /// is the declared device region (an arena block), which the device
+                /// frees itself.
+                HeapRealloc = "heap_realloc", __HOSTCALL__heap_realloc { ptr: u64 => word, new_size: u64 => word }
+                /// Posted: give back a block from [`HeapAlloc`] or [`HeapRealloc`]
+                /// (anything else is ignored).
+                HeapFree = "heap_free", __HOSTCALL__heap_free { ptr: u64 => word }
+            }
+            test {
+                /// Test-only: returns `args[0] ^ args[1]`, echoes the payload or device
+                /// region back into the reply data (or the region). Exercises the
+                /// protocol without real handlers.
+                Echo = "echo", __HOSTCALL__echo { a: u64 => word, b: u64 => word }
+            }
+        }
+    };
 }
 
-request! {
-    /// Device memory for the device heap when its arena cannot serve:
-    /// `size` bytes aligned to `align` (a power of two), zero-filled when
-    /// `zeroed` is 1 -> the block's device address; ENOMEM when the GPU has
-    /// no more.
-    HeapAlloc = "heap_alloc" { size: u64 => word, align: u64 => word, zeroed: u32 => uint }
+/// `op_table!`'s callback here: the request types, [`BUILTIN`] and
+/// [`TEST_ONLY`].
+macro_rules! define_requests {
+    ($(builtin { $($(#[$m:meta])* $ty:ident = $name:literal, $global:ident { $($body:tt)* })* })?
+     $(test { $($(#[$tm:meta])* $tty:ident = $tname:literal, $tglobal:ident { $($tbody:tt)* })* })?) => {
+        $($( request! { $(#[$m])* $ty = $name { $($body)* } } )*)?
+        $($( request! { $(#[$tm])* $tty = $tname { $($tbody)* } } )*)?
+        /// Every built-in name, for registries and docs.
+        pub const BUILTIN: &[&str] = &[$($($ty::NAME),*)?];
+        /// Ops only tests call ([`Echo`]); registries add them too.
+        pub const TEST_ONLY: &[&str] = &[$($($tty::NAME),*)?];
+        /// `(name, ID global)` of every op, for the check that each global is
+        /// `__HOSTCALL__` + its name.
+        #[cfg(test)]
+        const GLOBALS: &[(&str, &str)] =
+            &[$($(($name, stringify!($global)),)*)? $($(($tname, stringify!($tglobal)),)*)?];
+    };
 }
-request! {
-    /// Move a heap block into one of `new_size` bytes (alignment
-    /// [`HEAP_ALIGN`]), the bytes copied on the GPU -> the new block's
-    /// address. `ptr` a block the host handed out: it is freed (or kept,
-    /// and returned, when it already holds `new_size`). Else the old block
-    /// is the declared device region (an arena block), which the device
-    /// frees itself.
-    HeapRealloc = "heap_realloc" { ptr: u64 => word, new_size: u64 => word }
-}
-request! {
-    /// Posted: give back a block from [`HeapAlloc`] or [`HeapRealloc`]
-    /// (anything else is ignored).
-    HeapFree = "heap_free" { ptr: u64 => word }
-}
+
+op_table!(define_requests);
 
 /// The alignment of every block the host hands the device heap.
 pub const HEAP_ALIGN: u64 = 256;
-
-/// Every built-in name, for registries and docs.
-pub const BUILTIN: &[&str] = &[
-    Open::NAME,
-    Read::NAME,
-    Write::NAME,
-    Pread::NAME,
-    Pwrite::NAME,
-    Close::NAME,
-    Lseek::NAME,
-    Fstat::NAME,
-    Statx::NAME,
-    Unlink::NAME,
-    Mkdir::NAME,
-    Rename::NAME,
-    Getcwd::NAME,
-    Getenv::NAME,
-    Arg::NAME,
-    Environ::NAME,
-    ClockGettime::NAME,
-    Getrandom::NAME,
-    Exit::NAME,
-    Abort::NAME,
-    Unsupported::NAME,
-    HeapAlloc::NAME,
-    HeapRealloc::NAME,
-    HeapFree::NAME,
-];
 
 /// The call pattern of the echo stress test, written once for the GPU kernel
 /// (`kernels/echo_stress`) and its CPU-emulation twin
@@ -241,5 +201,27 @@ pub mod echo_stress {
             x ^= x << 17;
             *b = x as u8;
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn every_id_global_is_its_ops_name_after_the_prefix() {
+        assert_eq!(GLOBALS.len(), BUILTIN.len() + TEST_ONLY.len());
+        for (name, global) in GLOBALS {
+            assert_eq!(global.strip_prefix("__HOSTCALL__"), Some(*name), "{global}");
+        }
+    }
+
+    #[test]
+    fn names_are_distinct() {
+        let all = || BUILTIN.iter().chain(TEST_ONLY);
+        for (i, a) in all().enumerate() {
+            assert!(!all().skip(i + 1).any(|b| b == a), "{a} twice");
+        }
+        assert_eq!(TEST_ONLY, [Echo::NAME]);
     }
 }

@@ -162,51 +162,25 @@ config_globals!(
     __HOSTCALL_SLOT_SEQ__,
 );
 
-/// The per-op ID globals, named by `hostcall_abi::op` (the test below checks
-/// this list against `op::BUILTIN`).
+/// The per-op ID globals, `__HOSTCALL__<name>`, one for each row of
+/// `hostcall_abi::op_table!` (the same table makes the request types).
 pub mod ids {
     use super::HostcallId;
 
     macro_rules! id_globals {
-        ($($name:ident = $op:literal),* $(,)?) => {
-            $(
+        ($($group:ident { $($(#[$m:meta])* $ty:ident = $op:literal, $name:ident { $($body:tt)* })* })*) => {
+            $($(
                 #[no_mangle]
                 #[allow(non_upper_case_globals)]
                 pub static $name: HostcallId = HostcallId::new();
-            )*
+            )*)*
             /// `(op name, its ID global)`, for the consistency test.
             #[cfg(test)]
-            pub(crate) const ALL: &[(&str, &HostcallId)] = &[$(($op, &$name)),*];
+            pub(crate) const ALL: &[(&str, &HostcallId)] = &[$($(($op, &$name),)*)*];
         };
     }
 
-    id_globals!(
-        __HOSTCALL__open = "open",
-        __HOSTCALL__read = "read",
-        __HOSTCALL__write = "write",
-        __HOSTCALL__pread = "pread",
-        __HOSTCALL__pwrite = "pwrite",
-        __HOSTCALL__close = "close",
-        __HOSTCALL__lseek = "lseek",
-        __HOSTCALL__fstat = "fstat",
-        __HOSTCALL__statx = "statx",
-        __HOSTCALL__unlink = "unlink",
-        __HOSTCALL__mkdir = "mkdir",
-        __HOSTCALL__rename = "rename",
-        __HOSTCALL__getcwd = "getcwd",
-        __HOSTCALL__getenv = "getenv",
-        __HOSTCALL__arg = "arg",
-        __HOSTCALL__environ = "environ",
-        __HOSTCALL__clock_gettime = "clock_gettime",
-        __HOSTCALL__getrandom = "getrandom",
-        __HOSTCALL__exit = "exit",
-        __HOSTCALL__abort = "abort",
-        __HOSTCALL__unsupported = "unsupported",
-        __HOSTCALL__heap_alloc = "heap_alloc",
-        __HOSTCALL__heap_realloc = "heap_realloc",
-        __HOSTCALL__heap_free = "heap_free",
-        __HOSTCALL__echo = "echo",
-    );
+    hostcall_abi::op_table!(id_globals);
 }
 
 /// Waiting and thread identity on the GPU.
@@ -402,10 +376,11 @@ mod tests {
 
     #[test]
     fn every_builtin_op_has_an_id_global() {
-        for name in hostcall_abi::op::BUILTIN.iter().chain(["echo"].iter()) {
+        use hostcall_abi::op::{BUILTIN, TEST_ONLY};
+        for name in BUILTIN.iter().chain(TEST_ONLY) {
             assert!(ids::ALL.iter().any(|(n, _)| n == name), "no __HOSTCALL__{name}");
         }
-        assert_eq!(ids::ALL.len(), hostcall_abi::op::BUILTIN.len() + 1);
+        assert_eq!(ids::ALL.len(), BUILTIN.len() + TEST_ONLY.len());
     }
 
     #[test]

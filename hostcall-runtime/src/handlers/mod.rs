@@ -219,7 +219,7 @@ pub fn register_builtins(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
 }
 
 impl Registry<HostState> {
-    /// The built-in handlers (`hostcall_abi::op::BUILTIN` and `echo`).
+    /// The built-in handlers (`hostcall_abi::op::BUILTIN` and `TEST_ONLY`).
     pub fn with_builtins() -> Self {
         let mut r = Registry::new();
         // The built-in names are distinct (`builtin_names_are_distinct`).
