@@ -19,31 +19,54 @@ pub trait Request: Sized {
     fn from_args(args: [u64; crate::ARG_WORDS]) -> Result<Self, BadArgs>;
 }
 
-fn int(v: u64) -> Result<i32, BadArgs> {
+#[doc(hidden)]
+pub fn __int(v: u64) -> Result<i32, BadArgs> {
     i32::try_from(v as i64).map_err(|_| BadArgs)
 }
-fn uint(v: u64) -> Result<u32, BadArgs> {
+#[doc(hidden)]
+pub fn __uint(v: u64) -> Result<u32, BadArgs> {
     u32::try_from(v).map_err(|_| BadArgs)
 }
 
+/// Declare a typed request: a struct of up to three fields, each carried in
+/// one argument word with its coding (`int`: an i32, `uint`: a u32, `word`:
+/// 64 bits as they are), and its [`Request`] impl. The built-ins are made
+/// with it (`op_table!`); a kernel crate and its host share a user-defined
+/// hostcall the same way:
+///
+/// ```
+/// hostcall_abi::request! {
+///     /// `a + b`, on the host.
+///     Add = "add" { a: u64 => word, b: i32 => int }
+/// }
+/// use hostcall_abi::op::Request;
+/// let args = Add { a: 2, b: -3 }.to_args();
+/// assert_eq!(Add::from_args(args), Ok(Add { a: 2, b: -3 }));
+/// assert_eq!(Add::NAME, "add");
+/// ```
+///
+/// The host registers it with `Registry::register::<Add, _>` and gets an
+/// `Add`; the kernel calls it with `libc_hostcall::request(&__HOSTCALL__add,
+/// &Add { .. }, ..)` (docs/symbols.md).
+#[macro_export]
 macro_rules! request {
     ($(#[$m:meta])* $ty:ident = $name:literal { $($field:ident : $fty:ty => $conv:ident),* $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub struct $ty { $(pub $field: $fty),* }
-        impl Request for $ty {
+        impl $crate::op::Request for $ty {
             const NAME: &'static str = $name;
             #[allow(unused_mut, unused_assignments, unused_variables)]
-            fn to_args(&self) -> [u64; crate::ARG_WORDS] {
-                let mut a = [0u64; crate::ARG_WORDS];
+            fn to_args(&self) -> [u64; $crate::ARG_WORDS] {
+                let mut a = [0u64; $crate::ARG_WORDS];
                 let mut i = 0;
-                $( a[i] = request!(@enc $conv self.$field); i += 1; )*
+                $( a[i] = $crate::request!(@enc $conv self.$field); i += 1; )*
                 a
             }
             #[allow(unused_mut, unused_assignments, unused_variables)]
-            fn from_args(args: [u64; crate::ARG_WORDS]) -> Result<Self, BadArgs> {
+            fn from_args(args: [u64; $crate::ARG_WORDS]) -> Result<Self, $crate::op::BadArgs> {
                 let mut i = 0;
-                $( let $field = request!(@dec $conv args[i])?; i += 1; )*
+                $( let $field = $crate::request!(@dec $conv args[i])?; i += 1; )*
                 Ok($ty { $($field),* })
             }
         }
@@ -51,9 +74,9 @@ macro_rules! request {
     (@enc int $v:expr) => { $v as i64 as u64 };
     (@enc uint $v:expr) => { $v as u64 };
     (@enc word $v:expr) => { $v as u64 };
-    (@dec int $v:expr) => { int($v) };
-    (@dec uint $v:expr) => { uint($v) };
-    (@dec word $v:expr) => { Ok::<_, BadArgs>($v as _) };
+    (@dec int $v:expr) => { $crate::op::__int($v) };
+    (@dec uint $v:expr) => { $crate::op::__uint($v) };
+    (@dec word $v:expr) => { Ok::<_, $crate::op::BadArgs>($v as _) };
 }
 
 /// The op table: every hostcall of the protocol, once. It hands the table

@@ -211,6 +211,41 @@ fn missing_handlers_are_reported_by_name() {
     assert!(err.to_string().contains("frobnicate, teleport"), "{err}");
 }
 
+hostcall_runtime::hostcall_abi::request! {
+    /// A user's own typed hostcall: `base + scale * payload length`.
+    Scaled = "scaled" { base: u64 => word, scale: i32 => int }
+}
+
+#[test]
+fn a_user_declared_typed_hostcall_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let r2 = results.clone();
+    let module = EmuModule::new().hostcall(Scaled::NAME).entry("main", move |ctx| {
+        let mut out = Vec::new();
+        for (base, scale, payload) in [(10, 2, &b"abc"[..]), (0, -1, &b""[..]), (7, 3, &b"xy"[..])] {
+            let mut reply = [0u8; 8];
+            let c = ctx.request(&Scaled { base, scale }, payload, &mut reply).unwrap();
+            out.push((c.value, c.errno));
+        }
+        // Words that are not a `Scaled` (scale beyond i32) are refused, not misread.
+        let c = ctx.call(Scaled::NAME, Call::new(0, [1, 1 << 40, 0]), &mut []).unwrap();
+        out.push((c.value, c.errno));
+        r2.lock().unwrap().extend(out);
+    });
+    let mut rig = common::rig(dir.path(), QueueConfig::DEFAULT, module);
+    rig.rt
+        .registry_mut()
+        .register::<Scaled, _>(|_, req, data| {
+            let n = i64::from(req.scale) * data.inline().len() as i64;
+            u64::try_from(req.base as i64 + n).map_err(|_| HostError(Errno::ERANGE))
+        })
+        .expect("a new name");
+    let report = rig.rt.launch("main", 1, 1).expect("runs");
+    assert_eq!(*results.lock().unwrap(), [(16, 0), (0, 0), (13, 0), (0, Errno::EINVAL.0)]);
+    assert_eq!(report.per_op["scaled"], 4);
+}
+
 #[test]
 fn user_hostcalls_by_name_and_handler_panics() {
     let dir = tempfile::tempdir().unwrap();
