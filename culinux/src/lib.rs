@@ -89,6 +89,19 @@ fn tour() -> io::Result<()> {
         Ok(v) => println!("env: CULINUX_GREETING={v}"),
         Err(e) => println!("env: CULINUX_GREETING: {e}"),
     }
+    // `set_var`/`remove_var` change the launch's own view (device memory),
+    // never the host's environment. Only this thread touches it here.
+    std::env::set_var("CULINUX_SET_ON_GPU", "set on the GPU");
+    let listed = std::env::vars().any(|(k, v)| k == "CULINUX_SET_ON_GPU" && v == "set on the GPU");
+    println!("env: after set_var: {:?}, vars() lists it: {listed}", std::env::var("CULINUX_SET_ON_GPU"));
+    std::env::remove_var("CULINUX_SET_ON_GPU");
+    std::env::remove_var("CULINUX_GREETING");
+    let listed = std::env::vars_os().any(|(k, _)| k == "CULINUX_SET_ON_GPU" || k == "CULINUX_GREETING");
+    println!(
+        "env: after remove_var: {:?}, {:?}, vars() lists either: {listed}",
+        std::env::var("CULINUX_SET_ON_GPU"),
+        std::env::var("CULINUX_GREETING")
+    );
     let mut line = String::new();
     let n = io::stdin().lock().read_line(&mut line)?;
     if n == 0 {

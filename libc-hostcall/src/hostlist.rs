@@ -4,7 +4,9 @@
 //! what `std::env::vars()` reads, fixup 0007). The first thread of a launch
 //! to ask fetches the list, one entry per hostcall (`arg`, `environ`) until
 //! the host says ENOENT, into the device heap; every thread of the launch
-//! shares the result.
+//! shares the result. What the device sets or unsets is not here but in
+//! [`crate::stdlib::env`], which `__hostcall_environ` lays over the host's
+//! list.
 
 use core::ffi::c_char;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -27,9 +29,7 @@ struct HostList {
     /// The launch whose list some thread has claimed to build.
     builder: AtomicU64,
     count: AtomicU64,
-    /// The NULL-terminated array (null when the list is empty). Its address
-    /// is what `__hostcall_environ` returns: an `AtomicPtr<T>` has the
-    /// layout of a `*mut T`.
+    /// The NULL-terminated array (null when the list is empty).
     array: AtomicPtr<*const c_char>,
 }
 
@@ -159,15 +159,22 @@ pub unsafe extern "C" fn __hostcall_argv(argc: *mut isize) -> *const *const c_ch
     argv
 }
 
-/// The environment of this launch, `NAME=value` entries in name order, as
-/// the address of an `environ`-style variable: a pointer to the
-/// NULL-terminated array (itself null when the environment is empty). The
-/// device cannot change it (`setenv` is not supported), so it stays valid for
-/// the rest of the launch.
+/// The environment of this launch as the address of an `environ`-style
+/// variable (the C `environ` itself): a pointer to the NULL-terminated array
+/// of `NAME=value` entries, the host's in name order with the device's
+/// `setenv`/`unsetenv` applied (see [`crate::stdlib::env`]). The host's list
+/// is fetched once per launch, by the first call that needs it.
 #[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn __hostcall_environ() -> *mut *const *const c_char {
-    ENVIRON.get(fetch_environ);
-    ENVIRON.array.as_ptr().cast()
+    crate::stdlib::env::environ_view(|| {
+        let (count, array) = ENVIRON.get(fetch_environ);
+        if array.is_null() {
+            return &[];
+        }
+        // SAFETY: `HostList::get` returns `count` entries, in a heap block
+        // that is never freed or written again.
+        unsafe { core::slice::from_raw_parts(array, count) }
+    })
 }
 
 #[cfg(test)]

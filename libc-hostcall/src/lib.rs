@@ -7,7 +7,8 @@
 //! | [`hostcall`] | the `__HOSTCALL_*` globals, the GPU `Platform`, [`hostcall::call`] |
 //! | [`errno`] | per-thread `errno`, the `Result` -> `-1` + `errno` edge |
 //! | [`fcntl`], [`unistd`], [`sys_stat`] | files and directories, by hostcall |
-//! | [`stdlib`] | `malloc` & co. over [`heap`], `getenv`, `exit`, `abort` |
+//! | [`stdlib`] | `malloc` & co. over [`heap`], `exit`, `abort`; in [`stdlib::env`] `getenv` (device overlay, else the host), `setenv`/`unsetenv` (device overlay), `environ` |
+//! | [`hostlist`] | the host's argument and environment lists, fetched once per launch (`__hostcall_argv`, `__hostcall_environ`) |
 //! | [`string`] | `strerror_r`, `strlen`, the `mem*` functions |
 //! | [`time`] | `clock_gettime` (`%globaltimer`, or the host for REALTIME), `nanosleep` |
 //! | [`pthread`] | thread-specific data keyed by global thread id |
@@ -26,11 +27,11 @@
 
 pub mod arch;
 pub mod dlfcn;
-pub mod hostlist;
 pub mod errno;
 pub mod fcntl;
 pub mod heap;
 pub mod hostcall;
+pub mod hostlist;
 pub mod pthread;
 pub mod stdlib;
 pub mod string;

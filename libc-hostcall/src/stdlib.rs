@@ -1,15 +1,20 @@
 //! `<stdlib.h>`: `malloc` & co. over the device [`heap`](crate::heap),
-//! `getenv` (by hostcall), `exit`/`abort` (acknowledged by the host, then
-//! `trap`), and an empty `environ`.
+//! `exit`/`abort` (acknowledged by the host, then `trap`), and, in
+//! [`env`], the environment: `getenv` (the device overlay, else the host),
+//! `setenv`/`unsetenv` (the device overlay only) and `environ`.
 
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_int, c_void};
 
-use hostcall_abi::op::{Abort, Exit, Getenv};
+use hostcall_abi::op::{Abort, Exit};
 use hostcall_abi::Errno;
 
 use crate::errno::set_errno;
-use crate::hostcall::{ids, reply_capacity, request};
-use crate::{arch, cstr, heap};
+use crate::hostcall::{ids, request};
+use crate::{arch, heap};
+
+pub mod env;
+
+pub use env::{environ, getenv, getenv_bytes, setenv, unsetenv};
 
 /// `malloc` promises alignment for any fundamental type.
 const MALLOC_ALIGN: usize = 16;
@@ -60,7 +65,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
 /// `out` points to a writable pointer.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    if !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
         return Errno::EINVAL.0 as c_int;
     }
     let p = heap::alloc(size, align);
@@ -92,66 +97,6 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     heap::usable_size(ptr.cast())
 }
-
-/// The value of `name` in the host's environment, in a fresh heap block
-/// (NUL-terminated) that stays valid for the rest of the launch: the device
-/// cannot change the environment, so nothing ever invalidates it. Each call
-/// allocates; std copies the value out at once.
-pub fn getenv_bytes(name: &[u8]) -> Result<*mut c_char, Errno> {
-    let cap = reply_capacity();
-    let buf = heap::alloc(cap + 1, 1);
-    if buf.is_null() {
-        return Err(Errno::ENOMEM);
-    }
-    // SAFETY: `buf` is a fresh block of `cap + 1` bytes.
-    let out = unsafe { core::slice::from_raw_parts_mut(buf, cap + 1) };
-    let result = request(&ids::__HOSTCALL__getenv, &Getenv {}, name, None, &mut out[..cap]).and_then(|done| {
-        // A value longer than one reply cannot be returned whole.
-        if done.host_data_len > done.data_len || done.value as usize != done.data_len {
-            return Err(Errno::E2BIG);
-        }
-        out[done.data_len] = 0;
-        Ok(buf.cast::<c_char>())
-    });
-    if result.is_err() {
-        // SAFETY: `buf` is ours and not handed out.
-        unsafe { heap::free(buf) };
-    }
-    result
-}
-
-/// # Safety
-/// `name` is a C string.
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn getenv(name: *const c_char) -> *mut c_char {
-    // SAFETY: C contract.
-    match unsafe { cstr::path(name) }.and_then(getenv_bytes) {
-        Ok(p) => p,
-        // Unset (ENOENT), unreachable or too long: all read as "not set",
-        // the only failure `getenv` has.
-        Err(_) => core::ptr::null_mut(),
-    }
-}
-
-/// `environ`: empty. The environment lives on the host and is read one
-/// name at a time with `getenv`; `std::env::vars()` therefore sees nothing.
-#[repr(transparent)]
-pub struct Environ(*const *const c_char);
-
-// SAFETY: the pointer is to an immutable static array.
-unsafe impl Sync for Environ {}
-
-#[repr(transparent)]
-struct EmptyEnv([*const c_char; 1]);
-
-// SAFETY: immutable, holds only a null pointer.
-unsafe impl Sync for EmptyEnv {}
-
-static EMPTY_ENV: EmptyEnv = EmptyEnv([core::ptr::null()]);
-
-#[cfg_attr(not(test), no_mangle)]
-#[allow(non_upper_case_globals)]
-pub static environ: Environ = Environ(&EMPTY_ENV as *const EmptyEnv as *const *const c_char);
 
 /// Ask the host to end the process with `code`, then end the kernel.
 pub fn exit_with(code: c_int) -> ! {

@@ -62,8 +62,6 @@ unsupported! {
     fail fn utimensat(dirfd: c_int, path: *const c_char, times: *const c_void, flags: c_int) -> c_int;
     fail fn copy_file_range(a: c_int, ao: *mut i64, b: c_int, bo: *mut i64, len: usize, flags: u32) -> isize;
     fail fn sendfile64(out: c_int, inp: c_int, off: *mut i64, len: usize) -> isize;
-    fail fn setenv(name: *const c_char, value: *const c_char, overwrite: c_int) -> c_int;
-    fail fn unsetenv(name: *const c_char) -> c_int;
     fail fn sigaction(sig: c_int, act: *const c_void, old: *mut c_void) -> c_int;
     fail fn sigaltstack(ss: *const c_void, old: *mut c_void) -> c_int;
     fail fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int;
@@ -218,7 +216,13 @@ pub extern "C" fn getuid() -> u32 {
 /// # Safety
 /// `result` is null or writable.
 #[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn getpwuid_r(_: u32, _: *mut c_void, _: *mut c_char, _: usize, result: *mut *mut c_void) -> c_int {
+pub unsafe extern "C" fn getpwuid_r(
+    _: u32,
+    _: *mut c_void,
+    _: *mut c_char,
+    _: usize,
+    result: *mut *mut c_void,
+) -> c_int {
     if !result.is_null() {
         // SAFETY: checked non-null; the caller's out-pointer.
         unsafe { *result = core::ptr::null_mut() };
