@@ -141,6 +141,12 @@ fn pop(head: &AtomicU64) -> Option<usize> {
         }
         // The block may be popped and reused under us; then the tag has moved
         // on and the exchange below fails, whatever this read returned.
+        // (The read can then overlap the new owner's plain writes to the
+        // block: a data race in Rust's memory model, which Miri reports when
+        // two host threads allocate at once, though the hardware gives a
+        // word either way and the value is thrown away. Every tagged
+        // Treiber-stack allocator has it; a fix would keep links outside
+        // the blocks.)
         let next = link(off).load(Relaxed) & 0xffff_ffff;
         let new = ((h >> 32).wrapping_add(1) << 32) | next;
         match head.compare_exchange_weak(h, new, Acquire, Acquire) {
