@@ -33,7 +33,10 @@
 //! array *is* freed: as with glibc, iterating `environ` while another thread
 //! calls `setenv` is a race for the C caller to avoid, and std avoids it
 //! with its `ENV_LOCK` (`vars()` holds it for reading from the call that
-//! returns the array until it has copied the entries out).
+//! returns the array until it has copied the entries out). One exception:
+//! a call that could not allocate a new view hands out the old one, which
+//! another `vars()` (also holding `ENV_LOCK` only for reading) may then
+//! replace; such an array is left allocated, not freed.
 //!
 //! Names: `setenv`/`unsetenv` reject an empty name or one containing `=`
 //! with EINVAL, as POSIX says (and a null name or value too, as glibc does);
@@ -235,6 +238,11 @@ pub struct Overlay {
     /// Whether `*view` is an array this overlay allocated (else the host's
     /// list or the empty one, which are not ours to free).
     view_owned: AtomicBool,
+    /// A call since the view was last built handed out the old array
+    /// because it could not allocate a new one. Readers of that array hold
+    /// only std's `ENV_LOCK` for reading, as a rebuilding caller may, so the
+    /// next rebuild must not free it: it is left allocated. Under the lock.
+    stale_handed_out: AtomicBool,
 }
 
 impl Overlay {
@@ -251,6 +259,7 @@ impl Overlay {
             // No value of `changes` yet: the first call builds the view.
             view_of: AtomicU64::new(u64::MAX),
             view_owned: AtomicBool::new(false),
+            stale_handed_out: AtomicBool::new(false),
         }
     }
 
@@ -439,6 +448,8 @@ impl Overlay {
                 let hosts = if host.is_empty() { EMPTY } else { host.as_ptr().cast_mut() };
                 (Some(hosts), false, array)
             } else if array.is_null() {
+                // Out of memory: the old view again (see `stale_handed_out`).
+                self.stale_handed_out.store(true, Relaxed);
                 (None, false, array)
             } else {
                 // SAFETY: `array` is a fresh block of `slots` pointers.
@@ -449,8 +460,10 @@ impl Overlay {
             let old = view.map(|view| {
                 let old = self.view.swap(view, Relaxed);
                 let old_owned = self.view_owned.swap(owned, Relaxed);
+                // An array handed out stale may still be read: keep it.
+                let still_read = self.stale_handed_out.swap(false, Relaxed);
                 self.view_of.store(changes, Release);
-                (old, old_owned)
+                (old, old_owned && !still_read)
             });
             drop(held);
             // SAFETY: `unused` is null or ours, never published.
