@@ -25,8 +25,8 @@ use hostcall_runtime::QueueConfig;
     after_help = "Environment: HOSTCALL_DEBUG=1 traces every hostcall and says how the module \
     loaded; HOSTCALL_JIT_CACHE=DIR (or 0: off) moves the cache of compiled PTX (default \
     ~/.cache/hostcall/jit); HOSTCALL_JIT_OPT_LEVEL=0..4 trades the driver's PTX compile time \
-    for code speed (default 4; 1 for PTX over 4 MiB); PTX over 720 KiB goes to the driver \
-    in pieces (one per 720 KiB, at most 16), which it compiles faster than one module; \
+    for code speed (default 4; 1 for PTX over 4 MiB); PTX goes to the driver in pieces \
+    (one per whole 720 KiB, at most 16), which it compiles faster than one module; \
     HOSTCALL_JIT_PIECES=N sets N (1: whole)."
 )]
 struct Args {

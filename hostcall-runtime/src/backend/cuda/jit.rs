@@ -14,13 +14,13 @@
 //!   unset, PTX up to [`LARGE_PTX`] bytes gets the driver's default (4) and
 //!   larger PTX level 1: the 11.9 MB regex kernel took 64-69 s at 4 and
 //!   50-64 s at 1 on the H200.
-//! * PTX over [`PIECE_BYTES`] is cut into pieces by
-//!   `hostcall_image::split`, one link input per piece: the driver's
-//!   compiler takes time that grows faster than the module. On the H200 the
-//!   regex kernel (11.9 MB) loaded from 16 pieces in 10.6-12.6 s at level 1
-//!   (25 s at level 4), where the whole module took 50-64 s; the demo
-//!   (1.7 MB, 2 pieces) in 2.0 s, as whole. `HOSTCALL_JIT_PIECES=N` sets
-//!   the count (1: whole).
+//! * PTX of at least twice [`PIECE_BYTES`] is cut into pieces (one per
+//!   whole `PIECE_BYTES`) by `hostcall_image::split`, one link input per
+//!   piece: the driver's compiler takes time that grows faster than the
+//!   module. On the H200 the regex kernel (11.9 MB) loaded from 16 pieces
+//!   in 8.9-10.6 s at level 1 (module load; 25 s at level 4), where the
+//!   whole module took 50-64 s; the demo (1.7 MB, 2 pieces) in 1.8-2.0 s,
+//!   as whole. `HOSTCALL_JIT_PIECES=N` sets the count (1: whole).
 //!
 //! The linked result is kept in a cache on disk keyed by the PTX's SHA-256,
 //! the architecture, the driver version, the register limit, the level and
@@ -98,13 +98,14 @@ pub(super) fn opt_level_for(asked: Option<u32>, ptx_len: usize) -> Option<u32> {
     asked.or((ptx_len > LARGE_PTX).then_some(1))
 }
 
-/// At most this many pieces: more gained nothing on the regex kernel (16:
-/// 10.6-13.1 s, 32: 12.4-15.4 s at level 1); its largest function sets the
-/// floor.
+/// At most this many pieces: more gained nothing on the regex kernel (16
+/// pieces: 10.6-13.1 s, 32: 12.4-16.1 s at level 1); its largest function
+/// sets the floor.
 pub const MAX_PIECES: usize = 32;
 
-/// PTX is cut into one piece per this many bytes, at most
-/// [`DEFAULT_MAX_PIECES`] unless `HOSTCALL_JIT_PIECES` asks otherwise.
+/// PTX is cut into one piece per whole this many bytes (so PTX under twice
+/// this stays whole), at most [`DEFAULT_MAX_PIECES`] unless
+/// `HOSTCALL_JIT_PIECES` asks otherwise.
 pub const PIECE_BYTES: usize = 720 << 10;
 /// The most pieces chosen by size alone (regex: 16 loaded fastest).
 pub const DEFAULT_MAX_PIECES: usize = 16;
@@ -353,6 +354,8 @@ mod tests {
     #[test]
     fn ptx_is_cut_by_size_unless_asked() {
         assert_eq!(piece_count(None, 100 << 10), 1);
+        assert_eq!(piece_count(None, 2 * PIECE_BYTES - 1), 1);
+        assert_eq!(piece_count(None, 2 * PIECE_BYTES), 2);
         assert_eq!(piece_count(None, 1_743_436), 2, "the demo");
         assert_eq!(piece_count(None, 11_963_150), 16, "the regex kernel");
         assert_eq!(piece_count(None, 1 << 30), DEFAULT_MAX_PIECES);
