@@ -45,6 +45,14 @@ pub fn __uint(v: u64) -> Result<u32, BadArgs> {
 /// assert_eq!(Add::NAME, "add");
 /// ```
 ///
+/// A fourth field does not fit the header's argument words:
+///
+/// ```compile_fail
+/// hostcall_abi::request! {
+///     Four = "four" { a: u64 => word, b: u64 => word, c: u64 => word, d: u64 => word }
+/// }
+/// ```
+///
 /// The host registers it with `Registry::register::<Add, _>` and gets an
 /// `Add`; the kernel calls it with `libc_hostcall::request(&__HOSTCALL__add,
 /// &Add { .. }, ..)` (docs/symbols.md).
@@ -54,6 +62,10 @@ macro_rules! request {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub struct $ty { $(pub $field: $fty),* }
+        const _: () = {
+            let fields: usize = 0 $(+ $crate::request!(@one $field))*;
+            assert!(fields <= $crate::ARG_WORDS, "a request carries at most ARG_WORDS fields");
+        };
         impl $crate::op::Request for $ty {
             const NAME: &'static str = $name;
             #[allow(unused_mut, unused_assignments, unused_variables)]
@@ -71,6 +83,7 @@ macro_rules! request {
             }
         }
     };
+    (@one $field:ident) => { 1usize };
     (@enc int $v:expr) => { $v as i64 as u64 };
     (@enc uint $v:expr) => { $v as u64 };
     (@enc word $v:expr) => { $v as u64 };

@@ -154,8 +154,10 @@ impl<'a> Payload<'a> {
     }
 }
 
-/// What a handler may touch: host state (files, sinks, env), the reply data
-/// area of this call, and device memory through [`DeviceSlice`].
+/// What a handler may touch: its registry's state (the runtime's
+/// `HostState`: files, sinks, env), the reply data area of this call, and
+/// device memory through [`DeviceSlice`]. Handlers on a `Runtime` take
+/// `HostCx<'_, HostState>`; state of their own lives in their closures.
 pub struct HostCx<'a, S> {
     pub state: &'a mut S,
     pub(crate) backend: &'a mut dyn Backend,
