@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// A tmpfs directory for the file figures.
     #[arg(long, default_value = "/dev/shm")]
     pub tmpfs: PathBuf,
+    /// Measure only these groups of figures (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<crate::gpu::Group>,
 }
 
 impl Default for RunArgs {
@@ -70,6 +73,7 @@ impl Default for RunArgs {
             no_write: false,
             device: 0,
             tmpfs: "/dev/shm".into(),
+            only: Vec::new(),
         }
     }
 }

@@ -43,6 +43,25 @@ pub struct Plan {
     pub first_load: bool,
     /// A directory on tmpfs for the file figures.
     pub tmpfs: PathBuf,
+    /// The groups of figures to measure (empty: all).
+    pub only: Vec<Group>,
+}
+
+/// A group of figures `hostcall-bench run --only` can pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Group {
+    /// `null_call_us`, `null_call_p99_us`, `null_post_us`.
+    Null,
+    /// `calls_per_s` at each warp count.
+    Calls,
+    /// `alloc_per_s`.
+    Alloc,
+    /// `file_write_GB_per_s`, `file_read_GB_per_s`.
+    File,
+    /// `println_lines_per_s`.
+    Println,
+    /// `first_load_s` (full runs only).
+    Load,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +97,13 @@ impl Plan {
             file_bytes: if quick { 64 * MIB } else { 1024 * MIB },
             first_load: !quick,
             tmpfs: PathBuf::from("/dev/shm"),
+            only: Vec::new(),
         }
+    }
+
+    /// Whether this run measures `group`.
+    pub fn measures(&self, group: Group) -> bool {
+        self.only.is_empty() || self.only.contains(&group)
     }
 }
 
@@ -330,6 +355,21 @@ impl Ours {
         self.timed_calls("null_post", n)
     }
 
+    /// `call_parts`: each step of a call timed alone, `n` times (ns), in
+    /// the order of [`CALL_PARTS`].
+    pub fn call_parts(&mut self, n: u64) -> Res<Vec<Vec<u64>>> {
+        let n = n.next_multiple_of(2);
+        let parts = CALL_PARTS.len();
+        let samples = self.backend().alloc_mapped(parts * n as usize + 16).map_err(|e| e.to_string())?;
+        let b = self.backend();
+        reset(b)?;
+        set(b, "BENCH_N", n)?;
+        set(b, "BENCH_SAMPLES", samples.device_addr())?;
+        self.launch("call_parts", 1, 1)?;
+        let words: Vec<u64> = samples.words().iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        Ok(words[..parts * n as usize].chunks(n as usize).map(<[u64]>::to_vec).collect())
+    }
+
     fn timed_calls(&mut self, entry: &str, n: u64) -> Res<Vec<u64>> {
         let samples = self.backend().alloc_mapped(n as usize).map_err(|e| e.to_string())?;
         let b = self.backend();
@@ -377,8 +417,11 @@ impl Ours {
             // Empty, so that what is checked afterwards is this run's.
             std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        let (secs, _) = self.launch(entry, blocks, 1)?;
+        // The kernel's own span (from after its buffers are made to its last
+        // reply), not the launch's: the figure is the I/O, as the baselines'.
+        self.launch(entry, blocks, 1)?;
         no_failures(self.backend(), entry)?;
+        let secs = span_s(self.backend())?;
         if let Some(sum) = expect_sum {
             if global(self.backend(), "BENCH_SUM")? != sum {
                 return Err(format!("{entry}: the bytes read are not the file's"));
@@ -485,6 +528,39 @@ impl CopyBaseline {
         }
         Ok(best)
     }
+
+    /// Device-to-host copies of `bytes` in `piece`-byte steps, each step
+    /// split over `streams` streams and waited for before the next (as a
+    /// handler moves one call's region): bytes per second, best of two.
+    fn pieces(&self, bytes: u64, piece: u64, streams: usize) -> Res<f64> {
+        let cuda = |e: cudarc::driver::DriverError| format!("cuda: {e:?}");
+        let all: Vec<_> = (0..streams).map(|_| self.ctx.new_stream()).collect::<Result<_, _>>().map_err(cuda)?;
+        let dev = all[0].alloc_zeros::<u8>(bytes as usize).map_err(cuda)?;
+        // SAFETY: plain pinned memory, only written by the copies.
+        let mut host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes as usize, 0) }.map_err(cuda)?;
+        let host = host.as_mut_slice().map_err(cuda)?;
+        let mut best = 0f64;
+        for _ in 0..2 {
+            let t = Instant::now();
+            let mut at = 0usize;
+            while at < bytes as usize {
+                let end = (at + piece as usize).min(bytes as usize);
+                let share = (end - at).div_ceil(streams);
+                for (k, stream) in all.iter().enumerate() {
+                    let (a, b) = ((at + k * share).min(end), (at + (k + 1) * share).min(end));
+                    if a < b {
+                        stream.memcpy_dtoh(&dev.slice(a..b), &mut host[a..b]).map_err(cuda)?;
+                    }
+                }
+                for stream in &all {
+                    stream.synchronize().map_err(cuda)?;
+                }
+                at = end;
+            }
+            best = best.max(bytes as f64 / t.elapsed().as_secs_f64());
+        }
+        Ok(best)
+    }
 }
 
 /// One line of progress on stderr.
@@ -492,13 +568,57 @@ fn say(what: &str) {
     eprintln!("hostcall-bench: {what}");
 }
 
-/// Run the plan: every figure, in this order, on one device.
+/// Run the plan: every figure it asks for, in this order, on one device.
 pub fn run(plan: &Plan) -> Res<Results> {
     let mut figures = Vec::new();
     let mut curves = Vec::new();
     let mut ours = Ours::new(plan.device)?;
     let mut floor = Floor::new(plan.device)?;
+    if plan.measures(Group::Null) {
+        null_figures(plan, &mut ours, &mut floor, &mut figures)?;
+    }
+    if plan.measures(Group::Calls) {
+        curves.push(calls_figures(plan, &mut ours, &mut floor, &mut figures)?);
+    }
+    if plan.measures(Group::Alloc) {
+        figures.push(alloc_figure(&mut ours, &mut floor)?);
+    }
+    if plan.measures(Group::File) {
+        file_figures(plan, &mut ours, &floor, &mut figures)?;
+    }
+    drop(ours);
+    drop(floor);
+    if plan.measures(Group::Println) {
+        print_figures(plan, &mut figures)?;
+    }
+    if plan.first_load && plan.measures(Group::Load) {
+        load_figures(plan, &mut figures)?;
+    }
 
+    let demo = kernels::demo();
+    Ok(Results {
+        schema: SCHEMA,
+        date: crate::report::today(),
+        quick: plan.quick,
+        machine: machine(plan.device, &[kernels::BENCH_STD, kernels::BENCH_FLOOR, demo]),
+        figures,
+        curves,
+    })
+}
+
+/// The steps `bench_std::call_parts` times, in its order, and what each is.
+const CALL_PARTS: [(&str, &str); 8] = [
+    ("fence", "fence.sc.sys, nothing outstanding"),
+    ("store_fence", "one 16-byte store to mapped host memory, then fence.sc.sys"),
+    ("record_fence", "two lines of 16-byte stores (a null call's record), then fence.sc.sys"),
+    ("atom", "atom.add on a device global, result used (the ticket)"),
+    ("config", "the queue's configuration globals, read after a fence"),
+    ("poll", "one 16-byte load from mapped host memory (a poll)"),
+    ("config_warm", "the configuration again at once, no fence between"),
+    ("id", "an op's ID global, read after a fence"),
+];
+
+fn null_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut Vec<Figure>) -> Res<()> {
     say("null_call_us: 10,000 null hostcalls from one thread, against pingpong_us");
     ours.null_calls(1000)?; // warm-up: first touch of the queue pages
     let (med, p99) = median_and_p99(&mut ours.null_calls(plan.null_calls)?);
@@ -522,7 +642,18 @@ pub fn run(plan: &Plan) -> Res<Results> {
             .against("pingpong_us", pmed / 1e3)
             .notes("the same calls posted: the device's part of a call, no reply awaited"),
     );
+    for ((name, what), mut times) in CALL_PARTS.iter().zip(ours.call_parts(plan.null_calls)?) {
+        let (med, _) = median_and_p99(&mut times);
+        figures.push(
+            Figure::new(&format!("call_part_{name}_us"), med / 1e3, "us")
+                .against("pingpong_us", pmed / 1e3)
+                .notes(*what),
+        );
+    }
+    Ok(())
+}
 
+fn calls_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut Vec<Figure>) -> Res<Curve> {
     say(&format!("calls_per_s at {:?} warps, every lane calling, against one-word mailboxes", plan.warps));
     let (mut ours_pts, mut floor_pts) = (Vec::new(), Vec::new());
     for &w in &plan.warps {
@@ -543,7 +674,7 @@ pub fn run(plan: &Plan) -> Res<Results> {
         }
         figures.push(f);
     }
-    curves.push(Curve {
+    Ok(Curve {
         name: "calls_per_s".into(),
         x_label: "warps (every lane calls)".into(),
         y_label: "calls per second".into(),
@@ -551,23 +682,21 @@ pub fn run(plan: &Plan) -> Res<Results> {
             Series { label: "hostcall echo (every lane)".into(), points: ours_pts },
             Series { label: "one-word mailbox per warp (floor)".into(), points: floor_pts },
         ],
-    });
+    })
+}
 
+fn alloc_figure(ours: &mut Ours, floor: &mut Floor) -> Res<Figure> {
     say("alloc_per_s: 132 x 256 threads x 64 Vec<u64>, against CUDA's device malloc");
     ours.alloc(132, 256)?;
     floor.malloc(132, 256)?;
     let (mine, theirs) = (ours.alloc(132, 256)?, floor.malloc(132, 256)?);
-    figures.push(
-        Figure::new("alloc_per_s", mine, "allocs/s")
-            .against("cuda_malloc_per_s", theirs)
-            .goal(Goal::AtLeast(10.0))
-            .notes(format!("CUDA heap {} MiB", CUDA_HEAP_BYTES >> 20)),
-    );
+    Ok(Figure::new("alloc_per_s", mine, "allocs/s")
+        .against("cuda_malloc_per_s", theirs)
+        .goal(Goal::AtLeast(10.0))
+        .notes(format!("CUDA heap {} MiB", CUDA_HEAP_BYTES >> 20)))
+}
 
-    file_figures(plan, &mut ours, &floor, &mut figures)?;
-    drop(ours);
-    drop(floor);
-
+fn print_figures(plan: &Plan, figures: &mut Vec<Figure>) -> Res<()> {
     for &grid in &plan.print_grids {
         for &target in &plan.print_targets {
             say(&format!("println_lines_per_s: {grid} x 256 threads to {}, against CUDA printf", target.name()));
@@ -606,33 +735,25 @@ pub fn run(plan: &Plan) -> Res<Results> {
             )),
         );
     }
+    Ok(())
+}
 
-    if plan.first_load {
-        say("first_load_s: the demo's PTX through cuModuleLoadData (CUDA_CACHE_DISABLE=1; tens of seconds)");
-        let driver = load_child(plan, LoadHow::Driver)?;
-        let runtime = load_child(plan, LoadHow::Runtime)?;
-        let runtime_ptx = load_child(plan, LoadHow::RuntimePtx)?;
-        figures.push(
-            Figure::new("first_load_s", runtime, "s")
-                .against("driver_ptx_load_s", driver)
-                .notes("the demo as hostcalls_bin loads it (cubin), CUDA_CACHE_DISABLE=1"),
-        );
-        figures.push(
-            Figure::new("first_load_ptx_s", runtime_ptx, "s")
-                .against("driver_ptx_load_s", driver)
-                .notes("the demo's PTX alone through the runtime's JIT path, its cache off"),
-        );
-    }
-
-    let demo = kernels::demo();
-    Ok(Results {
-        schema: SCHEMA,
-        date: crate::report::today(),
-        quick: plan.quick,
-        machine: machine(plan.device, &[kernels::BENCH_STD, kernels::BENCH_FLOOR, demo]),
-        figures,
-        curves,
-    })
+fn load_figures(plan: &Plan, figures: &mut Vec<Figure>) -> Res<()> {
+    say("first_load_s: the demo's PTX through cuModuleLoadData (CUDA_CACHE_DISABLE=1; tens of seconds)");
+    let driver = load_child(plan, LoadHow::Driver)?;
+    let runtime = load_child(plan, LoadHow::Runtime)?;
+    let runtime_ptx = load_child(plan, LoadHow::RuntimePtx)?;
+    figures.push(
+        Figure::new("first_load_s", runtime, "s")
+            .against("driver_ptx_load_s", driver)
+            .notes("the demo as hostcalls_bin loads it (cubin), CUDA_CACHE_DISABLE=1"),
+    );
+    figures.push(
+        Figure::new("first_load_ptx_s", runtime_ptx, "s")
+            .against("driver_ptx_load_s", driver)
+            .notes("the demo's PTX alone through the runtime's JIT path, its cache off"),
+    );
+    Ok(())
 }
 
 fn file_figures(plan: &Plan, ours: &mut Ours, floor: &Floor, figures: &mut Vec<Figure>) -> Res<()> {
@@ -655,6 +776,22 @@ fn file_figures(plan: &Plan, ours: &mut Ours, floor: &Floor, figures: &mut Vec<F
         let null: &Path = Path::new(if write { "/dev/null" } else { "/dev/zero" });
         for (label, path) in [("tmpfs", tmp.as_path()), (null.to_str().unwrap_or("null"), null)] {
             let (copy_syscall, bare) = base.run(write, path, bytes)?;
+            if write && path == null {
+                // What the copy engine gives a handler that moves one
+                // call's region at a time, by piece size and stream count.
+                for (piece, streams) in [(MIB, 1), (MIB, 4), (4 * MIB, 1), (4 * MIB, 4), (16 * MIB, 1)] {
+                    let rate = base.pieces(bytes, piece, streams)?;
+                    figures.push(
+                        Figure::new(&format!("d2h_GB_per_s@{}MiBx{streams}", piece / MIB), gb(rate), "GB/s")
+                            .against("bare_d2h", gb(bare))
+                            .notes(format!(
+                                "{} MiB in {} MiB steps over {streams} stream(s), no kernel running",
+                                bytes / MIB,
+                                piece / MIB
+                            )),
+                    );
+                }
+            }
             if write && label == "tmpfs" {
                 // The baseline left a file of `bytes`; the kernel rewrites it.
                 std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -23,6 +23,7 @@ fn run(command: Command) -> Result<(), String> {
             let gpu_name = gpu::probe(args.device).map_err(|e| format!("no GPU to measure: {e}"))?;
             let mut plan = gpu::Plan::new(args.quick, args.device);
             plan.tmpfs = args.tmpfs;
+            plan.only = args.only;
             eprintln!("hostcall-bench: {gpu_name}, {} run", if args.quick { "quick" } else { "full" });
             let results = gpu::run(&plan)?;
             print!("{}", report::table(&results));

@@ -12,7 +12,8 @@
 //! * `file_write` / `file_read`: thread 0 of each block moves its share of
 //!   `BENCH_BYTES` to or from the file named by the `BENCH_PATH` variable in
 //!   `BENCH_CHUNK`-byte `write_all`/`read_exact` calls (at its own offset,
-//!   `write_all_at`/`read_exact_at`, when there is more than one block).
+//!   `write_all_at`/`read_exact_at`, when there is more than one block),
+//!   timed from after its buffer is made to its last call's reply.
 //! * `alloc_vec`: every thread allocates, fills, sums and frees 64 `Vec<u64>`
 //!   of 1..=256 elements (as `bench_floor`'s `cuda_malloc`).
 //!
@@ -20,7 +21,7 @@
 //! reads the results after; `BENCH_T0`/`BENCH_T1` are the earliest start and
 //! the latest end of any thread in `%globaltimer` nanoseconds, and
 //! `BENCH_FAIL` counts what went wrong (a wrong reply, an I/O error).
-#![feature(abi_ptx, stdarch_nvptx)]
+#![feature(abi_ptx, asm_experimental_arch, stdarch_nvptx)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -28,14 +29,15 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use libc_hostcall::arch;
+use libc_hostcall::hostcall::ids;
 
 #[no_mangle]
 pub static BENCH_BYTES: AtomicU64 = AtomicU64::new(0);
 #[no_mangle]
 pub static BENCH_CHUNK: AtomicU64 = AtomicU64::new(1 << 20);
 
-pub use bench_globals::{BENCH_FAIL, BENCH_N, BENCH_SAMPLES, BENCH_SUM, BENCH_T0, BENCH_T1};
 use bench_globals::{elements, fail};
+pub use bench_globals::{BENCH_FAIL, BENCH_N, BENCH_SAMPLES, BENCH_SUM, BENCH_T0, BENCH_T1};
 
 /// This thread ran from `t0` until now.
 fn span(t0: u64) {
@@ -88,6 +90,102 @@ pub extern "ptx-kernel" fn null_post() {
     span(start);
 }
 
+/// The steps a call is made of, each timed alone on one thread, `BENCH_N`
+/// times: where `null_post`'s time goes. `BENCH_SAMPLES` holds
+/// `PARTS.len() * BENCH_N` samples (part-major) and then 16 words of mapped
+/// scratch. The parts, in order:
+/// * `fence`: `fence.sc.sys` with no store outstanding;
+/// * `store_fence`: one 16-byte store to mapped host memory, then the fence
+///   (what a posted call that writes one pair pays);
+/// * `record_fence`: two lines (eight 16-byte stores, a null call's record),
+///   then the fence;
+/// * `atom`: `atom.add` on a device global whose result is used (the ticket);
+/// * `config`: the queue's configuration globals read after a fence (what
+///   every call reads before it can write);
+/// * `poll`: one 16-byte load from mapped host memory (one poll of a reply);
+/// * `config_warm`: `config` again at once, no fence between;
+/// * `id`: an op's ID global, read after a fence.
+#[no_mangle]
+pub extern "ptx-kernel" fn call_parts() {
+    if arch::global_thread_id() != 0 {
+        return;
+    }
+    let n = BENCH_N.load(Relaxed);
+    let samples = BENCH_SAMPLES.load(Relaxed);
+    let scratch = (samples + 8 * PARTS * n) as *mut u64;
+    let start = arch::global_timer_ns();
+    let mut sink = 0u64;
+    for i in 0..n {
+        let mut t = [0u64; PARTS as usize];
+        let t0 = arch::global_timer_ns();
+        arch::fence_sc_sys();
+        t[0] = arch::global_timer_ns() - t0;
+        // SAFETY: `scratch` is 16 mapped words, 16-byte aligned (the host
+        // allocates the samples page-aligned and `n` even).
+        unsafe {
+            let t0 = arch::global_timer_ns();
+            arch::store_pair(scratch, [i, sink]);
+            arch::fence_sc_sys();
+            t[1] = arch::global_timer_ns() - t0;
+            let t0 = arch::global_timer_ns();
+            for k in 0..8 {
+                arch::store_pair(scratch.add(2 * k), [i, k as u64]);
+            }
+            arch::fence_sc_sys();
+            t[2] = arch::global_timer_ns() - t0;
+        }
+        let t0 = arch::global_timer_ns();
+        sink = sink.wrapping_add(PARTS_TICKET.fetch_add(2, Relaxed));
+        t[3] = timer_after(sink) - t0;
+        arch::fence_sc_sys();
+        let t0 = arch::global_timer_ns();
+        sink = sink.wrapping_add(libc_hostcall::hostcall::geometry().map_or(1, |g| g.slot_count));
+        t[4] = timer_after(sink) - t0;
+        let t0 = arch::global_timer_ns();
+        // SAFETY: as above.
+        let w = unsafe { arch::load_pair(scratch) };
+        sink = sink.wrapping_add(w[0]);
+        t[5] = timer_after(sink) - t0;
+        let t0 = arch::global_timer_ns();
+        sink = sink.wrapping_add(libc_hostcall::hostcall::geometry().map_or(1, |g| g.slot_count));
+        t[6] = timer_after(sink) - t0;
+        arch::fence_sc_sys();
+        let t0 = arch::global_timer_ns();
+        sink = sink.wrapping_add(u64::from(ids::__HOSTCALL__echo.get()));
+        t[7] = timer_after(sink) - t0;
+        for (k, dt) in t.iter().enumerate() {
+            // SAFETY: sample `k * n + i` of the `PARTS * n` the host allocated.
+            unsafe { &*((samples + 8 * (k as u64 * n + i)) as *const AtomicU64) }.store(*dt, Relaxed);
+        }
+    }
+    BENCH_SUM.store(sink, Relaxed);
+    span(start);
+}
+
+/// How many parts `call_parts` times.
+pub const PARTS: u64 = 8;
+
+static PARTS_TICKET: AtomicU64 = AtomicU64::new(0);
+
+/// `%globaltimer`, read only once `dep` has arrived: the read sits behind a
+/// branch on `dep`, so neither the compiler nor the GPU can take the time
+/// while a load or atomic that produced `dep` is still in flight.
+fn timer_after(dep: u64) -> u64 {
+    let t: u64;
+    // SAFETY: reads a special register; the trap is never taken (no value
+    // of `dep` in these loops is u64::MAX, and if one were the kernel
+    // would stop with an error rather than misreport).
+    unsafe {
+        core::arch::asm!(
+            "{{ .reg .pred %p; setp.eq.u64 %p, {d}, -1; @%p trap; mov.u64 {t}, %globaltimer; }}",
+            d = in(reg64) dep,
+            t = out(reg64) t,
+            options(nostack)
+        )
+    };
+    t
+}
+
 #[no_mangle]
 pub extern "ptx-kernel" fn calls() {
     let tid = arch::global_thread_id();
@@ -130,20 +228,19 @@ fn bench_path() -> Option<String> {
 #[no_mangle]
 pub extern "ptx-kernel" fn file_write() {
     let Some((offset, bytes, chunk)) = share() else { return };
+    // Filled before the clock starts: one GPU thread sets bytes at ~0.2
+    // GB/s (LLVM's NVPTX backend turns memset into a byte loop), which is
+    // not what this figure measures.
+    let buf = vec![offset as u8 ^ 0x5a; chunk];
     let start = arch::global_timer_ns();
     let Some(mut file) = bench_path().and_then(|p| OpenOptions::new().write(true).open(p).ok()) else {
         return fail();
     };
-    let buf = vec![offset as u8 ^ 0x5a; chunk];
     let sequential = offset == 0 && bytes == BENCH_BYTES.load(Relaxed);
     let mut done = 0;
     while done < bytes {
         let len = chunk.min((bytes - done) as usize);
-        let r = if sequential {
-            file.write_all(&buf[..len])
-        } else {
-            file.write_all_at(&buf[..len], offset + done)
-        };
+        let r = if sequential { file.write_all(&buf[..len]) } else { file.write_all_at(&buf[..len], offset + done) };
         if r.is_err() {
             return fail();
         }
@@ -155,9 +252,10 @@ pub extern "ptx-kernel" fn file_write() {
 #[no_mangle]
 pub extern "ptx-kernel" fn file_read() {
     let Some((offset, bytes, chunk)) = share() else { return };
+    // Allocated (and zeroed) before the clock starts, as in `file_write`.
+    let mut buf = vec![0u8; chunk];
     let start = arch::global_timer_ns();
     let Some(mut file) = bench_path().and_then(|p| File::open(p).ok()) else { return fail() };
-    let mut buf = vec![0u8; chunk];
     let sequential = offset == 0 && bytes == BENCH_BYTES.load(Relaxed);
     let (mut done, mut sum) = (0, 0u64);
     while done < bytes {
