@@ -108,10 +108,4 @@ pub trait Platform {
     /// before every lane's accesses after it.
     #[inline(always)]
     fn sync_lanes(_mask: u32) {}
-
-    /// Make this thread's stores to host memory leave now rather than when
-    /// the hardware gets to them (`fence.sc.sys` on the GPU; nothing on CPU
-    /// threads, whose stores are visible as soon as they are made).
-    #[inline(always)]
-    fn flush() {}
 }

@@ -224,10 +224,6 @@ impl Platform for Gpu {
     fn sync_lanes(mask: u32) {
         arch::warp_sync(mask)
     }
-    #[inline(always)]
-    fn flush() {
-        arch::fence_sc_sys()
-    }
 }
 
 /// A region of global device memory the host may read or write for one call.
