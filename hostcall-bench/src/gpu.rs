@@ -405,14 +405,22 @@ impl Ours {
     }
 
     /// Bytes per second moving `bytes` between `path` and `blocks` blocks
-    /// (thread 0 of each), 1 MiB a call; `expect_sum` checks a read.
-    pub fn file(&mut self, write: bool, path: &Path, blocks: u32, bytes: u64, expect_sum: Option<u64>) -> Res<f64> {
+    /// (thread 0 of each), `chunk` bytes a call; `expect_sum` checks a read.
+    pub fn file(
+        &mut self,
+        write: bool,
+        path: &Path,
+        blocks: u32,
+        bytes: u64,
+        chunk: u64,
+        expect_sum: Option<u64>,
+    ) -> Res<f64> {
         let entry = if write { "file_write" } else { "file_read" };
         self.rt.state_mut().env.insert("BENCH_PATH".into(), path.display().to_string());
         let b = self.backend();
         reset(b)?;
         set(b, "BENCH_BYTES", bytes)?;
-        set(b, "BENCH_CHUNK", MIB)?;
+        set(b, "BENCH_CHUNK", chunk)?;
         if write && path.is_file() {
             // Empty, so that what is checked afterwards is this run's.
             std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -799,9 +807,9 @@ fn file_figures(plan: &Plan, ours: &mut Ours, floor: &Floor, figures: &mut Vec<F
             for blocks in [1u32, 132] {
                 let warm = bytes.min(16 * MIB);
                 let sum = (!write).then(|| read_sum(warm, blocks, path == null));
-                ours.file(write, path, blocks, warm, sum)?; // warm-up
+                ours.file(write, path, blocks, warm, MIB, sum)?; // warm-up
                 let sum = (!write).then(|| read_sum(bytes, blocks, path == null));
-                let rate = ours.file(write, path, blocks, bytes, sum)?;
+                let rate = ours.file(write, path, blocks, bytes, MIB, sum)?;
                 let name = format!("file_{verb}_GB_per_s@{blocks}blk>{label}");
                 let who = if blocks == 1 { "one thread" } else { "132 blocks" };
                 figures.push(
@@ -818,6 +826,17 @@ fn file_figures(plan: &Plan, ours: &mut Ours, floor: &Floor, figures: &mut Vec<F
                             .notes(who),
                     );
                 }
+            }
+            if path == null {
+                // What `std::fs::write` of one big buffer does: one call.
+                let one = bytes.min(64 * MIB);
+                let sum = (!write).then(|| 0);
+                let rate = ours.file(write, path, 1, one, one, sum)?;
+                figures.push(
+                    Figure::new(&format!("file_{verb}_GB_per_s@1call>{label}"), gb(rate), "GB/s")
+                        .against(&format!("bare_{copy}"), gb(bare))
+                        .notes(format!("one thread, one {} MiB call", one >> 20)),
+                );
             }
         }
     }
