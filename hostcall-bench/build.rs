@@ -16,6 +16,7 @@ const GLOBALS: &[&str] = &[
     "BENCH_SAMPLES",
     "BENCH_BYTES",
     "BENCH_CHUNK",
+    "BENCH_MODE",
     "BENCH_T0",
     "BENCH_T1",
     "BENCH_SUM",

@@ -108,10 +108,15 @@ struct Placement {
     lines: u64,
 }
 
+/// Every method a call runs is `#[inline(always)]`: the device libc makes
+/// all its calls through one function, and there the queue's views and the
+/// call stay in registers (a call through a `Queue` in local memory was
+/// slower on the GPU than the same protocol inlined).
 impl<'a, W: Word> Queue<'a, W> {
     /// Check that the views match the geometry; a device built against a
     /// host that never configured the queue gets `NotConfigured`, not a
     /// wild write.
+    #[inline(always)]
     pub fn check(&self) -> Result<(), CallError> {
         let g = &self.geometry;
         if g.validate().is_err()
@@ -126,6 +131,7 @@ impl<'a, W: Word> Queue<'a, W> {
         Ok(())
     }
 
+    #[inline(always)]
     fn precheck<P: Platform>(&self, call: &Call<'_>) -> Result<(), CallError> {
         self.check()?;
         if call.op == 0 || call.op >= 1 << 31 {
@@ -141,6 +147,7 @@ impl<'a, W: Word> Queue<'a, W> {
     }
 
     /// Make one call and wait for its reply; reply data lands in `reply`.
+    #[inline(always)]
     pub fn call<P: Platform>(&self, call: &Call<'_>, reply: &mut [u8]) -> Result<Completed, CallError> {
         self.precheck::<P>(call)?;
         let slot = P::slot() as usize;
@@ -162,6 +169,7 @@ impl<'a, W: Word> Queue<'a, W> {
     }
 
     /// Post a call that gets no reply (writes to stdout and stderr).
+    #[inline(always)]
     pub fn post<P: Platform>(&self, call: &Call<'_>) -> Result<(), CallError> {
         self.precheck::<P>(call)?;
         self.submit::<P>(call, 0, true);
@@ -171,6 +179,7 @@ impl<'a, W: Word> Queue<'a, W> {
     /// Where this lane goes: in one record with the lanes of its warp that
     /// make the same kind of call now, or alone when theirs would not fit in
     /// one buffer.
+    #[inline(always)]
     fn place<P: Platform>(&self, call: &Call<'_>, posted: bool) -> Placement {
         let lane = P::lane();
         let key = call.op | (posted as u32) << 31;
@@ -200,6 +209,7 @@ impl<'a, W: Word> Queue<'a, W> {
     }
 
     /// Reserve `lines` lines and wait until they are free. Returns the ticket.
+    #[inline(always)]
     fn reserve<P: Platform>(&self, lines: u64) -> u64 {
         let cap = self.geometry.ring_lines();
         let ticket = self.top.fetch_add(lines, Relaxed);
@@ -227,12 +237,14 @@ impl<'a, W: Word> Queue<'a, W> {
         ticket
     }
 
+    #[inline(always)]
     fn word(&self, line: u64, word: usize) -> usize {
         ((line & (self.geometry.ring_lines() - 1)) as usize) * LINE_WORDS + word
     }
 
     /// Write this lane's part of a record and, on the leader, its header.
     /// Returns the lanes in the record.
+    #[inline(always)]
     fn submit<P: Platform>(&self, call: &Call<'_>, seq: u32, posted: bool) -> u32 {
         let p = self.place::<P>(call, posted);
         let leader = p.peers.trailing_zeros();
@@ -291,9 +303,7 @@ impl<'a, W: Word> Queue<'a, W> {
                 W::store_pair(pair(self.ring, at + 2 * k), [words[2 * k], words[2 * k + 1]]);
             }
         }
-        // No fence to push the stores out: they reach the host as soon
-        // without one, and a `fence.sc.sys` here made a null call 1.3 us
-        // slower on the H200 (docs/protocol.md).
+        P::after_publish();
         p.peers
     }
 
@@ -301,6 +311,7 @@ impl<'a, W: Word> Queue<'a, W> {
     /// of the record's last lane, maybe this one), watch the first pair of
     /// that reply, looking at our own only now and then, until it is there;
     /// then read our own.
+    #[inline(always)]
     fn wait_reply<P: Platform>(&self, slot: usize, seq: u32, watch: Option<(usize, u32)>, out: &mut [u8]) -> Completed {
         let mut round = 0;
         if let Some((other, other_seq)) = watch {

@@ -108,4 +108,13 @@ pub trait Platform {
     /// before every lane's accesses after it.
     #[inline(always)]
     fn sync_lanes(_mask: u32) {}
+
+    /// Runs on every lane of a record once its stores are made (the
+    /// header's last): the GPU pushes them out with `fence.sc.sys`, which
+    /// gets the reply back sooner than leaving them to drain
+    /// (docs/protocol.md; `hostcall-bench` measures the choices through this
+    /// hook). Nothing on CPU threads, whose stores are visible as soon as
+    /// they are made.
+    #[inline(always)]
+    fn after_publish() {}
 }

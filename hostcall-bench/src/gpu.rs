@@ -212,6 +212,17 @@ impl Floor {
 
     /// Round trips of one word each way, each timed on the GPU (ns).
     pub fn pingpong(&mut self, n: u64) -> Res<Vec<u64>> {
+        self.pingpong_entry("pingpong", n)
+    }
+
+    /// `pingpong` with its store pushed out the way `mode` says
+    /// (`bench_floor::BENCH_MODE`).
+    pub fn pingpong_push(&mut self, mode: u64, n: u64) -> Res<Vec<u64>> {
+        set(&mut self.backend, "BENCH_MODE", mode)?;
+        self.pingpong_entry("pingpong_push", n)
+    }
+
+    fn pingpong_entry(&mut self, entry: &str, n: u64) -> Res<Vec<u64>> {
         let (req, resp, samples) = (self.mapped(8)?, self.mapped(8)?, self.mapped(n as usize)?);
         let b = &mut self.backend;
         reset(b)?;
@@ -219,13 +230,13 @@ impl Floor {
         set(b, "BENCH_REQ", req.device_addr())?;
         set(b, "BENCH_RESP", resp.device_addr())?;
         set(b, "BENCH_SAMPLES", samples.device_addr())?;
-        b.launch("pingpong", 1.into(), 1.into()).map_err(|e| e.to_string())?;
+        b.launch(entry, 1.into(), 1.into()).map_err(|e| e.to_string())?;
         let (r, w) = (&req.words()[0], &resp.words()[0]);
         for i in 1..=n {
-            spin_until("pingpong", || r.load(std::sync::atomic::Ordering::Acquire) == i)?;
+            spin_until(entry, || r.load(std::sync::atomic::Ordering::Acquire) == i)?;
             w.store(i, std::sync::atomic::Ordering::Release);
         }
-        wait(b, "pingpong")?;
+        wait(b, entry)?;
         Ok(samples.words().iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).collect())
     }
 
@@ -353,6 +364,12 @@ impl Ours {
     /// The same calls posted, each timed on the GPU (ns): the device side.
     pub fn null_posts(&mut self, n: u64) -> Res<Vec<u64>> {
         self.timed_calls("null_post", n)
+    }
+
+    /// `null_call_push` with `BENCH_MODE` = `mode`, each call timed (ns).
+    pub fn null_call_push(&mut self, mode: u64, n: u64) -> Res<Vec<u64>> {
+        set(self.backend(), "BENCH_MODE", mode)?;
+        self.timed_calls("null_call_push", n)
     }
 
     /// `call_parts`: each step of a call timed alone, `n` times (ns), in
@@ -650,6 +667,34 @@ fn null_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut V
             .against("pingpong_us", pmed / 1e3)
             .notes("the same calls posted: the device's part of a call, no reply awaited"),
     );
+    for (mode, name, what) in [
+        (1, "none", "no fence: the store leaves when the GPU gets to it"),
+        (2, "acq_rel", "fence.acq_rel.sys after the store"),
+        (3, "release", "the store st.release.sys, no fence after"),
+        (4, "reload", "a load of the same word after the store"),
+    ] {
+        floor.pingpong_push(mode, 1000)?;
+        let (m, p99) = median_and_p99(&mut floor.pingpong_push(mode, plan.null_calls)?);
+        figures.push(
+            Figure::new(&format!("pingpong_push_{name}_us"), m / 1e3, "us")
+                .against("pingpong_us", pmed / 1e3)
+                .notes(format!("the ping-pong with {what} (p99 {:.2} us)", p99 / 1e3)),
+        );
+    }
+    for (mode, name, what) in [
+        (0, "none", "nothing after the record's stores"),
+        (1, "sc", "fence.sc.sys after the record's stores, as the device libc"),
+        (2, "acq_rel", "fence.acq_rel.sys after the record's stores"),
+        (3, "sc_reread", "fence.sc.sys after the record's stores, configuration and op ID read every call"),
+    ] {
+        ours.null_call_push(mode, 1000)?;
+        let (m, p99) = median_and_p99(&mut ours.null_call_push(mode, plan.null_calls)?);
+        figures.push(
+            Figure::new(&format!("null_call_push_{name}_us"), m / 1e3, "us")
+                .against("pingpong_us", pmed / 1e3)
+                .notes(format!("null calls through the queue directly, {what} (p99 {:.2} us)", p99 / 1e3)),
+        );
+    }
     for ((name, what), mut times) in CALL_PARTS.iter().zip(ours.call_parts(plan.null_calls)?) {
         let (med, _) = median_and_p99(&mut times);
         figures.push(

@@ -79,6 +79,24 @@ unsafe fn word<'a>(addr: u64) -> &'a AtomicU64 {
 
 #[no_mangle]
 pub extern "ptx-kernel" fn pingpong() {
+    pingpong_with(0);
+}
+
+/// How `pingpong_push` makes its store reach the host: `BENCH_MODE`
+/// 0: `fence.sc.sys` after it (as `pingpong`); 1: nothing; 2:
+/// `fence.acq_rel.sys` after it; 3: the store itself `st.release.sys`; 4: a
+/// load of the same word after it.
+#[no_mangle]
+pub static BENCH_MODE: AtomicU64 = AtomicU64::new(0);
+
+/// `pingpong` with the store pushed out as `BENCH_MODE` says: which way
+/// reaches the host first.
+#[no_mangle]
+pub extern "ptx-kernel" fn pingpong_push() {
+    pingpong_with(BENCH_MODE.load(Relaxed));
+}
+
+fn pingpong_with(mode: u64) {
     if global_thread_id() != 0 {
         return;
     }
@@ -91,8 +109,23 @@ pub extern "ptx-kernel" fn pingpong() {
     let start = timer_ns();
     for i in 1..=n {
         let t0 = timer_ns();
-        req.store(i, Relaxed);
-        fence_sys();
+        match mode {
+            0 => {
+                req.store(i, Relaxed);
+                fence_sys();
+            }
+            1 => req.store(i, Relaxed),
+            2 => {
+                req.store(i, Relaxed);
+                // SAFETY: a fence has no operands.
+                unsafe { asm!("fence.acq_rel.sys;", options(nostack, preserves_flags)) };
+            }
+            3 => req.store(i, core::sync::atomic::Ordering::Release),
+            _ => {
+                req.store(i, Relaxed);
+                let _ = req.load(Relaxed);
+            }
+        }
         while resp.load(Relaxed) != i {}
         let dt = timer_ns() - t0;
         // SAFETY: sample `i - 1` of the `n` the host allocated.

@@ -28,8 +28,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use hostcall_abi::sync::Platform;
+use hostcall_abi::Call;
 use libc_hostcall::arch;
-use libc_hostcall::hostcall::ids;
+use libc_hostcall::hostcall::{ids, with_queue, Gpu};
 
 #[no_mangle]
 pub static BENCH_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -184,6 +186,108 @@ fn timer_after(dep: u64) -> u64 {
         )
     };
     t
+}
+
+/// How `null_call_push` publishes a record: `BENCH_MODE` 0: nothing after
+/// the stores; 1: `fence.sc.sys` after them (as the device libc); 2:
+/// `fence.acq_rel.sys` after them; 3: as 1, the configuration and the op's
+/// ID read for every call.
+#[no_mangle]
+pub static BENCH_MODE: AtomicU64 = AtomicU64::new(0);
+
+/// `null_call` through the queue directly (its configuration read once),
+/// publishing as `BENCH_MODE` says: which way gets the reply back first.
+#[no_mangle]
+pub extern "ptx-kernel" fn null_call_push() {
+    match BENCH_MODE.load(Relaxed) {
+        1 => push_calls::<Push<1>>(),
+        2 => push_calls::<Push<2>>(),
+        3 => reread_calls(),
+        _ => push_calls::<Push<0>>(),
+    }
+}
+
+/// Mode 3: as mode 1, with the queue's configuration and the op's ID read
+/// again for every call (as the device libc does).
+fn reread_calls() {
+    if arch::global_thread_id() != 0 {
+        return;
+    }
+    let n = BENCH_N.load(Relaxed);
+    let samples = BENCH_SAMPLES.load(Relaxed);
+    for i in 0..n {
+        let t0 = arch::global_timer_ns();
+        let done = with_queue(|q| q.call::<Push<1>>(&Call::new(ids::__HOSTCALL__echo.get(), [i, 0, 0]), &mut []));
+        let value = done.map_or(u64::MAX - 1, |d| d.value);
+        let dt = timer_after(value) - t0;
+        // SAFETY: as in `null_call`.
+        unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+        if value != i {
+            fail();
+        }
+    }
+}
+
+fn push_calls<P: Platform>() {
+    if arch::global_thread_id() != 0 {
+        return;
+    }
+    let n = BENCH_N.load(Relaxed);
+    let samples = BENCH_SAMPLES.load(Relaxed);
+    let id = ids::__HOSTCALL__echo.get();
+    let r = with_queue(|q| {
+        for i in 0..n {
+            let t0 = arch::global_timer_ns();
+            let done = q.call::<P>(&Call::new(id, [i, 0, 0]), &mut [])?;
+            let dt = timer_after(done.value) - t0;
+            // SAFETY: as in `null_call`.
+            unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+            if done.value != i {
+                fail();
+            }
+        }
+        Ok(())
+    });
+    if r.is_err() {
+        fail();
+    }
+}
+
+/// The GPU platform with `after_publish` chosen by `MODE` (see `BENCH_MODE`).
+enum Push<const MODE: u8> {}
+
+impl<const MODE: u8> Platform for Push<MODE> {
+    fn backoff(round: u32) {
+        Gpu::backoff(round)
+    }
+    fn slot() -> u32 {
+        Gpu::slot()
+    }
+    fn lane() -> u32 {
+        Gpu::lane()
+    }
+    fn active_lanes() -> u32 {
+        Gpu::active_lanes()
+    }
+    fn match_lanes(mask: u32, key: u32) -> u32 {
+        Gpu::match_lanes(mask, key)
+    }
+    fn shuffle(mask: u32, value: u64, src: u32) -> u64 {
+        Gpu::shuffle(mask, value, src)
+    }
+    fn ballot(mask: u32, pred: bool) -> u32 {
+        Gpu::ballot(mask, pred)
+    }
+    fn sync_lanes(mask: u32) {
+        Gpu::sync_lanes(mask)
+    }
+    fn after_publish() {
+        match MODE {
+            1 => arch::fence_sc_sys(),
+            2 => arch::fence_sys(),
+            _ => {}
+        }
+    }
 }
 
 #[no_mangle]
