@@ -1,6 +1,8 @@
-//! The CUDA backend, on cudarc's raw driver bindings (`cudarc::driver::sys`)
-//! loaded at run time: it builds with no CUDA installed, and without a
-//! driver [`CudaBackend::new`] returns an error instead of panicking.
+//! The CUDA backend, on cudarc's driver API (`cudarc::driver::result`, and
+//! `sys` for the calls `result` does not wrap: the driver's linker, stream
+//! queries, a launch without parameters) loaded at run time: it builds with
+//! no CUDA installed, and without a driver [`CudaBackend::new`] returns an
+//! error instead of panicking.
 //!
 //! * the kernel runs on its own non-blocking stream, and device-region
 //!   copies go through a second non-blocking stream, so a copy never waits
@@ -18,12 +20,13 @@
 //!   with a register limit, and the result of compiling PTX is kept in a
 //!   cache on disk, so only the first run of a kernel waits for it.
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys::{self, CUresult};
 
 use super::{Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion, STREAM_PIECE};
@@ -34,27 +37,21 @@ pub use jit::default_jit_cache;
 
 /// A driver error as text: `NAME (description)`.
 fn describe(r: CUresult) -> String {
-    let mut name: *const std::ffi::c_char = ptr::null();
-    let mut text: *const std::ffi::c_char = ptr::null();
-    // SAFETY: both calls only write a pointer to a static string (or leave
-    // it null for an unknown code); the strings are NUL-terminated.
-    unsafe {
-        let _ = sys::cuGetErrorName(r, &mut name);
-        let _ = sys::cuGetErrorString(r, &mut text);
-        let s = |p: *const std::ffi::c_char| if p.is_null() { None } else { Some(CStr::from_ptr(p).to_string_lossy()) };
-        match (s(name), s(text)) {
-            (Some(n), Some(t)) => format!("{n} ({t})"),
-            _ => format!("{r:?}"),
-        }
+    let e = DriverError(r);
+    match (e.error_name(), e.error_string()) {
+        (Ok(n), Ok(t)) => format!("{} ({})", n.to_string_lossy(), t.to_string_lossy()),
+        _ => format!("{r:?}"),
     }
 }
 
+/// A driver call's result, its error named after `what`.
+fn cu<T>(r: Result<T, DriverError>, what: &str) -> Result<T, BackendError> {
+    r.map_err(|e| BackendError(format!("cuda: {what}: {}", describe(e.0))))
+}
+
+/// A raw `sys` call's status, as [`cu`].
 fn ck(r: CUresult, what: &str) -> Result<(), BackendError> {
-    if r == CUresult::CUDA_SUCCESS {
-        Ok(())
-    } else {
-        Err(BackendError(format!("cuda: {what}: {}", describe(r))))
-    }
+    cu(r.result(), what)
 }
 
 /// The device's primary context, released when the last user goes.
@@ -72,14 +69,14 @@ unsafe impl Sync for Context {}
 impl Context {
     fn bind(&self) -> Result<(), BackendError> {
         // SAFETY: `ctx` is a retained primary context, valid until `drop`.
-        ck(unsafe { sys::cuCtxSetCurrent(self.ctx) }, "cuCtxSetCurrent")
+        cu(unsafe { result::ctx::set_current(self.ctx) }, "cuCtxSetCurrent")
     }
 }
 
 impl Drop for Context {
     fn drop(&mut self) {
         // SAFETY: pairs with the `cuDevicePrimaryCtxRetain` in `new`.
-        let _ = unsafe { sys::cuDevicePrimaryCtxRelease_v2(self.dev) };
+        let _ = unsafe { result::primary_ctx::release(self.dev) };
     }
 }
 
@@ -98,7 +95,7 @@ impl Drop for PinnedHost {
     fn drop(&mut self) {
         if self.ctx.bind().is_ok() {
             // SAFETY: `ptr` came from `cuMemHostAlloc` and is freed once.
-            let _ = unsafe { sys::cuMemFreeHost(self.ptr) };
+            let _ = unsafe { result::free_host(self.ptr) };
         }
     }
 }
@@ -113,7 +110,7 @@ impl Drop for DeviceMem {
     fn drop(&mut self) {
         if self.ctx.bind().is_ok() {
             // SAFETY: `ptr` came from `cuMemAlloc` and is freed once.
-            let _ = unsafe { sys::cuMemFree_v2(self.ptr) };
+            let _ = unsafe { result::free_sync(self.ptr) };
         }
     }
 }
@@ -131,18 +128,16 @@ struct Staging {
 impl Staging {
     fn new(ctx: &Arc<Context>) -> Result<Self, BackendError> {
         let alloc = || -> Result<PinnedHost, BackendError> {
-            let mut ptr = ptr::null_mut();
-            // SAFETY: `ptr` is writable; the context is current. Plain
-            // pinned memory (not write-combined: the host reads it back).
-            ck(unsafe { sys::cuMemHostAlloc(&mut ptr, STREAM_PIECE as usize, 0) }, "cuMemHostAlloc (staging)")?;
+            // SAFETY: the context is current. Plain pinned memory (not
+            // write-combined: the host reads it back), never read before a
+            // copy or the host fills it.
+            let ptr = cu(unsafe { result::malloc_host(STREAM_PIECE as usize, 0) }, "cuMemHostAlloc (staging)")?;
             Ok(PinnedHost { ptr, ctx: ctx.clone() })
         };
         let bufs = [alloc()?, alloc()?];
         let mut events = [ptr::null_mut(); 2];
         for e in &mut events {
-            let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32;
-            // SAFETY: `e` is writable; the context is current.
-            ck(unsafe { sys::cuEventCreate(e, flags) }, "cuEventCreate")?;
+            *e = cu(result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING), "cuEventCreate")?;
         }
         Ok(Staging { bufs, events, busy: [false; 2] })
     }
@@ -161,7 +156,7 @@ impl Staging {
         if self.busy[i] {
             self.busy[i] = false;
             // SAFETY: the event was created on this context and recorded.
-            ck(unsafe { sys::cuEventSynchronize(self.events[i]) }, "staging copy")?;
+            cu(unsafe { result::event::synchronize(self.events[i]) }, "staging copy")?;
         }
         Ok(())
     }
@@ -169,7 +164,7 @@ impl Staging {
     /// Mark buffer `i` busy until what `stream` holds now is done.
     fn record(&mut self, i: usize, stream: sys::CUstream) -> Result<(), BackendError> {
         // SAFETY: event and stream belong to the current context.
-        ck(unsafe { sys::cuEventRecord(self.events[i], stream) }, "cuEventRecord")?;
+        cu(unsafe { result::event::record(self.events[i], stream) }, "cuEventRecord")?;
         self.busy[i] = true;
         Ok(())
     }
@@ -188,7 +183,7 @@ impl Drop for Staging {
             let _ = self.drain();
             for e in self.events {
                 // SAFETY: created in `new`, destroyed once.
-                let _ = unsafe { sys::cuEventDestroy_v2(e) };
+                let _ = unsafe { result::event::destroy(e) };
             }
         }
     }
@@ -261,42 +256,29 @@ impl CudaBackend {
     }
 
     fn open(ordinal: usize) -> Result<Self, BackendError> {
-        // SAFETY: cuInit has no preconditions.
-        ck(unsafe { sys::cuInit(0) }, "cuInit")?;
-        let mut count = 0;
-        // SAFETY: `count` is writable.
-        ck(unsafe { sys::cuDeviceGetCount(&mut count) }, "cuDeviceGetCount")?;
+        cu(result::init(), "cuInit")?;
+        let count = cu(result::device::get_count(), "cuDeviceGetCount")?;
         let ord = i32::try_from(ordinal).map_err(|_| BackendError::new("cuda: device ordinal out of range"))?;
         if ord >= count {
             return Err(BackendError(format!("cuda: no device {ordinal} ({count} present)")));
         }
-        let mut dev = 0;
-        // SAFETY: `dev` is writable; `ord` < device count.
-        ck(unsafe { sys::cuDeviceGet(&mut dev, ord) }, "cuDeviceGet")?;
-        let mut ctx = ptr::null_mut();
-        // SAFETY: `ctx` is writable; released in `Context::drop`.
-        ck(unsafe { sys::cuDevicePrimaryCtxRetain(&mut ctx, dev) }, "cuDevicePrimaryCtxRetain")?;
+        let dev = cu(result::device::get(ord), "cuDeviceGet")?;
+        // SAFETY: `dev` is a device of this driver; released in `Context::drop`.
+        let ctx = cu(unsafe { result::primary_ctx::retain(dev) }, "cuDevicePrimaryCtxRetain")?;
         let ctx = Arc::new(Context { ctx, dev });
         ctx.bind()?;
-        let mut name = [0 as std::ffi::c_char; 256];
-        // SAFETY: the buffer is writable for the length passed.
-        let _ = unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, dev) };
-        // SAFETY: the driver NUL-terminates within the buffer (or it stays zeroed).
-        let device_name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+        let device_name = result::device::get_name(dev).unwrap_or_else(|_| "an unnamed CUDA device".into());
         let mut streams = [ptr::null_mut(); 2];
         for s in &mut streams {
-            let flags = sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32;
-            // SAFETY: `s` is writable; the context is current.
-            let r = unsafe { sys::cuStreamCreate(s, flags) };
-            ck(r, "cuStreamCreate")?;
+            *s = cu(result::stream::create(result::stream::StreamKind::NonBlocking), "cuStreamCreate")?;
         }
         let mut capability = (0, 0);
         for (out, attr) in [
             (&mut capability.0, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
             (&mut capability.1, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
         ] {
-            // SAFETY: `out` is writable; `dev` is a valid device.
-            ck(unsafe { sys::cuDeviceGetAttribute(out, attr, dev) }, "cuDeviceGetAttribute")?;
+            // SAFETY: `dev` is a valid device.
+            *out = cu(unsafe { result::device::get_attribute(dev, attr) }, "cuDeviceGetAttribute")?;
         }
         let mut driver_version = 0;
         // SAFETY: `driver_version` is writable.
@@ -324,8 +306,7 @@ impl CudaBackend {
     /// size it statically); [`DEFAULT_STACK_BYTES`] is set on creation.
     pub fn set_stack_size(&mut self, bytes: usize) -> Result<(), BackendError> {
         self.ctx.bind()?;
-        // SAFETY: the context is current; the limit is a plain value.
-        ck(unsafe { sys::cuCtxSetLimit(sys::CUlimit::CU_LIMIT_STACK_SIZE, bytes) }, "cuCtxSetLimit(STACK_SIZE)")
+        cu(result::ctx::set_limit(sys::CUlimit::CU_LIMIT_STACK_SIZE, bytes), "cuCtxSetLimit(STACK_SIZE)")
     }
 
     /// The device's name as the driver reports it.
@@ -362,11 +343,8 @@ impl CudaBackend {
     fn global(&self, name: &str) -> Result<(sys::CUdeviceptr, usize), BackendError> {
         let m = self.module()?;
         let c = CString::new(name).map_err(|_| BackendError(format!("cuda: bad global name `{name}`")))?;
-        let (mut addr, mut bytes) = (0, 0);
-        // SAFETY: the module is loaded, `c` NUL-terminated, outputs writable.
-        let r = unsafe { sys::cuModuleGetGlobal_v2(&mut addr, &mut bytes, m.module, c.as_ptr()) };
-        ck(r, &format!("global `{name}`"))?;
-        Ok((addr, bytes))
+        // SAFETY: the module is loaded (and stays so while `self` holds it).
+        cu(unsafe { result::module::get_global(m.module, c) }, &format!("global `{name}`"))
     }
 
     fn global_u64(&self, name: &str) -> Result<sys::CUdeviceptr, BackendError> {
@@ -387,11 +365,11 @@ impl Drop for CudaBackend {
         // once; failures (e.g. after a trap) leave nothing to clean.
         unsafe {
             if let Some(m) = self.module.take() {
-                let _ = sys::cuModuleUnload(m.module);
+                let _ = result::module::unload(m.module);
             }
             drop(self.staging.take());
-            let _ = sys::cuStreamDestroy_v2(self.kernel_stream);
-            let _ = sys::cuStreamDestroy_v2(self.copy_stream);
+            let _ = result::stream::destroy(self.kernel_stream);
+            let _ = result::stream::destroy(self.copy_stream);
         }
     }
 }
@@ -410,7 +388,7 @@ impl Backend for CudaBackend {
         if let Some(old) = self.module.replace(Module { module: loaded.module, globals: loaded.globals }) {
             // SAFETY: the previous module is not used by a running kernel
             // (`launch` sets up one run at a time) and is unloaded once.
-            let _ = unsafe { sys::cuModuleUnload(old.module) };
+            let _ = unsafe { result::module::unload(old.module) };
         }
         Ok(())
     }
@@ -440,10 +418,10 @@ impl Backend for CudaBackend {
     fn alloc_mapped(&mut self, words: usize) -> Result<MappedRegion, BackendError> {
         self.ctx.bind()?;
         let bytes = words.max(1).checked_mul(8).ok_or_else(|| BackendError::new("cuda: mapped size overflows"))?;
-        let mut p = ptr::null_mut();
         let flags = sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
-        // SAFETY: `p` is writable; the context is current.
-        ck(unsafe { sys::cuMemHostAlloc(&mut p, bytes, flags) }, "cuMemHostAlloc")?;
+        // SAFETY: the context is current; the memory is zeroed below before
+        // anything reads it.
+        let p = cu(unsafe { result::malloc_host(bytes, flags) }, "cuMemHostAlloc")?;
         let owner = PinnedHost { ptr: p, ctx: self.ctx.clone() };
         // SAFETY: `p` points at `bytes` bytes we own (page aligned).
         unsafe { ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
@@ -459,13 +437,13 @@ impl Backend for CudaBackend {
 
     fn alloc_device(&mut self, bytes: usize) -> Result<DeviceAlloc, BackendError> {
         self.ctx.bind()?;
-        let mut d = 0;
-        // SAFETY: `d` is writable; the context is current.
-        ck(unsafe { sys::cuMemAlloc_v2(&mut d, bytes.max(8)) }, "cuMemAlloc")?;
+        // SAFETY: the context is current; the memory is zeroed below before
+        // anything reads it.
+        let d = cu(unsafe { result::malloc_sync(bytes.max(8)) }, "cuMemAlloc")?;
         let owner = DeviceMem { ptr: d, ctx: self.ctx.clone() };
         // SAFETY: `d` is a fresh allocation of at least this many bytes; no
         // kernel uses it yet.
-        ck(unsafe { sys::cuMemsetD8_v2(d, 0, bytes.max(8)) }, "cuMemsetD8")?;
+        cu(unsafe { result::memset_d8_sync(d, 0, bytes.max(8)) }, "cuMemsetD8")?;
         Ok(DeviceAlloc::new(d, bytes, Box::new(owner)))
     }
 
@@ -473,23 +451,19 @@ impl Backend for CudaBackend {
         self.ctx.bind()?;
         let m = self.module()?.module;
         let c = CString::new(entry).map_err(|_| BackendError(format!("cuda: bad entry name `{entry}`")))?;
-        let mut f = ptr::null_mut();
-        // SAFETY: the module is loaded, `c` NUL-terminated, `f` writable.
-        ck(unsafe { sys::cuModuleGetFunction(&mut f, m, c.as_ptr()) }, &format!("entry `{entry}`"))?;
+        // SAFETY: the module is loaded.
+        let f = cu(unsafe { result::module::get_function(m, c) }, &format!("entry `{entry}`"))?;
         // A block larger than the kernel's registers allow fails with a bare
         // "too many resources requested"; say which limit and why.
         let threads = u64::from(block.x) * u64::from(block.y) * u64::from(block.z);
-        let (mut max_threads, mut regs) = (0, 0);
-        // SAFETY: `f` is a live function of the loaded module; outputs writable.
-        let known = unsafe {
-            sys::cuFuncGetAttribute(
-                &mut max_threads,
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
-                f,
-            ) == sys::CUresult::CUDA_SUCCESS
-                && sys::cuFuncGetAttribute(&mut regs, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS, f)
-                    == sys::CUresult::CUDA_SUCCESS
-        };
+        use sys::CUfunction_attribute::{CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, CU_FUNC_ATTRIBUTE_NUM_REGS};
+        // SAFETY: `f` is a live function of the loaded module.
+        let attr = |a| unsafe { result::function::get_function_attribute(f, a) };
+        let (max_threads, regs, known) =
+            match (attr(CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK), attr(CU_FUNC_ATTRIBUTE_NUM_REGS)) {
+                (Ok(t), Ok(r)) => (t, r, true),
+                _ => (0, 0, false),
+            };
         tracing::debug!(target: "hostcall", "`{entry}`: {regs} registers a thread, at most {max_threads} threads a block");
         if known && max_threads > 0 && threads > max_threads as u64 {
             return Err(BackendError(format!(
@@ -527,7 +501,8 @@ impl Backend for CudaBackend {
         if let Err(e) = self.ctx.bind() {
             return KernelState::Failed(e.0);
         }
-        // SAFETY: the stream belongs to the current context.
+        // SAFETY: the stream belongs to the current context (`result` has no
+        // stream query).
         match unsafe { sys::cuStreamQuery(self.kernel_stream) } {
             CUresult::CUDA_SUCCESS => KernelState::Done,
             CUresult::CUDA_ERROR_NOT_READY => KernelState::Running,
@@ -540,14 +515,12 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         self.ctx.bind()?;
-        let (dst, len) = (out.as_mut_ptr().cast(), out.len());
         // SAFETY: `out` is writable for its length until the stream sync
         // below returns; the driver checks `addr`.
-        let r = unsafe { sys::cuMemcpyDtoHAsync_v2(dst, addr, len, self.copy_stream) };
-        ck(r, "copy from device")?;
+        cu(unsafe { result::memcpy_dtoh_async(out, addr, self.copy_stream) }, "copy from device")?;
         // SAFETY: the copy stream belongs to the current context; it carries
         // only our copies, never the kernel.
-        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+        cu(unsafe { result::stream::synchronize(self.copy_stream) }, "copy stream sync")
     }
 
     fn copy_to_device(&mut self, addr: u64, data: &[u8]) -> Result<(), BackendError> {
@@ -556,10 +529,9 @@ impl Backend for CudaBackend {
         }
         self.ctx.bind()?;
         // SAFETY: `data` stays borrowed until the sync below returns.
-        let r = unsafe { sys::cuMemcpyHtoDAsync_v2(addr, data.as_ptr().cast(), data.len(), self.copy_stream) };
-        ck(r, "copy to device")?;
+        cu(unsafe { result::memcpy_htod_async(addr, data, self.copy_stream) }, "copy to device")?;
         // SAFETY: as in `copy_from_device`.
-        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+        cu(unsafe { result::stream::synchronize(self.copy_stream) }, "copy stream sync")
     }
 
     fn copy_device(&mut self, dst: u64, src: u64, len: u64) -> Result<(), BackendError> {
@@ -570,10 +542,9 @@ impl Backend for CudaBackend {
         // SAFETY: both ranges are device memory the caller vouches for (heap
         // blocks the device handed over, which no thread uses meanwhile); the
         // copy ends before the sync returns.
-        let r = unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len as usize, self.copy_stream) };
-        ck(r, "device to device copy")?;
+        cu(unsafe { result::memcpy_dtod_async(dst, src, len as usize, self.copy_stream) }, "device to device copy")?;
         // SAFETY: the stream belongs to this context.
-        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+        cu(unsafe { result::stream::synchronize(self.copy_stream) }, "copy stream sync")
     }
 
     fn zero_device(&mut self, addr: u64, len: u64) -> Result<(), BackendError> {
@@ -582,10 +553,9 @@ impl Backend for CudaBackend {
         }
         self.ctx.bind()?;
         // SAFETY: as in `copy_device`: a heap block no thread uses meanwhile.
-        let r = unsafe { sys::cuMemsetD8Async(addr, 0, len as usize, self.copy_stream) };
-        ck(r, "device memset")?;
+        cu(unsafe { result::memset_d8_async(addr, 0, len as usize, self.copy_stream) }, "device memset")?;
         // SAFETY: the stream belongs to this context.
-        ck(unsafe { sys::cuStreamSynchronize(self.copy_stream) }, "copy stream sync")
+        cu(unsafe { result::stream::synchronize(self.copy_stream) }, "copy stream sync")
     }
 
     fn stream_from_device(
@@ -606,11 +576,12 @@ impl Backend for CudaBackend {
         let issue = |st: &mut Staging, k: u64| -> Result<(), BackendError> {
             let (at, n) = piece(k);
             let i = (k % 2) as usize;
-            let dst = st.buf(i)?.as_mut_ptr();
-            // SAFETY: `dst` is staging buffer `i` (`n` <= its size), not
-            // touched by the host until its event is waited for; the driver
-            // checks the device range.
-            ck(unsafe { sys::cuMemcpyDtoHAsync_v2(dst.cast(), addr + at, n, stream) }, "copy from device")?;
+            let dst = &mut st.buf(i)?[..n];
+            // SAFETY: `dst` is `n` bytes of staging buffer `i`, not touched
+            // by the host until its event is waited for (the borrow ends
+            // here, the memory lives as long as `st`); the driver checks the
+            // device range.
+            cu(unsafe { result::memcpy_dtoh_async(dst, addr + at, stream) }, "copy from device")?;
             st.record(i, stream)
         };
         let mut run = |st: &mut Staging| -> Result<u64, BackendError> {
@@ -658,11 +629,11 @@ impl Backend for CudaBackend {
                 let Some(got) = source(&mut buf[..want], done) else { break };
                 let got = got.min(want);
                 if got > 0 {
-                    let src = buf.as_ptr();
-                    // SAFETY: `src` is staging buffer `i`, holding `got`
-                    // bytes the host wrote and left alone until its event
-                    // is waited for; the driver checks the device range.
-                    ck(unsafe { sys::cuMemcpyHtoDAsync_v2(addr + done, src.cast(), got, stream) }, "copy to device")?;
+                    // SAFETY: `got` bytes of staging buffer `i`, which the
+                    // host wrote and leaves alone until its event is waited
+                    // for (the memory lives as long as `st`); the driver
+                    // checks the device range.
+                    cu(unsafe { result::memcpy_htod_async(addr + done, &buf[..got], stream) }, "copy to device")?;
                     st.record(i, stream)?;
                 }
                 done += got as u64;
