@@ -119,6 +119,21 @@ fn tour() -> io::Result<()> {
     counts.sort();
     println!("collections: {counts:?}");
 
+    // Locks in local variables: their atomics are on this thread's stack,
+    // which the build turns into plain loads and stores (ptxas refuses
+    // atomics on local memory).
+    let total = std::sync::Mutex::new(0);
+    let table = std::sync::RwLock::new(counts.len());
+    for (_, n) in &counts {
+        *total.lock().unwrap_or_else(|e| e.into_inner()) += *n;
+    }
+    let read = *table.read().unwrap_or_else(|e| e.into_inner());
+    let leader = std::sync::Barrier::new(1).wait().is_leader();
+    println!(
+        "sync: a Mutex on the stack summed {}, a RwLock read {read}, a Barrier of one made its caller leader: {leader}",
+        total.into_inner().unwrap_or_else(|e| e.into_inner())
+    );
+
     // Threads: the GPU cannot start one; std says so with an error.
     match std::thread::Builder::new().spawn(|| ()) {
         Ok(_) => println!("thread: spawn started a thread"),

@@ -30,6 +30,7 @@
 mod archive;
 mod cargo;
 mod error;
+mod local_atomics;
 mod patch;
 mod pipeline;
 mod ptx;

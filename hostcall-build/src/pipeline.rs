@@ -615,9 +615,17 @@ pub fn link_ptx(options: &LinkOptions) -> Result<PtxArtifact, BuildError> {
     let args: Vec<&std::ffi::OsStr> =
         vec![cpu.as_ref(), attrs.as_ref(), level.as_ref(), optimized.as_os_str(), "-o".as_ref(), partial.as_os_str()];
     llvm_tool(options, "llc", "llc", &args)?;
+    let text = std::fs::read_to_string(&partial).map_err(|e| BuildError::io("read", &partial, e))?;
+    let (text, lowered) = crate::local_atomics::lower(&text);
+    if lowered > 0 {
+        std::fs::write(&partial, &text).map_err(|e| BuildError::io("write", &partial, e))?;
+        progress(&format!(
+            "{lowered} atomic(s) on a thread's own stack (a lock in a local variable) made plain loads and stores"
+        ));
+    }
     std::fs::rename(&partial, &options.out).map_err(|e| BuildError::io("rename", &partial, e))?;
 
-    let bytes = std::fs::read(&options.out).map_err(|e| BuildError::io("read", &options.out, e))?;
+    let bytes = text.into_bytes();
     let summary = ptx_summary(&String::from_utf8_lossy(&bytes));
     if !summary.externs.is_empty() {
         progress(&format!(
