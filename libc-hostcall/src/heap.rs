@@ -23,10 +23,15 @@
 //!   other. `realloc` of such a block is one hostcall; the copy runs on the
 //!   GPU's copy engine, not in this thread.
 //!
+//! * Once the bump pointer is spent, a freed block of whole chunks (64 KiB
+//!   or more) serves any class: it is split, the piece asked for re-classed
+//!   and the rest given back (`reuse_run`).
+//!
 //! Limits: alignment up to 64 KiB in the arena, 2 MiB beyond it; an arena
-//! block wastes up to half its size; memory freed to one arena class is not
-//! reused by another (beyond the arena it is); `malloc_usable_size` of a
-//! block beyond the arena is 0.
+//! block wastes up to half its size; blocks below 64 KiB freed inside a
+//! chunk only serve their own class, and split pieces are never merged
+//! (beyond the arena the host coalesces); `malloc_usable_size` of a block
+//! beyond the arena is 0.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -159,12 +164,42 @@ fn pop(head: &AtomicU64) -> Option<usize> {
     }
 }
 
-/// `chunks` fresh chunks for class `shift`, or `None` when the arena is spent.
+/// `chunks` (a power of two) chunks for class `shift`: fresh ones from the
+/// bump pointer, or once it is spent a run that a freed block gave back
+/// ([`reuse_run`]); `None` when neither has them.
 fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
     let bytes = chunks.checked_mul(CHUNK)?;
     let off = BUMP.fetch_add(bytes, Relaxed);
     if off.checked_add(bytes)? > USABLE {
-        return None;
+        return reuse_run(shift, chunks);
+    }
+    CHUNK_CLASS.get(off / CHUNK)?.store(shift as u8, Release);
+    Some(off)
+}
+
+/// With the bump pointer spent: the smallest free block of whole chunks
+/// (class 64 KiB or larger) that holds `chunks` chunks, taken off its free
+/// list, its first `chunks` chunks handed to class `shift` and the rest
+/// given back as blocks of the classes that fit (halving down: a 1 MiB
+/// block serving one chunk gives back 512, 256, 128 and 64 KiB). This is
+/// how memory freed at one size serves another; pieces are never merged
+/// again, so a large request after many small ones may still go to the
+/// host. Small blocks freed inside a chunk stay with their class.
+fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
+    let need = chunks.trailing_zeros() + CHUNK_SHIFT;
+    let (off, have) = (need..=MAX_SHIFT).find_map(|k| {
+        let heads = FREE.get(k as usize)?;
+        // One list for large classes, a list per shard for 64 KiB blocks.
+        let got = if k > CHUNK_SHIFT { pop(heads.first()?) } else { heads.iter().find_map(pop) };
+        got.map(|off| (off, k))
+    })?;
+    // The block is this thread's alone now: re-class its pieces, then
+    // publish each (the push is a release).
+    for k in need..have {
+        let rest = off + (CHUNK << (k - CHUNK_SHIFT));
+        CHUNK_CLASS.get(rest / CHUNK)?.store(k as u8, Release);
+        let s = if k > CHUNK_SHIFT { 0 } else { shard() };
+        push_list(FREE.get(k as usize)?.get(s)?, rest, rest);
     }
     CHUNK_CLASS.get(off / CHUNK)?.store(shift as u8, Release);
     Some(off)
@@ -398,6 +433,74 @@ mod tests {
     #[test]
     fn exhaustion_is_null_not_a_wild_pointer() {
         assert!(alloc(USABLE, 16).is_null());
+    }
+
+    /// Fill `p`'s `len` bytes with `tag`, or check that they still hold it.
+    fn stamp(p: *mut u8, len: usize, tag: u8, check: bool) -> bool {
+        // SAFETY: `p` is a live block of at least `len` bytes, only this test's.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(p, len) };
+        if check {
+            bytes.iter().all(|b| *b == tag)
+        } else {
+            bytes.fill(tag);
+            true
+        }
+    }
+
+    /// It spends the arena every test shares, so it runs alone: `.ci/run`
+    /// gives it a process of its own (`-- --ignored`).
+    #[test]
+    #[ignore = "spends the shared arena; run alone with -- --ignored"]
+    fn freed_large_blocks_serve_other_sizes_once_the_arena_is_spent() {
+        extern crate std;
+        use std::vec::Vec;
+        const MIB: usize = 1 << 20;
+        let mut big = Vec::new();
+        loop {
+            let p = alloc(MIB, 16);
+            if p.is_null() {
+                break;
+            }
+            big.push(p);
+        }
+        assert!(big.len() > 30, "the test arena holds dozens of 1 MiB blocks, got {}", big.len());
+        assert!(alloc(24, 8).is_null(), "nothing is free yet: a small block has nowhere to come from");
+        for p in big.drain(..) {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(p) };
+        }
+        // Four threads at once, each 5,000 small blocks and then sizes from
+        // 100 B to 500 KB, all from the freed 1 MiB blocks (there is no host
+        // here to fall back on).
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let sizes =
+                        [24usize; 5000].into_iter().chain([100, 4000, 70_000, 300_000, 65_536, 500_000].repeat(2));
+                    let mut live = Vec::new();
+                    for (i, size) in sizes.enumerate() {
+                        let p = alloc(size, 8);
+                        assert!(
+                            !p.is_null(),
+                            "thread {t}: allocation {i} of {size} bytes failed with freed memory in the arena"
+                        );
+                        assert!(usable_size(p) >= size, "an arena block of its class");
+                        let tag = (i % 251) as u8 ^ t;
+                        stamp(p, size, tag, false);
+                        live.push((p as usize, size, tag));
+                    }
+                    live
+                })
+            })
+            .collect();
+        let live: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        for &(p, size, tag) in &live {
+            assert!(stamp(p as *mut u8, size, tag, true), "a block of {size} bytes was overwritten by another");
+        }
+        for (p, _, _) in live {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(p as *mut u8) };
+        }
     }
 
     #[test]
