@@ -25,13 +25,15 @@
 //!
 //! * Once the bump pointer is spent, a freed block of whole chunks (64 KiB
 //!   or more) serves any class: it is split, the piece asked for re-classed
-//!   and the rest given back (`reuse_run`).
+//!   and the rest given back (`reuse_run`). When none is left, a sweep finds
+//!   the small classes' chunks whose blocks are all free and gives each back
+//!   as a 64 KiB block (`sweep`).
 //!
 //! Limits: alignment up to 64 KiB in the arena, 2 MiB beyond it; an arena
-//! block wastes up to half its size; blocks below 64 KiB freed inside a
-//! chunk only serve their own class, and split pieces are never merged
-//! (beyond the arena the host coalesces); `malloc_usable_size` of a block
-//! beyond the arena is 0.
+//! block wastes up to half its size; a chunk of small blocks serves another
+//! class only once all its blocks are free, and pieces are never merged
+//! back into runs of chunks (beyond the arena the host coalesces);
+//! `malloc_usable_size` of a block beyond the arena is 0.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -187,12 +189,7 @@ fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
 /// host. Small blocks freed inside a chunk stay with their class.
 fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
     let need = chunks.trailing_zeros() + CHUNK_SHIFT;
-    let (off, have) = (need..=MAX_SHIFT).find_map(|k| {
-        let heads = FREE.get(k as usize)?;
-        // One list for large classes, a list per shard for 64 KiB blocks.
-        let got = if k > CHUNK_SHIFT { pop(heads.first()?) } else { heads.iter().find_map(pop) };
-        got.map(|off| (off, k))
-    })?;
+    let (off, have) = free_run(need).or_else(|| if sweep() > 0 { free_run(need) } else { None })?;
     // The block is this thread's alone now: re-class its pieces, then
     // publish each (the push is a release).
     for k in need..have {
@@ -203,6 +200,108 @@ fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
     }
     CHUNK_CLASS.get(off / CHUNK)?.store(shift as u8, Release);
     Some(off)
+}
+
+/// The smallest free block of class `need` (at least 64 KiB) or larger,
+/// taken off its list: `(offset, class)`.
+fn free_run(need: u32) -> Option<(usize, u32)> {
+    (need..=MAX_SHIFT).find_map(|k| {
+        let heads = FREE.get(k as usize)?;
+        // One list for large classes, a list per shard for 64 KiB blocks.
+        let got = if k > CHUNK_SHIFT { pop(heads.first()?) } else { heads.iter().find_map(pop) };
+        got.map(|off| (off, k))
+    })
+}
+
+/// One thread at a time sweeps (`sweep`).
+static SWEEPING: AtomicU32 = AtomicU32::new(0);
+/// `%globaltimer` before which no sweep is tried: after one that gave
+/// nothing back, ten times as long as it took (at least 1 ms), so that
+/// sweeping costs at most a tenth of the time; 0: any time.
+static SWEEP_AGAIN_AT: AtomicU64 = AtomicU64::new(0);
+/// Per chunk, during a sweep: its free blocks found (`u32::MAX`: all of them).
+static SWEEP_COUNT: [AtomicU32; CHUNKS] = [const { AtomicU32::new(0) }; CHUNKS];
+
+/// Give back, as free 64 KiB blocks, the chunks of the small classes whose
+/// blocks are all free, so that [`reuse_run`] can serve another class from
+/// them. Every free small block is taken off its list and counted per
+/// chunk; blocks of chunks still in use go back on their lists. Returns the
+/// chunks given back. It is slow (a pop and a push per free block, a look
+/// at every chunk), so it runs only when the arena is spent and no freed
+/// block of whole chunks is left, one thread at a time (the others go to
+/// the host meanwhile), and after one that found nothing not again for a
+/// while (`SWEEP_AGAIN_AT`).
+fn sweep() -> usize {
+    let started = arch::global_timer_ns();
+    if started < SWEEP_AGAIN_AT.load(Relaxed) {
+        return 0;
+    }
+    if SWEEPING.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
+        return 0;
+    }
+    // Each class's free blocks onto a list of this thread's (a popped block's
+    // link word is its popper's to use): `unit` of the head, 0 when empty.
+    let mut lists = [0u64; CHUNK_SHIFT as usize];
+    for (shift, list) in lists.iter_mut().enumerate().skip(MIN_SHIFT as usize) {
+        for head in FREE.get(shift).into_iter().flatten() {
+            while let Some(off) = pop(head) {
+                link(off).store(*list, Relaxed);
+                *list = unit(off);
+                if let Some(c) = SWEEP_COUNT.get(off / CHUNK) {
+                    c.store(c.load(Relaxed) + 1, Relaxed);
+                }
+            }
+        }
+    }
+    // Blocks of chunks in use go back; a chunk whose blocks all came off
+    // the lists is marked, and left alone until every list is walked (its
+    // first block's link may still be the walk's next step).
+    for (shift, list) in lists.iter().enumerate() {
+        let per_chunk = (CHUNK >> shift) as u32;
+        let mut at = *list;
+        while at != 0 {
+            let off = (at as usize - 1) * UNIT;
+            at = link(off).load(Relaxed) & 0xffff_ffff;
+            let Some(count) = SWEEP_COUNT.get(off / CHUNK) else { continue };
+            match count.load(Relaxed) {
+                u32::MAX => {}
+                n if n == per_chunk => count.store(u32::MAX, Relaxed),
+                _ => {
+                    let s = (off / CHUNK) % SHARDS;
+                    if let Some(head) = FREE.get(shift).and_then(|h| h.get(s)) {
+                        push_list(head, off, off);
+                    }
+                }
+            }
+        }
+    }
+    let mut freed = 0;
+    for (chunk, count) in SWEEP_COUNT.iter().enumerate() {
+        match count.load(Relaxed) {
+            0 => continue,
+            u32::MAX => {
+                let off = chunk * CHUNK;
+                if let (Some(class), Some(head)) =
+                    (CHUNK_CLASS.get(chunk), FREE.get(CHUNK_SHIFT as usize).and_then(|h| h.get(chunk % SHARDS)))
+                {
+                    class.store(CHUNK_SHIFT as u8, Release);
+                    push_list(head, off, off);
+                    freed += 1;
+                }
+            }
+            _ => {}
+        }
+        count.store(0, Relaxed);
+    }
+    let ended = arch::global_timer_ns();
+    let again = if freed == 0 {
+        ended.saturating_add(ended.saturating_sub(started).saturating_mul(10).max(1_000_000))
+    } else {
+        0
+    };
+    SWEEP_AGAIN_AT.store(again, Relaxed);
+    SWEEPING.store(0, Release);
+    freed
 }
 
 /// Carve a fresh chunk into `head`'s list, keeping its first block.
@@ -451,7 +550,7 @@ mod tests {
     /// gives it a process of its own (`-- --ignored`).
     #[test]
     #[ignore = "spends the shared arena; run alone with -- --ignored"]
-    fn freed_large_blocks_serve_other_sizes_once_the_arena_is_spent() {
+    fn freed_blocks_serve_other_sizes_once_the_arena_is_spent() {
         extern crate std;
         use std::vec::Vec;
         const MIB: usize = 1 << 20;
@@ -500,6 +599,46 @@ mod tests {
         for (p, _, _) in live {
             // SAFETY: live blocks, freed once.
             unsafe { free(p as *mut u8) };
+        }
+
+        // Then the whole arena in 24-byte blocks, freed: its chunks all
+        // belong to the 32-byte class, and the sweep gives them back, so
+        // 2000-byte blocks fill nearly the whole arena again.
+        let mut small = Vec::new();
+        loop {
+            let p = alloc(24, 8);
+            if p.is_null() {
+                break;
+            }
+            small.push(p);
+        }
+        assert!(small.len() * 32 > USABLE / 2, "24-byte blocks took only {} bytes", small.len() * 32);
+        for p in small.drain(..) {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(p) };
+        }
+        // The last 24-byte request swept and found nothing, which holds
+        // sweeps off for a while (the host test clock moves 1 ms a reading).
+        for _ in 0..100 {
+            let _ = arch::global_timer_ns();
+        }
+        let mut mid = Vec::new();
+        loop {
+            let p = alloc(2000, 8);
+            if p.is_null() {
+                break;
+            }
+            mid.push(p);
+        }
+        let want = USABLE / 2048 * 9 / 10;
+        assert!(
+            mid.len() >= want,
+            "{} blocks of 2000 bytes from a spent arena whose small blocks were all freed; want {want}",
+            mid.len()
+        );
+        for p in mid {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(p) };
         }
     }
 
