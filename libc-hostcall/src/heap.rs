@@ -188,8 +188,16 @@ fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
 /// again, so a large request after many small ones may still go to the
 /// host. Small blocks freed inside a chunk stay with their class.
 fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
+    let started = arch::global_timer_ns();
+    if started < REUSE_AGAIN_AT.load(Relaxed) {
+        return None;
+    }
     let need = chunks.trailing_zeros() + CHUNK_SHIFT;
-    let (off, have) = free_run(need).or_else(|| if sweep() > 0 { free_run(need) } else { None })?;
+    let found = free_run(need).or_else(|| if sweep() > 0 { free_run(need) } else { None });
+    let Some((off, have)) = found else {
+        REUSE_AGAIN_AT.store(pause_after(started), Relaxed);
+        return None;
+    };
     // The block is this thread's alone now: re-class its pieces, then
     // publish each (the push is a release).
     for k in need..have {
@@ -213,12 +221,23 @@ fn free_run(need: u32) -> Option<(usize, u32)> {
     })
 }
 
+/// `%globaltimer` before which an allocation the bump pointer cannot serve
+/// goes straight to the host: set when looking for freed memory to reuse
+/// found none (`reuse_run`), so that the look (a load per free list, maybe
+/// a sweep) costs a tenth of the time at most; 0: any time.
+static REUSE_AGAIN_AT: AtomicU64 = AtomicU64::new(0);
 /// One thread at a time sweeps (`sweep`).
 static SWEEPING: AtomicU32 = AtomicU32::new(0);
-/// `%globaltimer` before which no sweep is tried: after one that gave
-/// nothing back, ten times as long as it took (at least 1 ms), so that
-/// sweeping costs at most a tenth of the time; 0: any time.
+/// `%globaltimer` before which no sweep is tried (set after each, as
+/// `REUSE_AGAIN_AT`).
 static SWEEP_AGAIN_AT: AtomicU64 = AtomicU64::new(0);
+
+/// The time to wait after work that began at `started`: ten times as long
+/// as it took, at least 1 ms.
+fn pause_after(started: u64) -> u64 {
+    let now = arch::global_timer_ns();
+    now.saturating_add(now.saturating_sub(started).saturating_mul(10).max(1_000_000))
+}
 /// Per chunk, during a sweep: its free blocks found (`u32::MAX`: all of them).
 static SWEEP_COUNT: [AtomicU32; CHUNKS] = [const { AtomicU32::new(0) }; CHUNKS];
 
@@ -229,8 +248,8 @@ static SWEEP_COUNT: [AtomicU32; CHUNKS] = [const { AtomicU32::new(0) }; CHUNKS];
 /// chunks given back. It is slow (a pop and a push per free block, a look
 /// at every chunk), so it runs only when the arena is spent and no freed
 /// block of whole chunks is left, one thread at a time (the others go to
-/// the host meanwhile), and after one that found nothing not again for a
-/// while (`SWEEP_AGAIN_AT`).
+/// the host meanwhile), and not again until ten times its own time has
+/// passed (`SWEEP_AGAIN_AT`).
 fn sweep() -> usize {
     let started = arch::global_timer_ns();
     if started < SWEEP_AGAIN_AT.load(Relaxed) {
@@ -293,13 +312,7 @@ fn sweep() -> usize {
         }
         count.store(0, Relaxed);
     }
-    let ended = arch::global_timer_ns();
-    let again = if freed == 0 {
-        ended.saturating_add(ended.saturating_sub(started).saturating_mul(10).max(1_000_000))
-    } else {
-        0
-    };
-    SWEEP_AGAIN_AT.store(again, Relaxed);
+    SWEEP_AGAIN_AT.store(pause_after(started), Relaxed);
     SWEEPING.store(0, Release);
     freed
 }
@@ -568,6 +581,12 @@ mod tests {
             // SAFETY: live blocks, freed once.
             unsafe { free(p) };
         }
+        // The request that found nothing holds further looks for memory to
+        // reuse off for a while (the host test clock moves 1 ms a reading);
+        // meanwhile on a GPU the host serves.
+        for _ in 0..100 {
+            let _ = arch::global_timer_ns();
+        }
         // Four threads at once, each 5,000 small blocks and then sizes from
         // 100 B to 500 KB, all from the freed 1 MiB blocks (there is no host
         // here to fall back on).
@@ -617,8 +636,7 @@ mod tests {
             // SAFETY: live blocks, freed once.
             unsafe { free(p) };
         }
-        // The last 24-byte request swept and found nothing, which holds
-        // sweeps off for a while (the host test clock moves 1 ms a reading).
+        // The last 24-byte request found nothing: wait out the pause again.
         for _ in 0..100 {
             let _ = arch::global_timer_ns();
         }
