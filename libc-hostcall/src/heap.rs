@@ -25,16 +25,15 @@
 //!
 //! * Once the bump pointer is spent, a freed block of whole chunks (64 KiB
 //!   or more) serves any class up to 64 KiB: it is split, the chunk asked
-//!   for re-classed and the rest given back (`reuse_run`). When none is
-//!   left, a sweep finds the small classes' chunks whose blocks are all free
-//!   and gives each back as a 64 KiB block (`sweep`). Larger blocks then
-//!   come from the host (see `take_chunks`).
+//!   for re-classed and the rest given back (`reuse_run`). Larger blocks
+//!   then come from the host (see `take_chunks`).
 //!
 //! Limits: alignment up to 64 KiB in the arena, 2 MiB beyond it; an arena
-//! block wastes up to half its size; a chunk of small blocks serves another
-//! class only once all its blocks are free, and pieces are never merged
-//! back into runs of chunks (beyond the arena the host coalesces);
-//! `malloc_usable_size` of a block beyond the arena is 0.
+//! block wastes up to half its size; a chunk carved into blocks below 64
+//! KiB serves only that class, and split pieces are never merged back into
+//! runs of chunks (beyond the arena the host coalesces, so no request fails
+//! that the GPU's memory could serve); `malloc_usable_size` of a block
+//! beyond the arena is 0.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -192,16 +191,15 @@ fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
 /// given back as blocks of the classes that fit (halving down: a 1 MiB
 /// block serving one chunk gives back 512, 256, 128 and 64 KiB). This is
 /// how memory freed at one size serves another; pieces are never merged
-/// again, so a large request after many small ones may still go to the
-/// host. Small blocks freed inside a chunk stay with their class.
+/// again, and small blocks freed inside a chunk stay with their class.
+/// After a look that finds nothing, the next ones wait (`REUSE_AGAIN_AT`).
 fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
     let started = arch::global_timer_ns();
     if started < REUSE_AGAIN_AT.load(Relaxed) {
         return None;
     }
     let need = chunks.trailing_zeros() + CHUNK_SHIFT;
-    let found = free_run(need).or_else(|| if sweep() > 0 { free_run(need) } else { None });
-    let Some((off, have)) = found else {
+    let Some((off, have)) = free_run(need) else {
         REUSE_AGAIN_AT.store(pause_after(started), Relaxed);
         return None;
     };
@@ -230,98 +228,14 @@ fn free_run(need: u32) -> Option<(usize, u32)> {
 
 /// `%globaltimer` before which an allocation the bump pointer cannot serve
 /// goes straight to the host: set when looking for freed memory to reuse
-/// found none (`reuse_run`), so that the look (a load per free list, maybe
-/// a sweep) costs a tenth of the time at most; 0: any time.
+/// found none (`reuse_run`), so that the look (a load per free list of 64
+/// KiB or more) costs a tenth of the time at most; 0: any time.
 static REUSE_AGAIN_AT: AtomicU64 = AtomicU64::new(0);
-/// One thread at a time sweeps (`sweep`).
-static SWEEPING: AtomicU32 = AtomicU32::new(0);
-/// `%globaltimer` before which no sweep is tried (set after each, as
-/// `REUSE_AGAIN_AT`).
-static SWEEP_AGAIN_AT: AtomicU64 = AtomicU64::new(0);
-
 /// The time to wait after work that began at `started`: ten times as long
 /// as it took, at least 1 ms.
 fn pause_after(started: u64) -> u64 {
     let now = arch::global_timer_ns();
     now.saturating_add(now.saturating_sub(started).saturating_mul(10).max(1_000_000))
-}
-/// Per chunk, during a sweep: its free blocks found (`u32::MAX`: all of them).
-static SWEEP_COUNT: [AtomicU32; CHUNKS] = [const { AtomicU32::new(0) }; CHUNKS];
-
-/// Give back, as free 64 KiB blocks, the chunks of the small classes whose
-/// blocks are all free, so that [`reuse_run`] can serve another class from
-/// them. Every free small block is taken off its list and counted per
-/// chunk; blocks of chunks still in use go back on their lists. Returns the
-/// chunks given back. It is slow (a pop and a push per free block, a look
-/// at every chunk), so it runs only when the arena is spent and no freed
-/// block of whole chunks is left, one thread at a time (the others go to
-/// the host meanwhile), and not again until ten times its own time has
-/// passed (`SWEEP_AGAIN_AT`).
-fn sweep() -> usize {
-    let started = arch::global_timer_ns();
-    if started < SWEEP_AGAIN_AT.load(Relaxed) {
-        return 0;
-    }
-    if SWEEPING.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
-        return 0;
-    }
-    // Each class's free blocks onto a list of this thread's (a popped block's
-    // link word is its popper's to use): `unit` of the head, 0 when empty.
-    let mut lists = [0u64; CHUNK_SHIFT as usize];
-    for (shift, list) in lists.iter_mut().enumerate().skip(MIN_SHIFT as usize) {
-        for head in FREE.get(shift).into_iter().flatten() {
-            while let Some(off) = pop(head) {
-                link(off).store(*list, Relaxed);
-                *list = unit(off);
-                if let Some(c) = SWEEP_COUNT.get(off / CHUNK) {
-                    c.store(c.load(Relaxed) + 1, Relaxed);
-                }
-            }
-        }
-    }
-    // Blocks of chunks in use go back; a chunk whose blocks all came off
-    // the lists is marked, and left alone until every list is walked (its
-    // first block's link may still be the walk's next step).
-    for (shift, list) in lists.iter().enumerate() {
-        let per_chunk = (CHUNK >> shift) as u32;
-        let mut at = *list;
-        while at != 0 {
-            let off = (at as usize - 1) * UNIT;
-            at = link(off).load(Relaxed) & 0xffff_ffff;
-            let Some(count) = SWEEP_COUNT.get(off / CHUNK) else { continue };
-            match count.load(Relaxed) {
-                u32::MAX => {}
-                n if n == per_chunk => count.store(u32::MAX, Relaxed),
-                _ => {
-                    let s = (off / CHUNK) % SHARDS;
-                    if let Some(head) = FREE.get(shift).and_then(|h| h.get(s)) {
-                        push_list(head, off, off);
-                    }
-                }
-            }
-        }
-    }
-    let mut freed = 0;
-    for (chunk, count) in SWEEP_COUNT.iter().enumerate() {
-        match count.load(Relaxed) {
-            0 => continue,
-            u32::MAX => {
-                let off = chunk * CHUNK;
-                if let (Some(class), Some(head)) =
-                    (CHUNK_CLASS.get(chunk), FREE.get(CHUNK_SHIFT as usize).and_then(|h| h.get(chunk % SHARDS)))
-                {
-                    class.store(CHUNK_SHIFT as u8, Release);
-                    push_list(head, off, off);
-                    freed += 1;
-                }
-            }
-            _ => {}
-        }
-        count.store(0, Relaxed);
-    }
-    SWEEP_AGAIN_AT.store(pause_after(started), Relaxed);
-    SWEEPING.store(0, Release);
-    freed
 }
 
 /// Carve a fresh chunk into `head`'s list, keeping its first block.
@@ -624,45 +538,6 @@ mod tests {
         for (p, _, _) in live {
             // SAFETY: live blocks, freed once.
             unsafe { free(p as *mut u8) };
-        }
-
-        // Then the whole arena in 24-byte blocks, freed: its chunks all
-        // belong to the 32-byte class, and the sweep gives them back, so
-        // 2000-byte blocks fill nearly the whole arena again.
-        let mut small = Vec::new();
-        loop {
-            let p = alloc(24, 8);
-            if p.is_null() {
-                break;
-            }
-            small.push(p);
-        }
-        assert!(small.len() * 32 > USABLE / 2, "24-byte blocks took only {} bytes", small.len() * 32);
-        for p in small.drain(..) {
-            // SAFETY: live blocks, freed once.
-            unsafe { free(p) };
-        }
-        // The last 24-byte request found nothing: wait out the pause again.
-        for _ in 0..100 {
-            let _ = arch::global_timer_ns();
-        }
-        let mut mid = Vec::new();
-        loop {
-            let p = alloc(2000, 8);
-            if p.is_null() {
-                break;
-            }
-            mid.push(p);
-        }
-        let want = USABLE / 2048 * 9 / 10;
-        assert!(
-            mid.len() >= want,
-            "{} blocks of 2000 bytes from a spent arena whose small blocks were all freed; want {want}",
-            mid.len()
-        );
-        for p in mid {
-            // SAFETY: live blocks, freed once.
-            unsafe { free(p) };
         }
     }
 
