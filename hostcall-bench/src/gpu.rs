@@ -875,7 +875,7 @@ fn file_figures(plan: &Plan, ours: &mut Ours, floor: &Floor, figures: &mut Vec<F
             if path == null {
                 // What `std::fs::write` of one big buffer does: one call.
                 let one = bytes.min(64 * MIB);
-                let sum = (!write).then(|| 0);
+                let sum = (!write).then_some(0);
                 let rate = ours.file(write, path, 1, one, one, sum)?;
                 figures.push(
                     Figure::new(&format!("file_{verb}_GB_per_s@1call>{label}"), gb(rate), "GB/s")
