@@ -171,7 +171,7 @@ fn slow_load_notice(program: &str, bytes: usize) -> std::sync::mpsc::Sender<()> 
         if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(Duration::from_secs(2)) {
             eprintln!(
                 "{program}: the CUDA driver is compiling {:.1} MB of PTX for this GPU; the first run of a \
-                 new kernel takes a while (seconds for culinux, about 10 s for a kernel using regex, on an \
+                 new kernel takes a while (seconds for culinux, 10-15 s for a kernel using regex, on an \
                  H200), later runs load the compiled code from the JIT cache (a cubin from \
                  `hostcall-build` needs no wait at all)",
                 bytes as f64 / 1e6
