@@ -50,13 +50,15 @@ pub struct Plan {
 /// A group of figures `hostcall-bench run --only` can pick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Group {
-    /// `null_call_us`, `null_call_p99_us`, `null_post_us`.
+    /// `null_call_us`, `null_call_p99_us`, `null_post_us`, and the
+    /// diagnostics of where a call's time goes (`pingpong_push_*`,
+    /// `null_call_push_*`, `call_part_*`).
     Null,
     /// `calls_per_s` at each warp count.
     Calls,
     /// `alloc_per_s`.
     Alloc,
-    /// `file_write_GB_per_s`, `file_read_GB_per_s`.
+    /// `file_write_GB_per_s`, `file_read_GB_per_s`, `d2h_GB_per_s`.
     File,
     /// `println_lines_per_s`.
     Println,
