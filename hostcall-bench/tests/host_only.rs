@@ -30,6 +30,17 @@ fn the_command_line_parses_and_refuses_nonsense() {
     assert_eq!(build.cores, Some(2));
     assert!(Cli::try_parse_from(["hostcall-bench", "build", "--cores", "0"]).is_err());
     assert!(Cli::try_parse_from(["hostcall-bench", "run", "--bogus"]).is_err());
+    let Some(Command::Run(some)) =
+        Cli::try_parse_from(["hostcall-bench", "run", "--only", "null,file"]).unwrap().command
+    else {
+        panic!("run --only")
+    };
+    assert_eq!(some.only, [gpu::Group::Null, gpu::Group::File]);
+    let mut plan = gpu::Plan::new(true, 0);
+    assert!(plan.measures(gpu::Group::Println), "no --only: every group");
+    plan.only = some.only;
+    assert!(plan.measures(gpu::Group::File) && !plan.measures(gpu::Group::Calls));
+    assert!(Cli::try_parse_from(["hostcall-bench", "run", "--only", "nonsense"]).is_err());
     let child = ["hostcall-bench", "child", "print", "--impl", "cuda", "--grid", "2", "--block", "32"];
     let Some(Command::Child { what, .. }) = Cli::try_parse_from(child).unwrap().command else { panic!("child") };
     assert_eq!(what, ChildCommand::Print { r#impl: Impl::Cuda, grid: 2, block: 32, cold: false });
