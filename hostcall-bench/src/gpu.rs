@@ -676,12 +676,13 @@ fn null_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut V
         (4, "reload", "a load of the same word after the store"),
     ] {
         floor.pingpong_push(mode, 1000)?;
-        let (m, p99) = median_and_p99(&mut floor.pingpong_push(mode, plan.null_calls)?);
-        figures.push(
-            Figure::new(&format!("pingpong_push_{name}_us"), m / 1e3, "us")
-                .against("pingpong_us", pmed / 1e3)
-                .notes(format!("the ping-pong with {what} (p99 {:.2} us)", p99 / 1e3)),
-        );
+        let mut times = floor.pingpong_push(mode, plan.null_calls)?;
+        figures.push(diagnostic(
+            &format!("pingpong_push_{name}_us"),
+            &mut times,
+            pmed,
+            &format!("the ping-pong with {what}"),
+        ));
     }
     for (mode, name, what) in [
         (0, "none", "nothing after the record's stores"),
@@ -690,12 +691,9 @@ fn null_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut V
         (3, "sc_reread", "fence.sc.sys after the record's stores, configuration and op ID read every call"),
     ] {
         ours.null_call_push(mode, 1000)?;
-        let (m, p99) = median_and_p99(&mut ours.null_call_push(mode, plan.null_calls)?);
-        figures.push(
-            Figure::new(&format!("null_call_push_{name}_us"), m / 1e3, "us")
-                .against("pingpong_us", pmed / 1e3)
-                .notes(format!("null calls through the queue directly, {what} (p99 {:.2} us)", p99 / 1e3)),
-        );
+        let mut times = ours.null_call_push(mode, plan.null_calls)?;
+        let what = format!("null calls through the queue directly, {what}");
+        figures.push(diagnostic(&format!("null_call_push_{name}_us"), &mut times, pmed, &what));
     }
     for ((name, what), mut times) in CALL_PARTS.iter().zip(ours.call_parts(plan.null_calls)?) {
         let (med, _) = median_and_p99(&mut times);
@@ -706,6 +704,15 @@ fn null_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut V
         );
     }
     Ok(())
+}
+
+/// A diagnostic figure: the median of `times` (ns) against the ping-pong's
+/// median `pingpong_ns`, with `what` and the p99 as its notes.
+fn diagnostic(name: &str, times: &mut [u64], pingpong_ns: f64, what: &str) -> Figure {
+    let (med, p99) = median_and_p99(times);
+    Figure::new(name, med / 1e3, "us")
+        .against("pingpong_us", pingpong_ns / 1e3)
+        .notes(format!("{what} (p99 {:.2} us)", p99 / 1e3))
 }
 
 fn calls_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut Vec<Figure>) -> Res<Curve> {

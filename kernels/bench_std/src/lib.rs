@@ -46,6 +46,17 @@ fn span(t0: u64) {
     bench_globals::span(t0, arch::global_timer_ns());
 }
 
+/// Store `dt` as sample `i` of the mapped array at `samples`.
+///
+/// # Safety
+/// `samples` is `BENCH_SAMPLES`: the host points it at mapped u64s that
+/// live until the kernel ends, and `i` is below their number.
+#[inline(always)]
+unsafe fn record(samples: u64, i: u64, dt: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+}
+
 #[no_mangle]
 pub extern "ptx-kernel" fn null_call() {
     if arch::global_thread_id() != 0 {
@@ -58,9 +69,8 @@ pub extern "ptx-kernel" fn null_call() {
         let t0 = arch::global_timer_ns();
         let ok = libc_hostcall::echo(i, 0, &[], &mut []) == Ok(i);
         let dt = arch::global_timer_ns() - t0;
-        // SAFETY: the host points BENCH_SAMPLES at `n` mapped u64s that live
-        // until the kernel ends; `i < n`.
-        unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+        // SAFETY: the host allocated `n` samples; `i < n`.
+        unsafe { record(samples, i, dt) };
         if !ok {
             fail();
         }
@@ -83,8 +93,8 @@ pub extern "ptx-kernel" fn null_post() {
         let req = hostcall_abi::op::Echo { a: i, b: 0 };
         let ok = libc_hostcall::hostcall::post(&libc_hostcall::hostcall::ids::__HOSTCALL__echo, &req, &[]).is_ok();
         let dt = arch::global_timer_ns() - t0;
-        // SAFETY: as in `null_call`.
-        unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+        // SAFETY: the host allocated `n` samples; `i < n`.
+        unsafe { record(samples, i, dt) };
         if !ok {
             fail();
         }
@@ -156,8 +166,8 @@ pub extern "ptx-kernel" fn call_parts() {
         sink = sink.wrapping_add(u64::from(ids::__HOSTCALL__echo.get()));
         t[7] = timer_after(sink) - t0;
         for (k, dt) in t.iter().enumerate() {
-            // SAFETY: sample `k * n + i` of the `PARTS * n` the host allocated.
-            unsafe { &*((samples + 8 * (k as u64 * n + i)) as *const AtomicU64) }.store(*dt, Relaxed);
+            // SAFETY: the host allocated `PARTS * n` samples; `k < PARTS`, `i < n`.
+            unsafe { record(samples, k as u64 * n + i, *dt) };
         }
     }
     BENCH_SUM.store(sink, Relaxed);
@@ -220,8 +230,8 @@ fn reread_calls() {
         let done = with_queue(|q| q.call::<Push<1>>(&Call::new(ids::__HOSTCALL__echo.get(), [i, 0, 0]), &mut []));
         let value = done.map_or(u64::MAX - 1, |d| d.value);
         let dt = timer_after(value) - t0;
-        // SAFETY: as in `null_call`.
-        unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+        // SAFETY: the host allocated `n` samples; `i < n`.
+        unsafe { record(samples, i, dt) };
         if value != i {
             fail();
         }
@@ -240,8 +250,8 @@ fn push_calls<P: Platform>() {
             let t0 = arch::global_timer_ns();
             let done = q.call::<P>(&Call::new(id, [i, 0, 0]), &mut [])?;
             let dt = timer_after(done.value) - t0;
-            // SAFETY: as in `null_call`.
-            unsafe { &*((samples + 8 * i) as *const AtomicU64) }.store(dt, Relaxed);
+            // SAFETY: the host allocated `n` samples; `i < n`.
+            unsafe { record(samples, i, dt) };
             if done.value != i {
                 fail();
             }
