@@ -54,11 +54,19 @@ pub mod globals {
     /// `u64` per slot, zeroed by the host before launch, then read and
     /// written only by the slot's own thread).
     pub const SLOT_SEQ: &str = "__HOSTCALL_SLOT_SEQ__";
+    /// Number of rings (see [`super::rings`]): a power of two from 1 to
+    /// [`super::rings::MAX`]. Host-written; 0 reads as 1.
+    pub const RINGS: &str = "__HOSTCALL_RINGS__";
+    /// Device address of the ticket counters and `released` caches of rings
+    /// 1 and up (device memory, [`super::rings::COUNTER_WORDS`] words a ring,
+    /// zeroed by the host before launch, then GPU atomics only). Ring 0 uses
+    /// `BUFF_TOP` and `BUFF_RELEASED`. Host-written; 0 when there is one ring.
+    pub const RING_COUNTERS: &str = "__HOSTCALL_RING_COUNTERS__";
     /// Prefix of the per-hostcall ID globals: `__HOSTCALL__open` etc. The
     /// host writes the handler ID (>= 1); 0 means "not served".
     pub const ID_PREFIX: &str = "__HOSTCALL__";
     /// Every configuration global, in the order the host writes them.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         BUFF_PTR,
         BUFF_TOP,
         BUFF_SIZE,
@@ -69,7 +77,67 @@ pub mod globals {
         RETURN_DATA,
         RETURN_DATA_SIZE,
         SLOT_SEQ,
+        RINGS,
+        RING_COUNTERS,
     ];
+}
+
+/// A queue has one ring or several, each served by a host thread of its
+/// own, so that calls from a full grid are answered by as many cores as the
+/// rate needs.
+///
+/// Every ring has the same [`Geometry`] (two command buffers of
+/// `buff_size`), its own ticket counter, `released` cache and control line;
+/// the reply slots are shared (a thread waits for one call at a time). Ring
+/// `k`'s buffers start `k * ring_bytes` after `__HOSTCALL_BUFF_PTR__`, its
+/// control line `k` lines after `__HOSTCALL_CTRL_PTR__`.
+///
+/// Ring 0 carries every call whose order with other calls matters: files,
+/// output, the heap, exit, and every hostcall the host did not mark. A
+/// hostcall the host registered as *concurrent* (stateless: a clock, random
+/// bytes, a user's pure function) carries [`rings::ANY_RING`] in its ID
+/// global, and a warp sends it to ring `warp % rings`: one thread's calls
+/// still go to one ring, in order, and one fd's writes all go to ring 0.
+pub mod rings {
+    /// Most rings a queue has.
+    pub const MAX: u64 = 16;
+    /// Words of counters per ring past ring 0: the ticket counter at word 0,
+    /// the `released` cache at word [`RELEASED_WORD`], each on a 64-byte
+    /// line of its own (the GPU's atomics on them do not share a line).
+    pub const COUNTER_WORDS: usize = 16;
+    /// Where a ring's `released` cache is among its counter words.
+    pub const RELEASED_WORD: usize = 8;
+    /// The bit of an ID global's value (`__HOSTCALL__<name>`) that says the
+    /// host serves this hostcall on any ring; the handler ID is the low 32
+    /// bits.
+    pub const ANY_RING: u64 = 1 << 32;
+
+    /// Whether `count` rings is a queue the host may configure.
+    pub const fn valid(count: u64) -> bool {
+        count.is_power_of_two() && count <= MAX
+    }
+
+    /// The ring a call goes to: 0 unless its hostcall may go to any ring,
+    /// then the calling warp's (`warp` is its index in the launch; every
+    /// lane of a warp picks the same ring).
+    pub const fn of(warp: u64, count: u64, any_ring: bool) -> u64 {
+        if any_ring && valid(count) {
+            warp & (count - 1)
+        } else {
+            0
+        }
+    }
+
+    /// The handler ID and whether it may go to any ring, from the value
+    /// of an ID global; `None` for a value no host writes (0: not served).
+    pub const fn decode_id(word: u64) -> Option<(u32, bool)> {
+        let id = word as u32;
+        if id == 0 || word & !(ANY_RING | u32::MAX as u64) != 0 {
+            None
+        } else {
+            Some((id, word & ANY_RING != 0))
+        }
+    }
 }
 
 /// Limits both sides check.
@@ -432,4 +500,27 @@ fn word_of(b: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     w[..b.len()].copy_from_slice(b);
     u64::from_le_bytes(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rings;
+
+    #[test]
+    fn a_call_goes_to_its_warps_ring_only_when_its_hostcall_may() {
+        assert_eq!(rings::of(13, 4, true), 1);
+        assert_eq!(rings::of(13, 4, false), 0, "ordered calls stay on ring 0");
+        assert_eq!(rings::of(13, 1, true), 0);
+        assert_eq!(rings::of(13, 3, true), 0, "a count the host never writes is one ring");
+        assert_eq!(rings::of(13, 0, true), 0);
+    }
+
+    #[test]
+    fn id_globals_decode_to_the_handler_and_its_ring_freedom() {
+        assert_eq!(rings::decode_id(7), Some((7, false)));
+        assert_eq!(rings::decode_id(7 | rings::ANY_RING), Some((7, true)));
+        assert_eq!(rings::decode_id(0), None);
+        assert_eq!(rings::decode_id(rings::ANY_RING), None, "no handler");
+        assert_eq!(rings::decode_id(1 << 40 | 7), None, "bits no host writes");
+    }
 }

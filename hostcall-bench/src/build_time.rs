@@ -72,7 +72,9 @@ pub fn measure(cores: Option<usize>) -> Res<Results> {
     let mut source = std::fs::read_to_string(&lib).map_err(|e| e.to_string())?;
     // A change that reaches the PTX (a comment would leave it, and so the
     // cached cubin, as they were).
-    source.push_str("\n#[no_mangle]\npub extern \"ptx-kernel\" fn hostcall_bench_edit() {\n    println!(\"edited\");\n}\n");
+    source.push_str(
+        "\n#[no_mangle]\npub extern \"ptx-kernel\" fn hostcall_bench_edit() {\n    println!(\"edited\");\n}\n",
+    );
     std::fs::write(&lib, source).map_err(|e| e.to_string())?;
     eprintln!("hostcall-bench: rebuild after an edit of the kernel");
     let t = Instant::now();
@@ -96,8 +98,11 @@ pub fn measure(cores: Option<usize>) -> Res<Results> {
             images: vec![("culinux".into(), cold.sha256.clone())],
         },
         figures: vec![
-            Figure::new("build_cold_s", cold_s, "s")
-                .notes(format!("sysroot + libc + kernel + link, {}, {} bytes of PTX", cubin(&cold), cold.size)),
+            Figure::new("build_cold_s", cold_s, "s").notes(format!(
+                "sysroot + libc + kernel + link, {}, {} bytes of PTX",
+                cubin(&cold),
+                cold.size
+            )),
             Figure::new("build_kernel_s", warm_s, "s").notes(format!("after an edit of the kernel, {}", cubin(&warm))),
         ],
         curves: Vec::new(),

@@ -317,6 +317,8 @@ pub struct Served {
     pub per_record: f64,
     /// The fraction of the run the server found the ring empty.
     pub idle: f64,
+    /// Rings the queue had (each its own server thread).
+    pub rings: usize,
 }
 
 /// What is measured: `kernels/bench_std` under the runtime, files confined
@@ -354,6 +356,7 @@ impl Ours {
         let served = Served {
             per_record: report.calls as f64 / report.records.max(1) as f64,
             idle: report.server_idle.as_secs_f64() / report.elapsed.as_secs_f64().max(1e-9),
+            rings: report.calls_per_ring.len(),
         };
         Ok((t.elapsed().as_secs_f64(), served))
     }
@@ -400,15 +403,20 @@ impl Ours {
         Ok(samples.words().iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).collect())
     }
 
-    /// Calls per second with every lane of `warps` warps calling, and how
-    /// the server saw them.
-    pub fn calls(&mut self, warps: u64, per_thread: u64) -> Res<(f64, Served)> {
+    /// Calls per second with every lane of `warps` warps calling `entry`
+    /// (`calls`: null echo calls; `calls_payload`: echo calls of 0-511
+    /// bytes), on `rings` rings (0: as the runtime picks), and how the server
+    /// saw them.
+    pub fn calls(&mut self, entry: &str, warps: u64, per_thread: u64, rings: u64) -> Res<(f64, Served)> {
+        self.rt.queue_config_mut().rings = rings;
         let b = self.backend();
         reset(b)?;
         set(b, "BENCH_N", per_thread)?;
         let (grid, block) = geometry(warps);
-        let (_, served) = self.launch("calls", grid, block)?;
-        no_failures(self.backend(), "calls")?;
+        let launched = self.launch(entry, grid, block);
+        self.rt.queue_config_mut().rings = 0;
+        let (_, served) = launched?;
+        no_failures(self.backend(), entry)?;
         Ok(((warps * 32 * per_thread) as f64 / span_s(self.backend())?, served))
     }
 
@@ -720,21 +728,46 @@ fn calls_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut 
     let (mut ours_pts, mut floor_pts) = (Vec::new(), Vec::new());
     for &w in &plan.warps {
         let per_thread = (65_536 / (w * 32)).clamp(2, 256);
-        let (rate, served) = ours.calls(w, per_thread)?;
+        let (rate, served) = ours.calls("calls", w, per_thread, 0)?;
         let mail = floor.mailbox(w, if plan.quick { 50 } else { 200 })?;
         ours_pts.push((w as f64, rate));
         floor_pts.push((w as f64, mail));
         let mut f = Figure::new(&format!("calls_per_s@{w}warps"), rate, "calls/s")
             .against(&format!("mailbox_calls_per_s@{w}warps"), mail)
             .notes(format!(
-                "{per_thread} calls per lane, {:.1} per record, server idle {:.0}%",
+                "{per_thread} calls per lane, {:.1} per record, {} ring(s), server idle {:.0}%",
                 served.per_record,
+                served.rings,
                 100.0 * served.idle
             ));
         if w == 2112 {
             f = f.goal(Goal::AtLeast(1.0));
         }
         figures.push(f);
+        if served.rings > 1 {
+            // The same calls on one ring: what the rings past the first add.
+            let (one, _) = ours.calls("calls", w, per_thread, 1)?;
+            figures.push(
+                Figure::new(&format!("calls_per_s_one_ring@{w}warps"), one, "calls/s")
+                    .against(&format!("mailbox_calls_per_s@{w}warps"), mail)
+                    .notes(format!("as calls_per_s@{w}warps, on one ring and one server thread")),
+            );
+        }
+    }
+    if let Some(&w) = plan.warps.iter().max() {
+        // Echo calls carrying 0-511 bytes each way, every lane of the
+        // largest grid; the goal is 30 M/s (the mailbox moves no payload).
+        let per_thread = (65_536 / (w * 32)).clamp(2, 64);
+        let (rate, served) = ours.calls("calls_payload", w, per_thread, 0)?;
+        let mail = floor.mailbox(w, if plan.quick { 50 } else { 200 })?;
+        figures.push(
+            Figure::new(&format!("echo_0_511B_calls_per_s@{w}warps"), rate, "calls/s")
+                .against(&format!("mailbox_calls_per_s@{w}warps"), mail)
+                .notes(format!(
+                    "{per_thread} calls per lane, payload and reply checked, {:.1} per record, {} ring(s); goal 30 M/s",
+                    served.per_record, served.rings
+                )),
+        );
     }
     Ok(Curve {
         name: "calls_per_s".into(),

@@ -47,7 +47,9 @@ pub fn count(mut reader: impl BufRead, expected: u64) -> io::Result<LineCount> {
         let id = line
             .strip_suffix(b"\n")
             .and_then(|l| l.strip_prefix(b"hello from thread "))
-            .filter(|d| !d.is_empty() && d.len() <= 10 && d.iter().all(u8::is_ascii_digit) && (d[0] != b'0' || d.len() == 1))
+            .filter(|d| {
+                !d.is_empty() && d.len() <= 10 && d.iter().all(u8::is_ascii_digit) && (d[0] != b'0' || d.len() == 1)
+            })
             .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok())
             .filter(|&id| id < seen.len());
         match id {

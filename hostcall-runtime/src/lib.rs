@@ -8,7 +8,9 @@
 //!   kernel;
 //! * [`handlers`]: the built-in hostcalls of `hostcall_abi::op`, one module
 //!   per concern, confined to a sandbox directory;
-//! * `server`: the loop that drains the queue while the kernel runs.
+//! * `server`: the loop that drains the queue while the kernel runs;
+//!   `rings`: the servers of the rings past the first (concurrent
+//!   hostcalls from large grids, `hostcall_abi::rings`).
 //!
 //! `HOSTCALL_DEBUG=1` logs every call (name, decoded arguments, result,
 //! latency) to stderr through `tracing`.
@@ -31,7 +33,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostcall_abi::{globals, limits, Errno, Geometry, ProtocolError, LINE_BYTES, LINE_WORDS};
+use hostcall_abi::{globals, limits, rings as ring_abi, Errno, Geometry, ProtocolError, LINE_BYTES, LINE_WORDS};
 
 pub mod backend;
 pub mod error;
@@ -39,6 +41,7 @@ pub mod handlers;
 #[cfg(feature = "cuda")]
 pub mod launcher;
 pub mod registry;
+mod rings;
 mod server;
 
 pub use backend::{Backend, BackendError, Dim3, KernelState};
@@ -46,7 +49,7 @@ pub use error::{Duplicate, HandlerResult, HostError};
 pub use handlers::{ExitStatus, HostState, SharedBuf};
 pub use hostcall_abi;
 pub use hostcall_image;
-pub use registry::{DeviceSlice, HostCx, Payload, Registry};
+pub use registry::{DeviceSlice, HostCx, Payload, Registry, ReplyCx};
 
 /// How a [`Runtime`] is set up.
 pub struct RuntimeConfig {
@@ -146,6 +149,9 @@ pub struct RunReport {
     pub server_idle: Duration,
     /// Calls served, by hostcall name.
     pub per_op: BTreeMap<String, u64>,
+    /// Calls served by each ring's server, ring 0 first
+    /// (`hostcall_abi::rings`; one entry when the queue had one ring).
+    pub calls_per_ring: Vec<u64>,
     /// Calls answered with an errno.
     pub errors: u64,
     /// Posted calls that failed on the host (writes to stdout/stderr, which
@@ -246,12 +252,16 @@ pub struct QueueConfig {
     pub buff_size: u64,
     /// Most reply data one call brings back (a multiple of 8).
     pub reply_data_size: u64,
+    /// Rings, each served by a host thread of its own (a power of two up
+    /// to `hostcall_abi::rings::MAX`); 0: chosen per launch
+    /// ([`QueueConfig::rings_for`]).
+    pub rings: u64,
 }
 
 impl QueueConfig {
     /// 2 x 1 MiB of ring for small grids; larger grids get more
     /// ([`QueueConfig::RING_LINES_PER_WARP`]).
-    pub const DEFAULT: QueueConfig = QueueConfig { buff_size: 1 << 20, reply_data_size: 4096 };
+    pub const DEFAULT: QueueConfig = QueueConfig { buff_size: 1 << 20, reply_data_size: 4096, rings: 0 };
     /// Bytes of reply data area a launch is given at most (mapped pinned
     /// host memory), unless [`QueueConfig::MIN_REPLY`] per thread needs more.
     pub const REPLY_BUDGET: u64 = 64 << 20;
@@ -264,6 +274,31 @@ impl QueueConfig {
     pub const RING_LINES_PER_WARP: u64 = 128;
     /// The ring grows with the grid up to buffers of this size.
     pub const MAX_AUTO_BUFF: u64 = 32 << 20;
+    /// Warps of a launch per ring when the rings are chosen per launch.
+    pub const WARPS_PER_RING: u64 = 32;
+
+    /// The rings of a launch of `threads` threads: `rings` when set, else
+    /// `HOSTCALL_RINGS` from the environment when set, else one per
+    /// [`QueueConfig::WARPS_PER_RING`] warps, at most one per two cores of
+    /// this machine (a ring's server spins while its ring is busy), a power
+    /// of two. Only concurrent hostcalls use rings past the first.
+    pub fn rings_for(&self, threads: u64) -> Result<u64, RuntimeError> {
+        let bad = |what: String| {
+            RuntimeError::Config(format!("{what} rings: the queue takes a power of two from 1 to {}", ring_abi::MAX))
+        };
+        let asked = match (self.rings, std::env::var("HOSTCALL_RINGS")) {
+            (0, Ok(v)) => Some(v.trim().parse::<u64>().map_err(|_| bad(format!("HOSTCALL_RINGS={v:?}")))?),
+            (0, Err(_)) => None,
+            (n, _) => Some(n),
+        };
+        if let Some(n) = asked {
+            return if ring_abi::valid(n) { Ok(n) } else { Err(bad(n.to_string())) };
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let warps = threads.div_ceil(u64::from(hostcall_abi::WARP_LANES));
+        let n = (warps / Self::WARPS_PER_RING).min(cores / 2).clamp(1, ring_abi::MAX);
+        Ok(1 << n.ilog2())
+    }
 
     /// The geometry of a launch of `threads` threads: `buff_size` at least,
     /// more for large grids.
@@ -357,6 +392,11 @@ impl Runtime {
         &self.registry
     }
 
+    /// The queue's sizes and rings for the launches to come.
+    pub fn queue_config_mut(&mut self) -> &mut QueueConfig {
+        &mut self.queue
+    }
+
     /// Host state the handlers share (open files, env, exit status).
     pub fn state(&self) -> &HostState {
         &self.state
@@ -415,12 +455,16 @@ impl Runtime {
         Ok(self.backend.read_global_u64(name)?)
     }
 
-    /// Queue memory for geometry `g`: the last launch's when it fits, else
-    /// new. Either way cleared of every flag an earlier launch left.
-    fn queue_memory(&mut self, g: Geometry) -> Result<server::QueueMemory, RuntimeError> {
+    /// Queue memory for geometry `g` and `rings` rings: the last launch's
+    /// when it fits, else new. Either way cleared of every flag an earlier
+    /// launch left.
+    fn queue_memory(&mut self, g: Geometry, rings: u64) -> Result<server::QueueMemory, RuntimeError> {
         let b = &mut *self.backend;
-        let reuse = self.memory.take().filter(|(old, _)| {
-            old.buff_size == g.buff_size && old.reply_data_size == g.reply_data_size && old.slot_count >= g.slot_count
+        let reuse = self.memory.take().filter(|(old, mem)| {
+            old.buff_size == g.buff_size
+                && old.reply_data_size == g.reply_data_size
+                && old.slot_count >= g.slot_count
+                && mem.rings == rings
         });
         let mem = match reuse {
             Some((_, mut mem)) => {
@@ -436,14 +480,23 @@ impl Runtime {
             }
             // Fresh memory comes zeroed from the backend.
             None => server::QueueMemory {
-                ring: b.alloc_mapped(g.ring_words())?,
-                ctrl: b.alloc_mapped(LINE_WORDS)?,
+                ring: b.alloc_mapped(g.ring_words() * rings as usize)?,
+                ctrl: b.alloc_mapped(LINE_WORDS * rings as usize)?,
                 slots: b.alloc_mapped(g.slot_words())?,
                 reply_data: b.alloc_mapped(g.reply_data_words().max(1))?,
                 seq: b.alloc_device(g.seq_words() * 8)?,
+                counters: b.alloc_device(Self::counter_bytes(rings))?,
+                rings,
             },
         };
+        // The ticket counters of rings past the first start at 0 each launch.
+        b.copy_to_device(mem.counters.device_addr(), &vec![0u8; Self::counter_bytes(rings)])?;
         Ok(mem)
+    }
+
+    /// Bytes of device memory for the counters of rings past the first.
+    fn counter_bytes(rings: u64) -> usize {
+        (rings.max(2) as usize - 1) * ring_abi::COUNTER_WORDS * 8
     }
 
     /// Set up the queue, patch the globals, launch `entry` and serve it
@@ -461,8 +514,9 @@ impl Runtime {
         let threads = grid.count().zip(block.count()).and_then(|(g, b)| g.checked_mul(b));
         let threads = threads.ok_or_else(|| RuntimeError::Config(format!("a grid of {grid:?} x {block:?} threads")))?;
         let g = self.queue.geometry(threads)?;
+        let rings = self.queue.rings_for(threads)?;
         check_args(&self.state.args, g.reply_data_size)?;
-        let mem = self.queue_memory(g)?;
+        let mem = self.queue_memory(g, rings)?;
         let b = &mut *self.backend;
         let uses_queue =
             declared.iter().any(|n| n.starts_with(globals::ID_PREFIX) && n.len() > globals::ID_PREFIX.len());
@@ -477,6 +531,8 @@ impl Runtime {
             (globals::RETURN_DATA, mem.reply_data.device_addr()),
             (globals::RETURN_DATA_SIZE, g.reply_data_size),
             (globals::SLOT_SEQ, mem.seq.device_addr()),
+            (globals::RINGS, rings),
+            (globals::RING_COUNTERS, if rings > 1 { mem.counters.device_addr() } else { 0 }),
         ];
         debug_assert!(values.iter().map(|v| v.0).eq(globals::ALL));
         for (name, value) in values {
@@ -489,25 +545,84 @@ impl Runtime {
         for name in &declared {
             if let Some(call) = name.strip_prefix(globals::ID_PREFIX).filter(|n| !n.is_empty()) {
                 let id = self.registry.id(call).ok_or_else(|| RuntimeError::MissingHandlers(vec![call.to_string()]))?;
-                b.write_global_u64(name, u64::from(id))?;
+                let any_ring = if self.registry.is_concurrent(id) { ring_abi::ANY_RING } else { 0 };
+                b.write_global_u64(name, u64::from(id) | any_ring)?;
             }
         }
         self.state.exit = None;
-        tracing::debug!(target: "hostcall", "launching `{entry}` on {} with {g:?}", b.name());
-        b.launch(entry, grid, block)?;
+        tracing::debug!(target: "hostcall", "launching `{entry}` on {} with {g:?}, {rings} ring(s)", b.name());
         let write_op = self.registry.id(<hostcall_abi::op::Write as hostcall_abi::op::Request>::NAME);
-        let served = server::Server {
-            backend: b,
-            registry: &mut self.registry,
-            state: &mut self.state,
-            mem: &mem,
-            geometry: g,
-            debug: self.debug,
-            write_op,
-            deadline: self.timeout.map(|t| (start + t, t)),
-            stop: self.stop.as_deref(),
-        }
-        .run();
+        let table = self.registry.concurrent_table();
+        let shared = rings::Shared::default();
+        let (debug, deadline, stop) = (self.debug, self.timeout.map(|t| (start + t, t)), self.stop.as_deref());
+        let (registry, state) = (&mut self.registry, &mut self.state);
+        let mut per_ring = Vec::with_capacity(rings as usize);
+        let served = std::thread::scope(|scope| {
+            // Every ring has its server before the kernel can call.
+            let mut helpers = Vec::new();
+            for k in 1..rings as usize {
+                let rw = g.ring_words();
+                let server = rings::RingServer {
+                    ring: &mem.ring.words()[k * rw..(k + 1) * rw],
+                    ctrl: &mem.ctrl.words()[k * LINE_WORDS..(k + 1) * LINE_WORDS],
+                    answer: server::Answer { geometry: &g, slots: mem.slots.words(), data: mem.reply_data.words() },
+                    table: &table,
+                    debug,
+                    shared: &shared,
+                };
+                let spawned = std::thread::Builder::new()
+                    .name(format!("hostcall-ring-{k}"))
+                    .spawn_scoped(scope, move || server.run());
+                match spawned {
+                    Ok(h) => helpers.push(h),
+                    Err(e) => {
+                        shared.abandon();
+                        return Err(RuntimeError::Config(format!("a server thread for ring {k} of {rings}: {e}")));
+                    }
+                }
+            }
+            if let Err(e) = b.launch(entry, grid, block) {
+                shared.abandon();
+                return Err(e.into());
+            }
+            let mut served = server::Server {
+                backend: b,
+                registry,
+                state,
+                mem: &mem,
+                geometry: g,
+                debug,
+                write_op,
+                deadline,
+                stop,
+                rings: &shared,
+            }
+            .run();
+            match &served {
+                Ok(s) if s.stopped.is_none() => shared.drain(),
+                _ => shared.abandon(),
+            }
+            per_ring.push(served.as_ref().map_or(0, |s| s.calls));
+            for h in helpers {
+                // A ring's server catches its handlers' panics, and its own
+                // code returns errors rather than panicking.
+                match (&mut served, h.join()) {
+                    (Ok(all), Ok(ring)) => {
+                        per_ring.push(ring.calls);
+                        all.merge(ring);
+                    }
+                    (_, Err(p)) => {
+                        tracing::error!(target: "hostcall", "a ring's server panicked: {}", server::panic_text(&*p))
+                    }
+                    (Err(_), Ok(_)) => {}
+                }
+            }
+            // A corrupt record on another ring after ring 0's server ended.
+            if let (Ok(_), Some(e)) = (&served, shared.failure()) {
+                served = Err(e);
+            }
+            Ok(served)
+        })?;
         // Output held for coalescing goes out however the run ended (a
         // protocol error too: what the kernel printed before it matters).
         let _ = self.state.flush_output();
@@ -528,6 +643,7 @@ impl Runtime {
             records: served.records,
             server_idle: served.idle,
             per_op: BTreeMap::new(),
+            calls_per_ring: per_ring,
             errors: served.errors,
             unanswered_errors: served.unanswered_errors,
             first_unanswered: served.first_unanswered.clone(),

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use hostcall_abi::op::Request;
 use hostcall_abi::{Errno, ARG_WORDS};
@@ -154,56 +155,38 @@ impl<'a> Payload<'a> {
     }
 }
 
-/// What a handler may touch: its registry's state (the runtime's
-/// `HostState`: files, sinks, env), the reply data area of this call, and
-/// device memory through [`DeviceSlice`]. Handlers on a `Runtime` take
-/// `HostCx<'_, HostState>`; state of their own lives in their closures.
-pub struct HostCx<'a, S> {
-    pub state: &'a mut S,
-    pub(crate) backend: &'a mut dyn Backend,
+/// What every handler may touch: the reply data of its call. A concurrent
+/// handler ([`Registry::register_concurrent`]) is given only this; an
+/// ordered one reaches it through [`HostCx::reply`].
+pub struct ReplyCx<'a> {
     reply: &'a mut Vec<u8>,
-    reply_capacity: usize,
+    capacity: usize,
     pub(crate) trace_args: Option<String>,
-    pub(crate) deferred: bool,
 }
 
-impl<'a, S> HostCx<'a, S> {
-    pub(crate) fn new(
-        state: &'a mut S,
-        backend: &'a mut dyn Backend,
-        reply: &'a mut Vec<u8>,
-        reply_capacity: usize,
-        trace: bool,
-    ) -> Self {
+impl<'a> ReplyCx<'a> {
+    pub(crate) fn new(reply: &'a mut Vec<u8>, capacity: usize, trace: bool) -> Self {
         reply.clear();
-        HostCx { state, backend, reply, reply_capacity, trace_args: trace.then(String::new), deferred: false }
-    }
-
-    /// This call cannot complete yet (it waits for input that has not
-    /// arrived). The server keeps the call and runs the handler again later,
-    /// serving every other call meanwhile; what the handler returns this
-    /// time is ignored. The calling GPU thread simply waits longer.
-    pub fn defer(&mut self) {
-        self.deferred = true;
+        ReplyCx { reply, capacity, trace_args: trace.then(String::new) }
     }
 
     /// Bytes of reply data this call can return.
     pub fn reply_capacity(&self) -> usize {
-        self.reply_capacity
+        self.capacity
     }
 
     /// Set the reply data (cut to the capacity); returns the bytes kept.
     pub fn reply_data(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.reply_capacity);
+        let n = data.len().min(self.capacity);
         self.reply.clear();
         self.reply.extend_from_slice(&data[..n]);
         n
     }
 
     /// A zeroed reply buffer of `min(len, capacity)` bytes to fill in place;
-    /// call [`HostCx::truncate_reply`] if fewer bytes were produced.
+    /// call [`ReplyCx::truncate_reply`] if fewer bytes were produced.
     pub fn reply_buf(&mut self, len: usize) -> &mut [u8] {
-        let n = len.min(self.reply_capacity);
+        let n = len.min(self.capacity);
         self.reply.clear();
         self.reply.resize(n, 0);
         self.reply
@@ -217,20 +200,101 @@ impl<'a, S> HostCx<'a, S> {
     pub(crate) fn clear_reply(&mut self) {
         self.reply.clear();
     }
+
+    /// The reply data set so far.
+    pub(crate) fn data(&self) -> &[u8] {
+        self.reply
+    }
+}
+
+/// What an ordered handler may touch: its registry's state (the runtime's
+/// `HostState`: files, sinks, env), the reply data area of this call, and
+/// device memory through [`DeviceSlice`]. Handlers on a `Runtime` take
+/// `HostCx<'_, HostState>`; state of their own lives in their closures.
+pub struct HostCx<'a, S> {
+    pub state: &'a mut S,
+    pub(crate) backend: &'a mut dyn Backend,
+    /// The reply data of this call.
+    pub reply: ReplyCx<'a>,
+    pub(crate) deferred: bool,
+}
+
+impl<'a, S> HostCx<'a, S> {
+    pub(crate) fn new(
+        state: &'a mut S,
+        backend: &'a mut dyn Backend,
+        reply: &'a mut Vec<u8>,
+        reply_capacity: usize,
+        trace: bool,
+    ) -> Self {
+        HostCx { state, backend, reply: ReplyCx::new(reply, reply_capacity, trace), deferred: false }
+    }
+
+    /// This call cannot complete yet (it waits for input that has not
+    /// arrived). The server keeps the call and runs the handler again later,
+    /// serving every other call meanwhile; what the handler returns this
+    /// time is ignored. The calling GPU thread simply waits longer.
+    pub fn defer(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Bytes of reply data this call can return.
+    pub fn reply_capacity(&self) -> usize {
+        self.reply.reply_capacity()
+    }
+
+    /// Set the reply data (cut to the capacity); returns the bytes kept.
+    pub fn reply_data(&mut self, data: &[u8]) -> usize {
+        self.reply.reply_data(data)
+    }
+
+    /// A zeroed reply buffer of `min(len, capacity)` bytes to fill in place;
+    /// call [`HostCx::truncate_reply`] if fewer bytes were produced.
+    pub fn reply_buf(&mut self, len: usize) -> &mut [u8] {
+        self.reply.reply_buf(len)
+    }
+
+    /// Keep only the first `len` bytes of the reply data.
+    pub fn truncate_reply(&mut self, len: usize) {
+        self.reply.truncate_reply(len);
+    }
 }
 
 type Erased<S> = Box<dyn FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send>;
 
+/// A concurrent handler: it sees the call's arguments, its inline payload
+/// and its reply data, nothing else, so any server thread may run it.
+pub type ConcurrentFn = Arc<dyn Fn(&mut ReplyCx<'_>, [u64; ARG_WORDS], &[u8]) -> HandlerResult + Send + Sync>;
+
+enum Handler<S> {
+    /// Run on the server of ring 0, in ring order, with the state.
+    Ordered(Erased<S>),
+    /// Run on whichever ring the call came by.
+    Concurrent(ConcurrentFn),
+}
+
 struct Entry<S> {
     name: String,
-    handler: Erased<S>,
+    handler: Handler<S>,
 }
+
+/// The concurrent handlers of a registry by ID (index = ID - 1), with their
+/// names: what the servers of rings past the first run.
+pub(crate) type ConcurrentTable = Vec<Option<(String, ConcurrentFn)>>;
 
 /// Handlers by name; each gets an ID (>= 1) that the runtime writes into the
 /// kernel's `__HOSTCALL__<name>` global. `S` is the state every handler is
 /// given ([`HostCx::state`]): the runtime's registry is a
 /// `Registry<HostState>` (`Registry::with_builtins`, in `handlers`); a
 /// handler's own state can also live in its closure.
+///
+/// A handler is *ordered* (`register`, `register_raw`: it runs on one
+/// server thread, in the order the calls were queued, with `&mut S`) or
+/// *concurrent* (`register_concurrent`, `register_concurrent_raw`: no
+/// state but its own `Sync` captures, so the calls of different warps are
+/// served by several threads at once, each warp's in order; see
+/// `hostcall_abi::rings`). A hostcall whose effects another call may observe
+/// (files, output, the heap) must be ordered.
 pub struct Registry<S> {
     entries: Vec<Entry<S>>,
     by_name: HashMap<String, u32>,
@@ -261,7 +325,34 @@ impl<S> Registry<S> {
         R: Request + fmt::Debug + 'static,
         F: FnMut(&mut HostCx<'_, S>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
     {
-        self.insert(R::NAME, typed(f), false)
+        self.insert(R::NAME, Handler::Ordered(typed(f)), false)
+    }
+
+    /// Register a concurrent handler for request `R`: it gets the call's
+    /// inline payload and reply data only, and calls from different warps
+    /// may run on several threads at once. A name that has a handler
+    /// already is an error.
+    pub fn register_concurrent<R, F>(&mut self, f: F) -> Result<u32, Duplicate>
+    where
+        R: Request + fmt::Debug + 'static,
+        F: Fn(&mut ReplyCx<'_>, R, &[u8]) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.insert(R::NAME, Handler::Concurrent(concurrent_typed(f)), false)
+    }
+
+    /// Register a concurrent handler for a user-defined hostcall by name,
+    /// taking the three raw argument words.
+    pub fn register_concurrent_raw<F>(&mut self, name: &str, f: F) -> Result<u32, Duplicate>
+    where
+        F: Fn(&mut ReplyCx<'_>, [u64; ARG_WORDS], &[u8]) -> HandlerResult + Send + Sync + 'static,
+    {
+        let h: ConcurrentFn = Arc::new(move |cx: &mut ReplyCx<'_>, args: [u64; ARG_WORDS], data: &[u8]| {
+            if let Some(t) = cx.trace_args.as_mut() {
+                *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
+            }
+            f(cx, args, data)
+        });
+        self.insert(name, Handler::Concurrent(h), false)
     }
 
     /// Register or replace the handler of request `R`; a replaced handler
@@ -272,7 +363,7 @@ impl<S> Registry<S> {
         F: FnMut(&mut HostCx<'_, S>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
     {
         // `insert` refuses only when not replacing: never here.
-        self.insert(R::NAME, typed(f), true).unwrap_or_default()
+        self.insert(R::NAME, Handler::Ordered(typed(f)), true).unwrap_or_default()
     }
 
     /// Register a handler for a user-defined hostcall by name (the kernel
@@ -282,7 +373,7 @@ impl<S> Registry<S> {
     where
         F: FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
     {
-        self.insert(name, raw(f), false)
+        self.insert(name, Handler::Ordered(raw(f)), false)
     }
 
     /// Register or replace the raw handler of `name`.
@@ -291,10 +382,10 @@ impl<S> Registry<S> {
         F: FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
     {
         // As in `replace`: never refused.
-        self.insert(name, raw(f), true).unwrap_or_default()
+        self.insert(name, Handler::Ordered(raw(f)), true).unwrap_or_default()
     }
 
-    fn insert(&mut self, name: &str, handler: Erased<S>, replace: bool) -> Result<u32, Duplicate> {
+    fn insert(&mut self, name: &str, handler: Handler<S>, replace: bool) -> Result<u32, Duplicate> {
         if let Some(&id) = self.by_name.get(name) {
             if !replace {
                 return Err(Duplicate(name.to_owned()));
@@ -334,6 +425,21 @@ impl<S> Registry<S> {
         self.entries.is_empty()
     }
 
+    /// Whether handler `id` is concurrent (served on any ring).
+    pub fn is_concurrent(&self, id: u32) -> bool {
+        let i = (id as usize).wrapping_sub(1);
+        self.entries.get(i).is_some_and(|e| matches!(e.handler, Handler::Concurrent(_)))
+    }
+
+    /// The concurrent handlers, for the servers of rings past the first.
+    pub(crate) fn concurrent_table(&self) -> ConcurrentTable {
+        let entry = |e: &Entry<S>| match &e.handler {
+            Handler::Concurrent(f) => Some((e.name.clone(), f.clone())),
+            Handler::Ordered(_) => None,
+        };
+        self.entries.iter().map(entry).collect()
+    }
+
     /// Run handler `id`. `None` when there is none.
     pub(crate) fn dispatch(
         &mut self,
@@ -344,7 +450,10 @@ impl<S> Registry<S> {
     ) -> Option<HandlerResult> {
         let i = usize::try_from(id).ok()?.checked_sub(1)?;
         let e = self.entries.get_mut(i)?;
-        Some((e.handler)(cx, args, data))
+        Some(match &mut e.handler {
+            Handler::Ordered(f) => f(cx, args, data),
+            Handler::Concurrent(f) => f(&mut cx.reply, args, data.inline()),
+        })
     }
 }
 
@@ -356,6 +465,20 @@ where
     F: FnMut(&mut HostCx<'_, S>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
 {
     Box::new(move |cx, args, data| {
+        let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
+        if let Some(t) = cx.reply.trace_args.as_mut() {
+            *t = fields(&format!("{req:?}"));
+        }
+        f(cx, req, data)
+    })
+}
+
+fn concurrent_typed<R, F>(f: F) -> ConcurrentFn
+where
+    R: Request + fmt::Debug + 'static,
+    F: Fn(&mut ReplyCx<'_>, R, &[u8]) -> HandlerResult + Send + Sync + 'static,
+{
+    Arc::new(move |cx: &mut ReplyCx<'_>, args: [u64; ARG_WORDS], data: &[u8]| {
         let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
         if let Some(t) = cx.trace_args.as_mut() {
             *t = fields(&format!("{req:?}"));
@@ -369,7 +492,7 @@ where
     F: FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
 {
     Box::new(move |cx, args, data| {
-        if let Some(t) = cx.trace_args.as_mut() {
+        if let Some(t) = cx.reply.trace_args.as_mut() {
             *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
         }
         f(cx, args, data)

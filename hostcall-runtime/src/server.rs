@@ -17,15 +17,20 @@ use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, LaneCall, Prot
 use crate::backend::{Backend, DeviceAlloc, KernelState, MappedRegion};
 use crate::error::HostError;
 use crate::handlers::HostState;
-use crate::registry::{DeviceSlice, HostCx, Payload, Registry};
+use crate::registry::{DeviceSlice, HostCx, Payload, Registry, ReplyCx};
 
 /// The queue's memory for one run.
 pub(crate) struct QueueMemory {
+    /// Every ring's buffers, ring 0 first.
     pub ring: MappedRegion,
+    /// A control line per ring.
     pub ctrl: MappedRegion,
     pub slots: MappedRegion,
     pub reply_data: MappedRegion,
     pub seq: DeviceAlloc,
+    /// The ticket counters and `released` caches of rings past the first.
+    pub counters: DeviceAlloc,
+    pub rings: u64,
 }
 
 /// What serving one run counted.
@@ -50,7 +55,7 @@ pub(crate) struct Served {
 
 /// Release ring lines at least this often (in records) while busy, besides
 /// at every half-buffer boundary and whenever the ring is empty.
-const RELEASE_EVERY: u32 = 32;
+pub(crate) const RELEASE_EVERY: u32 = 32;
 
 /// After the last record, poll flat out this long: the next call from a GPU
 /// thread is typically a few microseconds away, and a sleeping server adds
@@ -65,11 +70,11 @@ const QUERY_EVERY: u32 = 256;
 
 /// Polls of a half-written record at the head between two passes through
 /// the idle path.
-const PARTIAL_SPINS: u32 = 4096;
+pub(crate) const PARTIAL_SPINS: u32 = 4096;
 
 /// How an idle server waits, by how long it has been idle. Returns whether
 /// it is time to query the kernel's state.
-fn idle_wait(idle_for: Duration, round: u32) -> bool {
+pub(crate) fn idle_wait(idle_for: Duration, round: u32) -> bool {
     if idle_for < SPIN_FOR {
         // Yield now and then even while spinning: on an oversubscribed host
         // (the CPU emulation, where "device threads" share the cores) the
@@ -89,7 +94,7 @@ fn idle_wait(idle_for: Duration, round: u32) -> bool {
     }
 }
 
-fn panic_text(p: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_text(p: &(dyn Any + Send)) -> &str {
     p.downcast_ref::<&str>()
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()))
@@ -125,6 +130,9 @@ pub(crate) struct Server<'a> {
     pub deadline: Option<(Instant, Duration)>,
     /// A non-zero value stops the run (a signal's number).
     pub stop: Option<&'a AtomicUsize>,
+    /// Shared with the servers of the other rings: a protocol error one of
+    /// them found ends the run.
+    pub rings: &'a crate::rings::Shared,
 }
 
 /// Records between two looks at the watchdog while the ring is busy.
@@ -207,6 +215,10 @@ impl Server<'_> {
                 if let Some(reason) = self.stop_reason() {
                     return Ok(self.stopped(reason, served));
                 }
+                if let Some(e) = self.rings.failure() {
+                    self.backend.cancel();
+                    return Err(e);
+                }
                 if idle == 0 {
                     idle_since = Instant::now();
                 }
@@ -230,6 +242,10 @@ impl Server<'_> {
             if served.records.is_multiple_of(STOP_CHECK_EVERY) {
                 if let Some(reason) = self.stop_reason() {
                     return Ok(self.stopped(reason, served));
+                }
+                if let Some(e) = self.rings.failure() {
+                    self.backend.cancel();
+                    return Err(e);
                 }
             }
             let op = rec.header.op;
@@ -320,6 +336,40 @@ impl Server<'_> {
         if cx.deferred && matches!(outcome, Ok(Some(_))) {
             return Ok(true);
         }
+        let HostCx { reply: rcx, .. } = cx;
+        let answer =
+            Answer { geometry: &self.geometry, slots: self.mem.slots.words(), data: self.mem.reply_data.words() };
+        answer.finish(op, call, data, since, outcome, rcx, served, |id| op_name(registry, id))?;
+        Ok(false)
+    }
+}
+
+/// What every server does with a call once its handler ran: count it,
+/// trace it under `HOSTCALL_DEBUG`, and post its reply (if it has a slot).
+pub(crate) struct Answer<'a> {
+    pub geometry: &'a Geometry,
+    /// Every reply slot's words, and every slot's reply data.
+    pub slots: &'a [std::sync::atomic::AtomicU64],
+    pub data: &'a [std::sync::atomic::AtomicU64],
+}
+
+/// A handler's outcome: `None` when there is no handler of that ID; a
+/// panic's payload when it panicked.
+pub(crate) type Outcome = std::thread::Result<Option<crate::registry::HandlerResult>>;
+
+impl Answer<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn finish(
+        &self,
+        op: u32,
+        call: LaneCall,
+        data: &[u8],
+        since: Option<Instant>,
+        outcome: Outcome,
+        mut rcx: ReplyCx<'_>,
+        served: &mut Served,
+        name: impl Fn(u32) -> String,
+    ) -> Result<(), ProtocolError> {
         served.calls += 1;
         let counted = served.per_op.get_mut(op as usize).map_or(0, |_| op as usize);
         if let Some(c) = served.per_op.get_mut(counted) {
@@ -330,7 +380,7 @@ impl Server<'_> {
             Ok(None) => Err(HostError(Errno::ENOSYS)),
             Err(p) => {
                 served.handler_panics += 1;
-                tracing::error!(target: "hostcall", "handler `{}` panicked: {}", op_name(registry, op), panic_text(&*p));
+                tracing::error!(target: "hostcall", "handler `{}` panicked: {}", name(op), panic_text(&*p));
                 Err(HostError(Errno::EIO))
             }
         };
@@ -340,17 +390,14 @@ impl Server<'_> {
                 served.errors += 1;
                 if call.slot.is_none() {
                     served.unanswered_errors += 1;
-                    served.first_unanswered.get_or_insert_with(|| (op_name(registry, op), e));
+                    served.first_unanswered.get_or_insert_with(|| (name(op), e));
                 }
-                cx.clear_reply();
+                rcx.clear_reply();
                 (0, e.0)
             }
         };
-        let trace_args = cx.trace_args.take();
-        drop(cx);
         if let Some(since) = since {
-            let name = op_name(self.registry, op);
-            let args = trace_args.unwrap_or_default();
+            let args = rcx.trace_args.take().unwrap_or_default();
             let outcome = if errno == 0 {
                 format!("{value}")
             } else {
@@ -360,21 +407,22 @@ impl Server<'_> {
             let who = call.slot.map_or_else(|| format!("lane {} posted", call.lane), |s| format!("thread {s}"));
             tracing::debug!(
                 target: "hostcall",
-                "{name}({args}){} dev={}B -> {outcome} reply={}B in {:?} ({who})",
+                "{}({args}){} dev={}B -> {outcome} reply={}B in {:?} ({who})",
+                name(op),
                 payload_text(data),
                 call.dev_len,
-                reply.len(),
+                rcx.data().len(),
                 since.elapsed()
             );
         }
         if let Some(slot) = call.slot {
             let r = Reply { value, errno, data_len: 0 };
-            let g = &self.geometry;
-            let slots = self.mem.slots.words().get(..g.slot_words()).ok_or(ProtocolError::BadBuffer)?;
-            let data = self.mem.reply_data.words().get(..g.reply_data_words()).ok_or(ProtocolError::BadBuffer)?;
-            post_reply(g, slots, data, slot, call.seq, r, reply)?;
+            let g = self.geometry;
+            let slots = self.slots.get(..g.slot_words()).ok_or(ProtocolError::BadBuffer)?;
+            let data = self.data.get(..g.reply_data_words()).ok_or(ProtocolError::BadBuffer)?;
+            post_reply(g, slots, data, slot, call.seq, r, rcx.data())?;
         }
-        Ok(false)
+        Ok(())
     }
 }
 

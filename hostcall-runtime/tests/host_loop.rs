@@ -96,7 +96,7 @@ fn measure(records: u64, n: usize, payload: usize) {
         }
         *SERVED_IN.lock().unwrap() = Some(t0.elapsed());
     });
-    let queue = QueueConfig { buff_size: 64 << 20, reply_data_size: 512 };
+    let queue = QueueConfig { buff_size: 64 << 20, reply_data_size: 512, rings: 1 };
     let mut rig = common::rig(dir.path(), queue, module);
     let report = rig.rt.launch("warp", 1, 32).expect("run");
     let calls = records * n as u64;

@@ -59,6 +59,7 @@ fn echo_stress_64_threads_small_ring_few_slots() {
     let queue = QueueConfig {
         buff_size: limits::MIN_BUFF_SIZE,
         reply_data_size: limits::MAX_INLINE.next_multiple_of(8) as u64,
+        rings: 1,
     };
     let mut rig = common::rig(dir.path(), queue, module);
     let t = Instant::now();

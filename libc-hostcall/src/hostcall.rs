@@ -5,6 +5,7 @@
 //! | symbol | type | written by |
 //! |---|---|---|
 //! | `__HOSTCALL_BUFF_PTR__`, `_BUFF_SIZE__`, `_CTRL_PTR__`, `_RETURN_SLOTS__`, `_RETURN_SLOT_COUNT__`, `_RETURN_DATA__`, `_RETURN_DATA_SIZE__`, `_SLOT_SEQ__` | `u64` | host, before launch |
+//! | `__HOSTCALL_RINGS__`, `__HOSTCALL_RING_COUNTERS__` | `u64` | host, before launch (several rings: `hostcall_abi::rings`) |
 //! | `__HOSTCALL_BUFF_TOP__`, `__HOSTCALL_BUFF_RELEASED__` | `u64` | host zeroes before launch; then GPU atomics only |
 //! | `__HOSTCALL__<name>` for each of `hostcall_abi::op::BUILTIN` and `echo` | `u64` | host: handler ID, 0 = not served |
 //!
@@ -13,7 +14,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hostcall_abi::layout::{limits, Geometry, LINE_WORDS};
+use hostcall_abi::layout::{limits, rings, Geometry, LINE_BYTES, LINE_WORDS};
 use hostcall_abi::sync::{Platform, Word};
 use hostcall_abi::{Call, CallError, Completed, Errno, Queue};
 
@@ -126,10 +127,17 @@ impl HostcallId {
         HostcallId(SysWord::new())
     }
 
-    /// The handler ID; 0 when no handler is registered (or the ID does not
-    /// fit the header's 32 bits, which no host writes).
+    /// The handler ID; 0 when no handler is registered (or the global holds
+    /// a value no host writes).
     pub fn get(&self) -> u32 {
-        u32::try_from(self.0.patched()).unwrap_or(0)
+        self.decode().map_or(0, |(id, _)| id)
+    }
+
+    /// The handler ID and whether the host serves it on any ring
+    /// (`hostcall_abi::rings`); `None` when it is not served.
+    #[inline(always)]
+    pub fn decode(&self) -> Option<(u32, bool)> {
+        rings::decode_id(self.0.patched())
     }
 }
 
@@ -160,6 +168,8 @@ config_globals!(
     __HOSTCALL_RETURN_DATA__,
     __HOSTCALL_RETURN_DATA_SIZE__,
     __HOSTCALL_SLOT_SEQ__,
+    __HOSTCALL_RINGS__,
+    __HOSTCALL_RING_COUNTERS__,
 );
 
 /// The per-op ID globals, `__HOSTCALL__<name>`, one for each row of
@@ -245,14 +255,17 @@ impl Region {
     }
 }
 
-/// What the host configured: the geometry and the five addresses
-/// (`[ring, ctrl, slots, reply data, call counters]`).
+/// What the host configured: the geometry, the five addresses
+/// (`[ring, ctrl, slots, reply data, call counters]`), the number of rings
+/// and the address of the counters of rings past the first.
 struct Config {
     geometry: Geometry,
     ptrs: [u64; 5],
+    rings: u64,
+    ring_counters: u64,
 }
 
-/// The configuration the host wrote, or `None` before it did. All eight
+/// The configuration the host wrote, or `None` before it did. All ten
 /// words are loaded before any is looked at: a check between them would
 /// make each group wait for the last (after a call's fence every one of
 /// them is a trip to L2, 0.83 us for the whole read on the H200 when they
@@ -271,9 +284,16 @@ fn config() -> Option<Config> {
         __HOSTCALL_RETURN_DATA__.patched(),
         __HOSTCALL_SLOT_SEQ__.patched(),
     ];
+    let (rings, ring_counters) = (__HOSTCALL_RINGS__.patched().max(1), __HOSTCALL_RING_COUNTERS__.patched());
     // 16-byte aligned: the protocol moves word pairs (`Word::load_pair`).
     let aligned = ptrs.iter().fold(true, |ok, p| ok & (*p != 0) & (*p % 16 == 0));
-    (g.validate().is_ok() & aligned).then_some(Config { geometry: g, ptrs })
+    let counters_ok = rings == 1 || (ring_counters != 0 && ring_counters % 64 == 0);
+    (g.validate().is_ok() & aligned & rings::valid(rings) & counters_ok).then_some(Config {
+        geometry: g,
+        ptrs,
+        rings,
+        ring_counters,
+    })
 }
 
 /// The geometry the host configured, or `None` before it did.
@@ -296,31 +316,50 @@ unsafe fn words<'a>(addr: u64, words: usize) -> &'a [SysWord] {
     unsafe { core::slice::from_raw_parts(addr as *const SysWord, words) }
 }
 
-/// Run `f` with the queue as this thread sees it (`NotConfigured` before
-/// the host set it up): what every call does. A `no_std` kernel can make
-/// calls through `Queue::call` with a `Platform` of its own this way
-/// (`hostcall-bench` does, to measure other ways of publishing a record).
+/// Run `f` with the ring that a call of `op` from this thread goes to (ring
+/// 0 unless the host serves `op` on any ring, `hostcall_abi::rings`) and
+/// `op`'s handler ID: what every call does. `NotConfigured` before the host
+/// set the queue up, `NotServed` when `op` has no handler. A `no_std` kernel
+/// can make calls through `Queue::call` with a `Platform` of its own this
+/// way (`hostcall-bench` does, to measure other ways of publishing a record).
 #[inline(always)]
-pub fn with_queue<T>(f: impl FnOnce(&Queue<'_, SysWord>) -> Result<T, CallError>) -> Result<T, CallError> {
-    let Config { geometry: g, ptrs: [ring, ctrl, slots, reply_data, seq] } =
+pub fn with_queue<T>(
+    op: &HostcallId,
+    f: impl FnOnce(&Queue<'_, SysWord>, u32) -> Result<T, CallError>,
+) -> Result<T, CallError> {
+    let decoded = op.decode();
+    let Config { geometry: g, ptrs: [ring, ctrl, slots, reply_data, seq], rings, ring_counters } =
         config().ok_or(CallError::NotConfigured)?;
+    let (id, any_ring) = decoded.ok_or(CallError::NotServed)?;
+    // Lane 0's index over 32 names the warp the same way in every lane,
+    // whatever the block's shape.
+    let warp = (arch::global_thread_id() - u64::from(arch::lane_id())) / 32;
+    let k = rings::of(warp, rings, any_ring);
+    let ring_bytes = g.ring_words() as u64 * 8;
     // SAFETY: the host wrote these addresses and `g` before launch; each
-    // points to the number of words `g` says (layout.rs), in memory that
-    // stays mapped while the kernel runs. `config` checked them non-null
-    // and aligned and `g` valid, which bounds every length.
+    // points to the number of words `g` says (layout.rs), for each of its
+    // `rings` rings, in memory that stays mapped while the kernel runs.
+    // `config` checked them non-null and aligned, `g` valid and `rings` a
+    // count the host configures, and `k < rings`, which bounds every length.
     let q = unsafe {
+        let (top, released_cache) = if k == 0 {
+            (&__HOSTCALL_BUFF_TOP__, &__HOSTCALL_BUFF_RELEASED__)
+        } else {
+            let c = words(ring_counters + (k - 1) * (rings::COUNTER_WORDS as u64 * 8), rings::COUNTER_WORDS);
+            (&c[0], &c[rings::RELEASED_WORD])
+        };
         Queue {
             geometry: g,
-            ring: words(ring, g.ring_words()),
-            top: &__HOSTCALL_BUFF_TOP__,
-            released_cache: &__HOSTCALL_BUFF_RELEASED__,
-            ctrl: words(ctrl, LINE_WORDS),
+            ring: words(ring + k * ring_bytes, g.ring_words()),
+            top,
+            released_cache,
+            ctrl: words(ctrl + k * LINE_BYTES as u64, LINE_WORDS),
             slots: words(slots, g.slot_words()),
             reply_data: words(reply_data, g.reply_data_words()),
             seq: words(seq, g.seq_words()),
         }
     };
-    f(&q)
+    f(&q, id)
 }
 
 /// How a queue error reads at the C edge.
@@ -350,8 +389,8 @@ pub fn call(
     reply: &mut [u8],
 ) -> Result<Completed, Errno> {
     let region = region.unwrap_or(Region { addr: 0, len: 0 });
-    let c = Call::new(op.get(), args).payload(payload).device_region(region.addr, region.len);
-    let done = with_queue(|q| q.call::<Gpu>(&c, reply)).map_err(call_errno)?;
+    let c = Call::new(0, args).payload(payload).device_region(region.addr, region.len);
+    let done = with_queue(op, |q, id| q.call::<Gpu>(&Call { op: id, ..c }, reply)).map_err(call_errno)?;
     match done.errno {
         0 => Ok(done),
         e => Err(Errno(e)),
@@ -364,8 +403,8 @@ pub fn call(
 /// failures, see `RunReport::unanswered_errors`).
 #[inline(never)]
 pub fn post<R: hostcall_abi::op::Request>(op: &HostcallId, req: &R, payload: &[u8]) -> Result<(), Errno> {
-    let c = Call::new(op.get(), req.to_args()).payload(payload);
-    with_queue(|q| q.post::<Gpu>(&c)).map_err(call_errno)
+    let c = Call::new(0, req.to_args()).payload(payload);
+    with_queue(op, |q, id| q.post::<Gpu>(&Call { op: id, ..c })).map_err(call_errno)
 }
 
 /// [`call`] with a typed request from `hostcall_abi::op`.

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use hostcall_abi::op::{self, Request};
 use hostcall_abi::sync::Platform;
-use hostcall_abi::{globals, Call, CallError, Completed, Geometry, Queue, LINE_WORDS};
+use hostcall_abi::{globals, rings, Call, CallError, Completed, Geometry, Queue, LINE_WORDS};
 
 use super::{Backend, BackendError, DeviceAlloc, Dim3, KernelState, MappedRegion};
 
@@ -224,8 +224,12 @@ impl Platform for EmuPlatform {
 /// The queue as one device thread sees it: the words named by the globals.
 struct QueueViews {
     geometry: Geometry,
+    rings: u64,
+    /// Every ring's words, every ring's control line, and the counters of
+    /// the rings past the first.
     ring: (Arc<[AtomicU64]>, usize),
     ctrl: (Arc<[AtomicU64]>, usize),
+    counters: Option<(Arc<[AtomicU64]>, usize)>,
     slots: (Arc<[AtomicU64]>, usize),
     reply_data: (Arc<[AtomicU64]>, usize),
     seq: (Arc<[AtomicU64]>, usize),
@@ -284,10 +288,11 @@ impl DeviceCtx {
         self.globals.get(name).map(|g| &**g)
     }
 
-    /// The ID the host patched into `__HOSTCALL__<name>` (0: not served).
+    /// The handler ID the host patched into `__HOSTCALL__<name>` (0: not
+    /// served).
     pub fn hostcall_id(&self, name: &str) -> u32 {
         let g = format!("{}{name}", globals::ID_PREFIX);
-        self.global(&g).map_or(0, |w| w.load(Relaxed) as u32)
+        self.global(&g).and_then(|w| rings::decode_id(w.load(Relaxed))).map_or(0, |(id, _)| id)
     }
 
     fn views(&self) -> Result<&QueueViews, CallError> {
@@ -306,48 +311,83 @@ impl DeviceCtx {
             let addr = g(name)?;
             self.mem.words(addr, words).ok_or(CallError::NotConfigured)
         };
+        let count = g(globals::RINGS)?.max(1);
+        if !rings::valid(count) {
+            return Err(CallError::NotConfigured);
+        }
+        let n = count as usize;
         Ok(QueueViews {
             geometry,
-            ring: at(globals::BUFF_PTR, geometry.ring_words())?,
-            ctrl: at(globals::CTRL_PTR, LINE_WORDS)?,
+            rings: count,
+            ring: at(globals::BUFF_PTR, geometry.ring_words() * n)?,
+            ctrl: at(globals::CTRL_PTR, LINE_WORDS * n)?,
+            counters: if n > 1 { Some(at(globals::RING_COUNTERS, (n - 1) * rings::COUNTER_WORDS)?) } else { None },
             slots: at(globals::RETURN_SLOTS, geometry.slot_words())?,
             reply_data: at(globals::RETURN_DATA, geometry.reply_data_words())?,
             seq: at(globals::SLOT_SEQ, geometry.seq_words())?,
         })
     }
 
-    /// The queue, built from the globals the host wrote.
+    /// Ring 0 of the queue, built from the globals the host wrote.
     pub fn queue(&self) -> Result<Queue<'_, AtomicU64>, CallError> {
+        self.queue_on(0)
+    }
+
+    /// Ring `k` of the queue (`hostcall_abi::rings`).
+    pub fn queue_on(&self, k: u64) -> Result<Queue<'_, AtomicU64>, CallError> {
         let v = self.views()?;
-        let top = self.global(globals::BUFF_TOP).ok_or(CallError::NotConfigured)?;
-        let released_cache = self.global(globals::BUFF_RELEASED).ok_or(CallError::NotConfigured)?;
-        fn part((mem, off): &(Arc<[AtomicU64]>, usize), n: usize) -> &[AtomicU64] {
-            &mem[*off..*off + n]
+        if k >= v.rings {
+            return Err(CallError::NotConfigured);
         }
-        let g = v.geometry;
+        let (top, released_cache) = match (k, &v.counters) {
+            (0, _) => (
+                self.global(globals::BUFF_TOP).ok_or(CallError::NotConfigured)?,
+                self.global(globals::BUFF_RELEASED).ok_or(CallError::NotConfigured)?,
+            ),
+            (k, Some((mem, off))) => {
+                let at = off + (k as usize - 1) * rings::COUNTER_WORDS;
+                (&mem[at], &mem[at + rings::RELEASED_WORD])
+            }
+            (_, None) => return Err(CallError::NotConfigured),
+        };
+        fn part((mem, off): &(Arc<[AtomicU64]>, usize), from: usize, n: usize) -> &[AtomicU64] {
+            &mem[*off + from..*off + from + n]
+        }
+        let (g, k) = (v.geometry, k as usize);
         Ok(Queue {
             geometry: g,
-            ring: part(&v.ring, g.ring_words()),
+            ring: part(&v.ring, k * g.ring_words(), g.ring_words()),
             top,
             released_cache,
-            ctrl: part(&v.ctrl, LINE_WORDS),
-            slots: part(&v.slots, g.slot_words()),
-            reply_data: part(&v.reply_data, g.reply_data_words()),
-            seq: part(&v.seq, g.seq_words()),
+            ctrl: part(&v.ctrl, k * LINE_WORDS, LINE_WORDS),
+            slots: part(&v.slots, 0, g.slot_words()),
+            reply_data: part(&v.reply_data, 0, g.reply_data_words()),
+            seq: part(&v.seq, 0, g.seq_words()),
         })
+    }
+
+    /// The ring a call of hostcall `name` from this thread goes to, and its
+    /// handler ID, as the device libc picks them (each emulated thread is a
+    /// warp of its own).
+    fn route(&self, name: &str) -> Result<(Queue<'_, AtomicU64>, u32), CallError> {
+        let rings = self.views()?.rings;
+        let g = format!("{}{name}", globals::ID_PREFIX);
+        let word = self.global(&g).map_or(0, |w| w.load(Relaxed));
+        let (id, any_ring) = rings::decode_id(word).ok_or(CallError::NotServed)?;
+        Ok((self.queue_on(rings::of(u64::from(self.thread_id), rings, any_ring))?, id))
     }
 
     /// Make a call to hostcall `name`; reply data lands in `reply`.
     pub fn call(&self, name: &str, call: Call<'_>, reply: &mut [u8]) -> Result<Completed, CallError> {
-        let op = self.hostcall_id(name);
-        self.queue()?.call::<EmuPlatform>(&Call { op, ..call }, reply)
+        let (q, op) = self.route(name)?;
+        q.call::<EmuPlatform>(&Call { op, ..call }, reply)
     }
 
     /// Post a call to hostcall `name` without waiting for it (what the
     /// device libc does for writes to stdout/stderr).
     pub fn post(&self, name: &str, call: Call<'_>) -> Result<(), CallError> {
-        let op = self.hostcall_id(name);
-        self.queue()?.post::<EmuPlatform>(&Call { op, ..call })
+        let (q, op) = self.route(name)?;
+        q.post::<EmuPlatform>(&Call { op, ..call })
     }
 
     /// Make a typed built-in call.
@@ -362,6 +402,17 @@ impl DeviceCtx {
         init[GUARD..GUARD + bytes.len()].copy_from_slice(bytes);
         buf.fill_from(&init);
         GuardedBuffer { buf, len: bytes.len() }
+    }
+
+    /// Read emulated device memory at `addr`, as a GPU thread may
+    /// dereference any address of global memory.
+    pub fn load(&self, addr: u64, out: &mut [u8]) -> Result<(), BackendError> {
+        self.mem.read(addr, out)
+    }
+
+    /// Write emulated device memory at `addr`.
+    pub fn store(&self, addr: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.mem.write(addr, data)
     }
 
     /// Allocate emulated device memory (zeroed), for declared regions.

@@ -6,7 +6,7 @@ use hostcall_abi::Errno;
 
 use super::{ExitStatus, HostState};
 use crate::error::{Duplicate, HandlerResult, HostError};
-use crate::registry::{HostCx, Payload, Registry};
+use crate::registry::{HostCx, Payload, Registry, ReplyCx};
 
 /// The code `abort()` ends the run with (128 + SIGABRT).
 pub const ABORT_CODE: i32 = 134;
@@ -24,7 +24,7 @@ pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
         Ok(0)
     })?;
     r.register::<Unsupported, _>(unsupported)?;
-    r.register::<Echo, _>(echo)?;
+    r.register_concurrent::<Echo, _>(echo)?;
     Ok(())
 }
 
@@ -75,25 +75,10 @@ fn unsupported(cx: &mut HostCx<'_, HostState>, _: Unsupported, data: &Payload<'_
     Err(HostError(Errno::ENOSYS))
 }
 
-/// `echo(a, b)`: value `a ^ b`. Reply data = the inline payload; with an
-/// empty payload and a declared region, the region's bytes (device to host).
-/// With both, the payload is also written into the region (host to device).
-fn echo(cx: &mut HostCx<'_, HostState>, req: Echo, data: &Payload<'_>) -> HandlerResult {
-    match (data.inline(), data.device()) {
-        (inline, None) => {
-            cx.reply_data(inline);
-        }
-        ([], Some(region)) => {
-            let n = (region.len() as usize).min(cx.reply_capacity());
-            let mut buf = vec![0u8; n];
-            region.read(cx, 0, &mut buf)?;
-            cx.reply_data(&buf);
-        }
-        (inline, Some(region)) => {
-            let n = inline.len().min(region.len() as usize);
-            region.write(cx, 0, &inline[..n])?;
-            cx.reply_data(inline);
-        }
-    }
+/// `echo(a, b)`: value `a ^ b`, reply data = the inline payload. A
+/// concurrent handler (served on every ring): the test op that measures the
+/// queue itself.
+fn echo(cx: &mut ReplyCx<'_>, req: Echo, data: &[u8]) -> HandlerResult {
+    cx.reply_data(data);
     Ok(req.a ^ req.b)
 }

@@ -5,11 +5,12 @@ use hostcall_abi::Errno;
 
 use super::HostState;
 use crate::error::{Duplicate, HandlerResult, HostError};
-use crate::registry::{HostCx, Payload, Registry};
+use crate::registry::{Registry, ReplyCx};
 
 pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
-    r.register::<ClockGettime, _>(clock_gettime)?;
-    r.register::<Getrandom, _>(getrandom)?;
+    // Neither touches state: any ring's server may run them.
+    r.register_concurrent::<ClockGettime, _>(clock_gettime)?;
+    r.register_concurrent::<Getrandom, _>(getrandom)?;
     Ok(())
 }
 
@@ -22,7 +23,7 @@ const SERVED_CLOCKS: [i32; 4] = [
 ];
 
 /// -> nanoseconds of `clock` (REALTIME: since the epoch).
-fn clock_gettime(_: &mut HostCx<'_, HostState>, req: ClockGettime, _: &Payload<'_>) -> HandlerResult {
+fn clock_gettime(_: &mut ReplyCx<'_>, req: ClockGettime, _: &[u8]) -> HandlerResult {
     if !SERVED_CLOCKS.contains(&req.clock) {
         return Err(HostError(Errno::EINVAL));
     }
@@ -36,7 +37,7 @@ fn clock_gettime(_: &mut HostCx<'_, HostState>, req: ClockGettime, _: &Payload<'
 }
 
 /// -> bytes, reply data = `min(len, reply_data_size)` random bytes.
-fn getrandom(cx: &mut HostCx<'_, HostState>, req: Getrandom, _: &Payload<'_>) -> HandlerResult {
+fn getrandom(cx: &mut ReplyCx<'_>, req: Getrandom, _: &[u8]) -> HandlerResult {
     let buf = cx.reply_buf(req.len as usize);
     getrandom::fill(buf).map_err(|_| HostError(Errno::EIO))?;
     Ok(buf.len() as u64)

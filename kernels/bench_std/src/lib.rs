@@ -227,7 +227,7 @@ fn reread_calls() {
     let samples = BENCH_SAMPLES.load(Relaxed);
     for i in 0..n {
         let t0 = arch::global_timer_ns();
-        let done = with_queue(|q| q.call::<Push<1>>(&Call::new(ids::__HOSTCALL__echo.get(), [i, 0, 0]), &mut []));
+        let done = with_queue(&ids::__HOSTCALL__echo, |q, id| q.call::<Push<1>>(&Call::new(id, [i, 0, 0]), &mut []));
         let value = done.map_or(u64::MAX - 1, |d| d.value);
         let dt = timer_after(value) - t0;
         // SAFETY: the host allocated `n` samples; `i < n`.
@@ -244,8 +244,7 @@ fn push_calls<P: Platform>() {
     }
     let n = BENCH_N.load(Relaxed);
     let samples = BENCH_SAMPLES.load(Relaxed);
-    let id = ids::__HOSTCALL__echo.get();
-    let r = with_queue(|q| {
+    let r = with_queue(&ids::__HOSTCALL__echo, |q, id| {
         for i in 0..n {
             let t0 = arch::global_timer_ns();
             let done = q.call::<P>(&Call::new(id, [i, 0, 0]), &mut [])?;
@@ -309,6 +308,32 @@ pub extern "ptx-kernel" fn calls() {
     for i in 0..n {
         let a = tid << 20 | i;
         failures += u64::from(libc_hostcall::echo(a, 0, &[], &mut []) != Ok(a));
+    }
+    if failures > 0 {
+        BENCH_FAIL.fetch_add(failures, Relaxed);
+    }
+    span(start);
+}
+
+/// As `calls`, each call echoing a payload of 0 to 511 bytes (chosen by
+/// thread and call), its reply data checked byte for byte.
+#[no_mangle]
+pub extern "ptx-kernel" fn calls_payload() {
+    let tid = arch::global_thread_id();
+    let n = BENCH_N.load(Relaxed);
+    let mut out = [0u8; 512];
+    let mut back = [0u8; 512];
+    let start = arch::global_timer_ns();
+    let mut failures = 0;
+    for i in 0..n {
+        let a = tid << 20 | i;
+        let h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let len = (h >> 40) as usize % 512;
+        for (k, b) in out[..len].iter_mut().enumerate() {
+            *b = (h >> (k % 8 * 8)) as u8 ^ k as u8;
+        }
+        let ok = libc_hostcall::echo(a, 0, &out[..len], &mut back) == Ok(a) && back[..len] == out[..len];
+        failures += u64::from(!ok);
     }
     if failures > 0 {
         BENCH_FAIL.fetch_add(failures, Relaxed);
