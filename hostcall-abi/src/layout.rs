@@ -62,11 +62,15 @@ pub mod globals {
     /// zeroed by the host before launch, then GPU atomics only). Ring 0 uses
     /// `BUFF_TOP` and `BUFF_RELEASED`. Host-written; 0 when there is one ring.
     pub const RING_COUNTERS: &str = "__HOSTCALL_RING_COUNTERS__";
+    /// Bytes per command buffer of rings 1 and up (each carries only its
+    /// share of the warps' concurrent calls, so it is sized for them).
+    /// Host-written; 0 when there is one ring.
+    pub const RING_BUFF_SIZE: &str = "__HOSTCALL_RING_BUFF_SIZE__";
     /// Prefix of the per-hostcall ID globals: `__HOSTCALL__open` etc. The
     /// host writes the handler ID (>= 1); 0 means "not served".
     pub const ID_PREFIX: &str = "__HOSTCALL__";
     /// Every configuration global, in the order the host writes them.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         BUFF_PTR,
         BUFF_TOP,
         BUFF_SIZE,
@@ -79,6 +83,7 @@ pub mod globals {
         SLOT_SEQ,
         RINGS,
         RING_COUNTERS,
+        RING_BUFF_SIZE,
     ];
 }
 
@@ -86,11 +91,14 @@ pub mod globals {
 /// own, so that calls from a full grid are answered by as many cores as the
 /// rate needs.
 ///
-/// Every ring has the same [`Geometry`] (two command buffers of
-/// `buff_size`), its own ticket counter, `released` cache and control line;
-/// the reply slots are shared (a thread waits for one call at a time). Ring
-/// `k`'s buffers start `k * ring_bytes` after `__HOSTCALL_BUFF_PTR__`, its
-/// control line `k` lines after `__HOSTCALL_CTRL_PTR__`.
+/// Every ring is two command buffers with its own ticket counter,
+/// `released` cache and control line; the reply slots are shared (a thread
+/// waits for one call at a time). Ring 0 has the launch's [`Geometry`]; the
+/// rings past it the same but for their buffers, of
+/// `__HOSTCALL_RING_BUFF_SIZE__` bytes each ([`rings::ring_geometry`]). The
+/// rings lie one after another from `__HOSTCALL_BUFF_PTR__`
+/// ([`rings::ring_offset`]),
+/// their control lines one a line from `__HOSTCALL_CTRL_PTR__`.
 ///
 /// Ring 0 carries every call whose order with other calls matters: files,
 /// output, the heap, exit, and every hostcall the host did not mark. A
@@ -99,6 +107,8 @@ pub mod globals {
 /// global, and a warp sends it to ring `warp % rings`: one thread's calls
 /// still go to one ring, in order, and one fd's writes all go to ring 0.
 pub mod rings {
+    use super::Geometry;
+
     /// Most rings a queue has.
     pub const MAX: u64 = 16;
     /// Words of counters per ring past ring 0: the ticket counter at word 0,
@@ -126,6 +136,30 @@ pub mod rings {
         } else {
             0
         }
+    }
+
+    /// The geometry of ring `k`: ring 0's, `g`, but for rings past it
+    /// buffers of `ring_buff_size` bytes.
+    pub const fn ring_geometry(g: Geometry, k: u64, ring_buff_size: u64) -> Geometry {
+        if k == 0 {
+            g
+        } else {
+            Geometry { buff_size: ring_buff_size, ..g }
+        }
+    }
+
+    /// Words from the start of ring 0 to the start of ring `k`.
+    pub const fn ring_offset(g: Geometry, k: u64, ring_buff_size: u64) -> usize {
+        if k == 0 {
+            0
+        } else {
+            g.ring_words() + (k as usize - 1) * ring_geometry(g, 1, ring_buff_size).ring_words()
+        }
+    }
+
+    /// Words of all `count` rings.
+    pub const fn all_ring_words(g: Geometry, count: u64, ring_buff_size: u64) -> usize {
+        ring_offset(g, count, ring_buff_size)
     }
 
     /// The handler ID and whether it may go to any ring, from the value

@@ -697,6 +697,7 @@ fn null_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut V
         (1, "sc", "fence.sc.sys after the record's stores, as the device libc"),
         (2, "acq_rel", "fence.acq_rel.sys after the record's stores"),
         (3, "sc_reread", "fence.sc.sys after the record's stores, configuration and op ID read every call"),
+        (4, "sc_reread_warm", "as sc_reread, what a call reads first prefetched into L1 after the fence"),
     ] {
         ours.null_call_push(mode, 1000)?;
         let mut times = ours.null_call_push(mode, plan.null_calls)?;

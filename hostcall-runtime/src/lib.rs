@@ -317,12 +317,25 @@ impl QueueConfig {
         // warps take tickets for lines still held and queue behind each
         // other's wake-ups (on the H200, 132 x 256 threads echoing 0-511 B
         // ran at 0.13 M calls/s on 2 x 1 MiB, see docs/protocol.md).
-        let warps = slot_count / limits::SLOT_ALIGN;
-        let want = (warps * Self::RING_LINES_PER_WARP * LINE_BYTES as u64 / 2).next_power_of_two();
-        let buff_size = self.buff_size.max(want.min(Self::MAX_AUTO_BUFF));
+        let buff_size = self.buff_for(slot_count / limits::SLOT_ALIGN);
         let g = Geometry { buff_size, slot_count, reply_data_size };
         g.validate().map_err(|e| RuntimeError::Config(format!("queue {self:?}: {e:?}")))?;
         Ok(g)
+    }
+
+    /// Bytes per command buffer for a ring that `warps` warps send to:
+    /// `buff_size` at least, [`QueueConfig::RING_LINES_PER_WARP`] lines a
+    /// warp up to [`QueueConfig::MAX_AUTO_BUFF`].
+    fn buff_for(&self, warps: u64) -> u64 {
+        let want = (warps * Self::RING_LINES_PER_WARP * LINE_BYTES as u64 / 2).next_power_of_two();
+        self.buff_size.max(want.min(Self::MAX_AUTO_BUFF))
+    }
+
+    /// Bytes per command buffer of the rings past the first, for a launch
+    /// of geometry `g` on `rings` rings: each carries the concurrent calls
+    /// of its share of the warps only.
+    pub fn ring_buff_size(&self, g: &Geometry, rings: u64) -> u64 {
+        self.buff_for((g.slot_count / limits::SLOT_ALIGN).div_ceil(rings.max(1)))
     }
 }
 
@@ -459,12 +472,13 @@ impl Runtime {
     /// when it fits, else new. Either way cleared of every flag an earlier
     /// launch left.
     fn queue_memory(&mut self, g: Geometry, rings: u64) -> Result<server::QueueMemory, RuntimeError> {
+        let ring_buff_size = if rings > 1 { self.queue.ring_buff_size(&g, rings) } else { 0 };
         let b = &mut *self.backend;
         let reuse = self.memory.take().filter(|(old, mem)| {
             old.buff_size == g.buff_size
                 && old.reply_data_size == g.reply_data_size
                 && old.slot_count >= g.slot_count
-                && mem.rings == rings
+                && (mem.rings, mem.ring_buff_size) == (rings, ring_buff_size)
         });
         let mem = match reuse {
             Some((_, mut mem)) => {
@@ -480,13 +494,14 @@ impl Runtime {
             }
             // Fresh memory comes zeroed from the backend.
             None => server::QueueMemory {
-                ring: b.alloc_mapped(g.ring_words() * rings as usize)?,
+                ring: b.alloc_mapped(ring_abi::all_ring_words(g, rings, ring_buff_size))?,
                 ctrl: b.alloc_mapped(LINE_WORDS * rings as usize)?,
                 slots: b.alloc_mapped(g.slot_words())?,
                 reply_data: b.alloc_mapped(g.reply_data_words().max(1))?,
                 seq: b.alloc_device(g.seq_words() * 8)?,
                 counters: b.alloc_device(Self::counter_bytes(rings))?,
                 rings,
+                ring_buff_size,
             },
         };
         // The ticket counters of rings past the first start at 0 each launch.
@@ -533,6 +548,7 @@ impl Runtime {
             (globals::SLOT_SEQ, mem.seq.device_addr()),
             (globals::RINGS, rings),
             (globals::RING_COUNTERS, if rings > 1 { mem.counters.device_addr() } else { 0 }),
+            (globals::RING_BUFF_SIZE, mem.ring_buff_size),
         ];
         debug_assert!(values.iter().map(|v| v.0).eq(globals::ALL));
         for (name, value) in values {
@@ -550,7 +566,12 @@ impl Runtime {
             }
         }
         self.state.exit = None;
-        tracing::debug!(target: "hostcall", "launching `{entry}` on {} with {g:?}, {rings} ring(s)", b.name());
+        tracing::debug!(
+            target: "hostcall",
+            "launching `{entry}` on {} with {g:?}, {rings} ring(s) ({} bytes a buffer past the first)",
+            b.name(),
+            mem.ring_buff_size
+        );
         let write_op = self.registry.id(<hostcall_abi::op::Write as hostcall_abi::op::Request>::NAME);
         let table = self.registry.concurrent_table();
         let shared = rings::Shared::default();
@@ -561,9 +582,11 @@ impl Runtime {
             // Every ring has its server before the kernel can call.
             let mut helpers = Vec::new();
             for k in 1..rings as usize {
-                let rw = g.ring_words();
+                let gk = ring_abi::ring_geometry(g, k as u64, mem.ring_buff_size);
+                let at = ring_abi::ring_offset(g, k as u64, mem.ring_buff_size);
                 let server = rings::RingServer {
-                    ring: &mem.ring.words()[k * rw..(k + 1) * rw],
+                    geometry: gk,
+                    ring: &mem.ring.words()[at..at + gk.ring_words()],
                     ctrl: &mem.ctrl.words()[k * LINE_WORDS..(k + 1) * LINE_WORDS],
                     answer: server::Answer { geometry: &g, slots: mem.slots.words(), data: mem.reply_data.words() },
                     table: &table,

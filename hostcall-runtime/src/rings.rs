@@ -58,6 +58,8 @@ impl Shared {
 
 /// The server of one ring past the first.
 pub(crate) struct RingServer<'a> {
+    /// This ring's geometry (its buffers' size; the slots are everyone's).
+    pub geometry: Geometry,
     /// This ring's words and its control line.
     pub ring: &'a [AtomicU64],
     pub ctrl: &'a [AtomicU64],
@@ -71,7 +73,7 @@ impl RingServer<'_> {
     /// Serve until told to stop ([`Shared::drain`] once the ring is empty,
     /// or [`Shared::abandon`]); what was served.
     pub fn run(&self) -> Served {
-        let g: Geometry = *self.answer.geometry;
+        let g = self.geometry;
         let mut served = Served { per_op: vec![0; self.table.len() + 1], ..Served::default() };
         let mut consumer = Consumer::new(g);
         let half = g.buff_size / LINE_BYTES as u64;

@@ -31,6 +31,8 @@ pub(crate) struct QueueMemory {
     /// The ticket counters and `released` caches of rings past the first.
     pub counters: DeviceAlloc,
     pub rings: u64,
+    /// Bytes per command buffer of the rings past the first (0: one ring).
+    pub ring_buff_size: u64,
 }
 
 /// What serving one run counted.

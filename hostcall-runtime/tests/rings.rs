@@ -11,15 +11,17 @@ use std::sync::Arc;
 
 use hostcall_runtime::backend::emu::EmuModule;
 use hostcall_runtime::hostcall_abi::op::{Echo, Request, Write};
-use hostcall_runtime::hostcall_abi::{record_flag, rings, Call, Header};
+use hostcall_runtime::hostcall_abi::{limits, record_flag, rings, Call, Header};
 use hostcall_runtime::{QueueConfig, RuntimeError};
 
-const THREADS: u32 = if cfg!(miri) { 4 } else { 32 };
-const CALLS: u64 = if cfg!(miri) { 3 } else { 2_000 };
+const THREADS: u32 = if cfg!(miri) { 4 } else { 128 };
+const CALLS: u64 = if cfg!(miri) { 3 } else { 1_000 };
 const RINGS: u64 = 4;
 
+/// The smallest buffers the grid allows: ring 0 (sized for every warp) and
+/// the rings past it (sized for their share) then differ.
 fn queue(rings: u64) -> QueueConfig {
-    QueueConfig { rings, ..QueueConfig::DEFAULT }
+    QueueConfig { rings, buff_size: limits::MIN_BUFF_SIZE, ..QueueConfig::DEFAULT }
 }
 
 #[test]
@@ -49,7 +51,12 @@ fn concurrent_calls_use_every_ring_and_ordered_ones_stay_in_order() {
             }
         }
     });
-    let mut rig = common::rig(dir.path(), queue(RINGS), module);
+    let q = queue(RINGS);
+    let g = q.geometry(u64::from(THREADS)).unwrap();
+    if !cfg!(miri) {
+        assert!(q.ring_buff_size(&g, RINGS) < g.buff_size, "rings past the first are smaller");
+    }
+    let mut rig = common::rig(dir.path(), q, module);
     let tally = Arc::new(AtomicU64::new(0));
     let seen = tally.clone();
     rig.rt

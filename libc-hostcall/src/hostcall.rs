@@ -88,10 +88,15 @@ impl Word for SysWord {
     fn fetch_max(&self, value: u64, order: Ordering) -> u64 {
         self.rmw(order, |a| a.fetch_max(value, Ordering::Relaxed))
     }
-    /// The other side of every fence in the protocol is the host.
+    /// The other side of every fence in the protocol is the host. An
+    /// acquire fence is a call's last (before its reply data is read):
+    /// what the next call reads first is fetched again behind it.
     #[inline(always)]
-    fn fence(_order: Ordering) {
+    fn fence(order: Ordering) {
         arch::fence_sys();
+        if order == Ordering::Acquire {
+            warm();
+        }
     }
     #[cfg(target_arch = "nvptx64")]
     #[inline(always)]
@@ -170,6 +175,7 @@ config_globals!(
     __HOSTCALL_SLOT_SEQ__,
     __HOSTCALL_RINGS__,
     __HOSTCALL_RING_COUNTERS__,
+    __HOSTCALL_RING_BUFF_SIZE__,
 );
 
 /// The per-op ID globals, `__HOSTCALL__<name>`, one for each row of
@@ -187,6 +193,8 @@ pub mod ids {
             /// `(op name, its ID global)`, for the consistency test.
             #[cfg(test)]
             pub(crate) const ALL: &[(&str, &HostcallId)] = &[$($(($op, &$name),)*)*];
+            /// Every built-in ID global.
+            pub(crate) const EVERY: &[&HostcallId] = &[$($(&$name,)*)*];
         };
     }
 
@@ -234,9 +242,13 @@ impl Platform for Gpu {
     fn sync_lanes(mask: u32) {
         arch::warp_sync(mask)
     }
+    /// Push the record's stores out now (left to drain they reach the
+    /// host later), then fetch what the next call reads first while this
+    /// one waits for its reply.
     #[inline(always)]
     fn after_publish() {
-        arch::fence_sc_sys()
+        arch::fence_sc_sys();
+        warm();
     }
 }
 
@@ -255,21 +267,50 @@ impl Region {
     }
 }
 
-/// What the host configured: the geometry, the five addresses
-/// (`[ring, ctrl, slots, reply data, call counters]`), the number of rings
-/// and the address of the counters of rings past the first.
+/// Prefetch into this SM's L1 what a call reads first: the configuration
+/// words and every built-in op's ID. A `.sys` fence leaves L1 cold, and
+/// without this the next call's first reads each wait for L2; issued right
+/// after a call's fence, the prefetches land while the call waits for its
+/// reply.
+#[inline(always)]
+pub fn warm() {
+    for w in [
+        &__HOSTCALL_BUFF_PTR__,
+        &__HOSTCALL_BUFF_SIZE__,
+        &__HOSTCALL_CTRL_PTR__,
+        &__HOSTCALL_RETURN_SLOTS__,
+        &__HOSTCALL_RETURN_SLOT_COUNT__,
+        &__HOSTCALL_RETURN_DATA__,
+        &__HOSTCALL_RETURN_DATA_SIZE__,
+        &__HOSTCALL_SLOT_SEQ__,
+        &__HOSTCALL_RINGS__,
+        &__HOSTCALL_RING_COUNTERS__,
+        &__HOSTCALL_RING_BUFF_SIZE__,
+    ] {
+        arch::prefetch_l1(w);
+    }
+    for id in ids::EVERY {
+        arch::prefetch_l1(*id);
+    }
+}
+
+/// What the host configured: ring 0's geometry, the five addresses
+/// (`[ring, ctrl, slots, reply data, call counters]`), the number of rings,
+/// the address of the counters of rings past the first and their buffers'
+/// size.
 struct Config {
     geometry: Geometry,
     ptrs: [u64; 5],
     rings: u64,
     ring_counters: u64,
+    ring_buff_size: u64,
 }
 
-/// The configuration the host wrote, or `None` before it did. All ten
+/// The configuration the host wrote, or `None` before it did. All eleven
 /// words are loaded before any is looked at: a check between them would
 /// make each group wait for the last (after a call's fence every one of
 /// them is a trip to L2, 0.83 us for the whole read on the H200 when they
-/// came in three groups).
+/// came in three groups; [`warm`] brings them back to L1 meanwhile).
 #[inline(always)]
 fn config() -> Option<Config> {
     let g = Geometry {
@@ -284,15 +325,20 @@ fn config() -> Option<Config> {
         __HOSTCALL_RETURN_DATA__.patched(),
         __HOSTCALL_SLOT_SEQ__.patched(),
     ];
-    let (rings, ring_counters) = (__HOSTCALL_RINGS__.patched().max(1), __HOSTCALL_RING_COUNTERS__.patched());
+    let rings = __HOSTCALL_RINGS__.patched().max(1);
+    let (ring_counters, ring_buff_size) = (__HOSTCALL_RING_COUNTERS__.patched(), __HOSTCALL_RING_BUFF_SIZE__.patched());
     // 16-byte aligned: the protocol moves word pairs (`Word::load_pair`).
     let aligned = ptrs.iter().fold(true, |ok, p| ok & (*p != 0) & (*p % 16 == 0));
-    let counters_ok = rings == 1 || (ring_counters != 0 && ring_counters % 64 == 0);
-    (g.validate().is_ok() & aligned & rings::valid(rings) & counters_ok).then_some(Config {
+    let others_ok = rings == 1
+        || (ring_counters != 0
+            && ring_counters % 64 == 0
+            && rings::ring_geometry(g, 1, ring_buff_size).validate().is_ok());
+    (g.validate().is_ok() & aligned & rings::valid(rings) & others_ok).then_some(Config {
         geometry: g,
         ptrs,
         rings,
         ring_counters,
+        ring_buff_size,
     })
 }
 
@@ -328,19 +374,21 @@ pub fn with_queue<T>(
     f: impl FnOnce(&Queue<'_, SysWord>, u32) -> Result<T, CallError>,
 ) -> Result<T, CallError> {
     let decoded = op.decode();
-    let Config { geometry: g, ptrs: [ring, ctrl, slots, reply_data, seq], rings, ring_counters } =
+    let Config { geometry: g0, ptrs: [ring, ctrl, slots, reply_data, seq], rings, ring_counters, ring_buff_size } =
         config().ok_or(CallError::NotConfigured)?;
     let (id, any_ring) = decoded.ok_or(CallError::NotServed)?;
     // Lane 0's index over 32 names the warp the same way in every lane,
     // whatever the block's shape.
     let warp = (arch::global_thread_id() - u64::from(arch::lane_id())) / 32;
     let k = rings::of(warp, rings, any_ring);
-    let ring_bytes = g.ring_words() as u64 * 8;
-    // SAFETY: the host wrote these addresses and `g` before launch; each
-    // points to the number of words `g` says (layout.rs), for each of its
-    // `rings` rings, in memory that stays mapped while the kernel runs.
-    // `config` checked them non-null and aligned, `g` valid and `rings` a
-    // count the host configures, and `k < rings`, which bounds every length.
+    let g = rings::ring_geometry(g0, k, ring_buff_size);
+    let offset = rings::ring_offset(g0, k, ring_buff_size) as u64 * 8;
+    // SAFETY: the host wrote these addresses and both geometries before
+    // launch; each points to the number of words they say (layout.rs),
+    // for each of `rings` rings, in memory that stays mapped while the
+    // kernel runs. `config` checked them non-null and aligned, the
+    // geometries valid and `rings` a count the host configures, and
+    // `k < rings`, which bounds every length.
     let q = unsafe {
         let (top, released_cache) = if k == 0 {
             (&__HOSTCALL_BUFF_TOP__, &__HOSTCALL_BUFF_RELEASED__)
@@ -350,7 +398,7 @@ pub fn with_queue<T>(
         };
         Queue {
             geometry: g,
-            ring: words(ring + k * ring_bytes, g.ring_words()),
+            ring: words(ring + offset, g.ring_words()),
             top,
             released_cache,
             ctrl: words(ctrl + k * LINE_BYTES as u64, LINE_WORDS),

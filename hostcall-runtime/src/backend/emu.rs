@@ -223,7 +223,9 @@ impl Platform for EmuPlatform {
 
 /// The queue as one device thread sees it: the words named by the globals.
 struct QueueViews {
+    /// Ring 0's geometry, and the buffer size of the rings past it.
     geometry: Geometry,
+    ring_buff_size: u64,
     rings: u64,
     /// Every ring's words, every ring's control line, and the counters of
     /// the rings past the first.
@@ -312,14 +314,17 @@ impl DeviceCtx {
             self.mem.words(addr, words).ok_or(CallError::NotConfigured)
         };
         let count = g(globals::RINGS)?.max(1);
-        if !rings::valid(count) {
+        let ring_buff_size = g(globals::RING_BUFF_SIZE)?;
+        if !rings::valid(count) || (count > 1 && rings::ring_geometry(geometry, 1, ring_buff_size).validate().is_err())
+        {
             return Err(CallError::NotConfigured);
         }
         let n = count as usize;
         Ok(QueueViews {
             geometry,
+            ring_buff_size,
             rings: count,
-            ring: at(globals::BUFF_PTR, geometry.ring_words() * n)?,
+            ring: at(globals::BUFF_PTR, rings::all_ring_words(geometry, count, ring_buff_size))?,
             ctrl: at(globals::CTRL_PTR, LINE_WORDS * n)?,
             counters: if n > 1 { Some(at(globals::RING_COUNTERS, (n - 1) * rings::COUNTER_WORDS)?) } else { None },
             slots: at(globals::RETURN_SLOTS, geometry.slot_words())?,
@@ -353,10 +358,11 @@ impl DeviceCtx {
         fn part((mem, off): &(Arc<[AtomicU64]>, usize), from: usize, n: usize) -> &[AtomicU64] {
             &mem[*off + from..*off + from + n]
         }
-        let (g, k) = (v.geometry, k as usize);
+        let g = rings::ring_geometry(v.geometry, k, v.ring_buff_size);
+        let k = k as usize;
         Ok(Queue {
             geometry: g,
-            ring: part(&v.ring, k * g.ring_words(), g.ring_words()),
+            ring: part(&v.ring, rings::ring_offset(v.geometry, k as u64, v.ring_buff_size), g.ring_words()),
             top,
             released_cache,
             ctrl: part(&v.ctrl, k * LINE_WORDS, LINE_WORDS),

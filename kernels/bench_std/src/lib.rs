@@ -201,7 +201,8 @@ fn timer_after(dep: u64) -> u64 {
 /// How `null_call_push` publishes a record: `BENCH_MODE` 0: nothing after
 /// the stores; 1: `fence.sc.sys` after them (as the device libc); 2:
 /// `fence.acq_rel.sys` after them; 3: as 1, the configuration and the op's
-/// ID read for every call.
+/// ID read for every call; 4: as 3, with what a call reads first
+/// prefetched into L1 after the fence (`hostcall::warm`).
 #[no_mangle]
 pub static BENCH_MODE: AtomicU64 = AtomicU64::new(0);
 
@@ -212,14 +213,16 @@ pub extern "ptx-kernel" fn null_call_push() {
     match BENCH_MODE.load(Relaxed) {
         1 => push_calls::<Push<1>>(),
         2 => push_calls::<Push<2>>(),
-        3 => reread_calls(),
+        3 => reread_calls::<Push<1>>(),
+        4 => reread_calls::<Push<4>>(),
         _ => push_calls::<Push<0>>(),
     }
 }
 
-/// Mode 3: as mode 1, with the queue's configuration and the op's ID read
-/// again for every call (as the device libc does).
-fn reread_calls() {
+/// Modes 3 and 4: as mode 1, with the queue's configuration and the op's
+/// ID read again for every call (as the device libc does), publishing as
+/// `P` says.
+fn reread_calls<P: Platform>() {
     if arch::global_thread_id() != 0 {
         return;
     }
@@ -227,7 +230,7 @@ fn reread_calls() {
     let samples = BENCH_SAMPLES.load(Relaxed);
     for i in 0..n {
         let t0 = arch::global_timer_ns();
-        let done = with_queue(&ids::__HOSTCALL__echo, |q, id| q.call::<Push<1>>(&Call::new(id, [i, 0, 0]), &mut []));
+        let done = with_queue(&ids::__HOSTCALL__echo, |q, id| q.call::<P>(&Call::new(id, [i, 0, 0]), &mut []));
         let value = done.map_or(u64::MAX - 1, |d| d.value);
         let dt = timer_after(value) - t0;
         // SAFETY: the host allocated `n` samples; `i < n`.
@@ -294,6 +297,10 @@ impl<const MODE: u8> Platform for Push<MODE> {
         match MODE {
             1 => arch::fence_sc_sys(),
             2 => arch::fence_sys(),
+            4 => {
+                arch::fence_sc_sys();
+                libc_hostcall::hostcall::warm();
+            }
             _ => {}
         }
     }
