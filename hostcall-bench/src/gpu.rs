@@ -697,7 +697,6 @@ fn null_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut V
         (1, "sc", "fence.sc.sys after the record's stores, as the device libc"),
         (2, "acq_rel", "fence.acq_rel.sys after the record's stores"),
         (3, "sc_reread", "fence.sc.sys after the record's stores, configuration and op ID read every call"),
-        (4, "sc_reread_warm", "as sc_reread, what a call reads first prefetched into L1 after the fence"),
     ] {
         ours.null_call_push(mode, 1000)?;
         let mut times = ours.null_call_push(mode, plan.null_calls)?;
@@ -759,16 +758,21 @@ fn calls_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut 
         // Echo calls carrying 0-511 bytes each way, every lane of the
         // largest grid; the goal is 30 M/s (the mailbox moves no payload).
         let per_thread = (65_536 / (w * 32)).clamp(2, 64);
-        let (rate, served) = ours.calls("calls_payload", w, per_thread, 0)?;
         let mail = floor.mailbox(w, if plan.quick { 50 } else { 200 })?;
-        figures.push(
-            Figure::new(&format!("echo_0_511B_calls_per_s@{w}warps"), rate, "calls/s")
-                .against(&format!("mailbox_calls_per_s@{w}warps"), mail)
-                .notes(format!(
-                    "{per_thread} calls per lane, payload and reply checked, {:.1} per record, {} ring(s); goal 30 M/s",
-                    served.per_record, served.rings
-                )),
-        );
+        for (entry, name, how) in [
+            ("calls_payload", "echo_0_511B_calls_per_s", ""),
+            ("calls_payload_synced", "echo_0_511B_synced_calls_per_s", ", the warp synced before each call"),
+        ] {
+            let (rate, served) = ours.calls(entry, w, per_thread, 0)?;
+            figures.push(
+                Figure::new(&format!("{name}@{w}warps"), rate, "calls/s")
+                    .against(&format!("mailbox_calls_per_s@{w}warps"), mail)
+                    .notes(format!(
+                        "{per_thread} calls per lane{how}, payload and reply checked, {:.1} per record, {} ring(s); goal 30 M/s",
+                        served.per_record, served.rings
+                    )),
+            );
+        }
     }
     Ok(Curve {
         name: "calls_per_s".into(),

@@ -193,22 +193,6 @@ mod imp {
         unsafe { asm!("st.relaxed.sys.v2.u64 [{}], {{{}, {}}};", in(reg64) p, in(reg64) v[0], in(reg64) v[1], options(nostack, preserves_flags)) };
     }
 
-    /// Bring the line of `p` (global memory) into this SM's L1: after a
-    /// `.sys` fence has left L1 cold, the next call's first reads hit it
-    /// instead of waiting for L2.
-    #[inline(always)]
-    pub fn prefetch_l1<T>(p: *const T) {
-        // SAFETY: a prefetch never faults and changes no memory; `cvta`
-        // only computes an address.
-        unsafe {
-            asm!(
-                "{{ .reg .u64 %ga; cvta.to.global.u64 %ga, {p}; prefetch.global.L1 [%ga]; }}",
-                p = in(reg64) p,
-                options(nostack, preserves_flags)
-            )
-        };
-    }
-
     /// A word that nothing writes while the kernel runs (the host wrote it
     /// before launch), loaded through the read-only cache: after a warp's
     /// first call, an L1 hit instead of a trip to L2.
@@ -292,7 +276,6 @@ mod imp {
             core::hint::spin_loop();
         }
     }
-    pub fn prefetch_l1<T>(_p: *const T) {}
     /// # Safety
     /// `p` must point to a live, aligned word.
     pub unsafe fn load_readonly(p: *const u64) -> u64 {

@@ -88,15 +88,10 @@ impl Word for SysWord {
     fn fetch_max(&self, value: u64, order: Ordering) -> u64 {
         self.rmw(order, |a| a.fetch_max(value, Ordering::Relaxed))
     }
-    /// The other side of every fence in the protocol is the host. An
-    /// acquire fence is a call's last (before its reply data is read):
-    /// what the next call reads first is fetched again behind it.
+    /// The other side of every fence in the protocol is the host.
     #[inline(always)]
-    fn fence(order: Ordering) {
+    fn fence(_order: Ordering) {
         arch::fence_sys();
-        if order == Ordering::Acquire {
-            warm();
-        }
     }
     #[cfg(target_arch = "nvptx64")]
     #[inline(always)]
@@ -193,8 +188,6 @@ pub mod ids {
             /// `(op name, its ID global)`, for the consistency test.
             #[cfg(test)]
             pub(crate) const ALL: &[(&str, &HostcallId)] = &[$($(($op, &$name),)*)*];
-            /// Every built-in ID global.
-            pub(crate) const EVERY: &[&HostcallId] = &[$($(&$name,)*)*];
         };
     }
 
@@ -242,13 +235,11 @@ impl Platform for Gpu {
     fn sync_lanes(mask: u32) {
         arch::warp_sync(mask)
     }
-    /// Push the record's stores out now (left to drain they reach the
-    /// host later), then fetch what the next call reads first while this
-    /// one waits for its reply.
+    /// Push the record's stores out now: left to drain they reach the
+    /// host later (docs/protocol.md).
     #[inline(always)]
     fn after_publish() {
-        arch::fence_sc_sys();
-        warm();
+        arch::fence_sc_sys()
     }
 }
 
@@ -264,33 +255,6 @@ impl Region {
     /// reach a thread's local memory, where its stack is).
     pub fn global(ptr: *const u8, len: usize) -> Option<Region> {
         arch::is_global(ptr).then_some(Region { addr: ptr as u64, len: len as u64 })
-    }
-}
-
-/// Prefetch into this SM's L1 what a call reads first: the configuration
-/// words and every built-in op's ID. A `.sys` fence leaves L1 cold, and
-/// without this the next call's first reads each wait for L2; issued right
-/// after a call's fence, the prefetches land while the call waits for its
-/// reply.
-#[inline(always)]
-pub fn warm() {
-    for w in [
-        &__HOSTCALL_BUFF_PTR__,
-        &__HOSTCALL_BUFF_SIZE__,
-        &__HOSTCALL_CTRL_PTR__,
-        &__HOSTCALL_RETURN_SLOTS__,
-        &__HOSTCALL_RETURN_SLOT_COUNT__,
-        &__HOSTCALL_RETURN_DATA__,
-        &__HOSTCALL_RETURN_DATA_SIZE__,
-        &__HOSTCALL_SLOT_SEQ__,
-        &__HOSTCALL_RINGS__,
-        &__HOSTCALL_RING_COUNTERS__,
-        &__HOSTCALL_RING_BUFF_SIZE__,
-    ] {
-        arch::prefetch_l1(w);
-    }
-    for id in ids::EVERY {
-        arch::prefetch_l1(*id);
     }
 }
 
@@ -310,7 +274,7 @@ struct Config {
 /// words are loaded before any is looked at: a check between them would
 /// make each group wait for the last (after a call's fence every one of
 /// them is a trip to L2, 0.83 us for the whole read on the H200 when they
-/// came in three groups; [`warm`] brings them back to L1 meanwhile).
+/// came in three groups).
 #[inline(always)]
 fn config() -> Option<Config> {
     let g = Geometry {

@@ -201,8 +201,7 @@ fn timer_after(dep: u64) -> u64 {
 /// How `null_call_push` publishes a record: `BENCH_MODE` 0: nothing after
 /// the stores; 1: `fence.sc.sys` after them (as the device libc); 2:
 /// `fence.acq_rel.sys` after them; 3: as 1, the configuration and the op's
-/// ID read for every call; 4: as 3, with what a call reads first
-/// prefetched into L1 after the fence (`hostcall::warm`).
+/// ID read for every call.
 #[no_mangle]
 pub static BENCH_MODE: AtomicU64 = AtomicU64::new(0);
 
@@ -214,7 +213,6 @@ pub extern "ptx-kernel" fn null_call_push() {
         1 => push_calls::<Push<1>>(),
         2 => push_calls::<Push<2>>(),
         3 => reread_calls::<Push<1>>(),
-        4 => reread_calls::<Push<4>>(),
         _ => push_calls::<Push<0>>(),
     }
 }
@@ -297,10 +295,6 @@ impl<const MODE: u8> Platform for Push<MODE> {
         match MODE {
             1 => arch::fence_sc_sys(),
             2 => arch::fence_sys(),
-            4 => {
-                arch::fence_sc_sys();
-                libc_hostcall::hostcall::warm();
-            }
             _ => {}
         }
     }
@@ -326,6 +320,19 @@ pub extern "ptx-kernel" fn calls() {
 /// thread and call), its reply data checked byte for byte.
 #[no_mangle]
 pub extern "ptx-kernel" fn calls_payload() {
+    payload_calls(false);
+}
+
+/// As `calls_payload`, the warp brought together (`bar.warp.sync`) before
+/// each call, as a CUDA programmer would with `__syncwarp()`: filling
+/// payloads of different lengths leaves the lanes apart, and lanes that
+/// call apart send records of their own.
+#[no_mangle]
+pub extern "ptx-kernel" fn calls_payload_synced() {
+    payload_calls(true);
+}
+
+fn payload_calls(synced: bool) {
     let tid = arch::global_thread_id();
     let n = BENCH_N.load(Relaxed);
     let mut out = [0u8; 512];
@@ -338,6 +345,10 @@ pub extern "ptx-kernel" fn calls_payload() {
         let len = (h >> 40) as usize % 512;
         for (k, b) in out[..len].iter_mut().enumerate() {
             *b = (h >> (k % 8 * 8)) as u8 ^ k as u8;
+        }
+        if synced {
+            // Every lane of the warp runs this loop the same number of times.
+            arch::warp_sync(u32::MAX);
         }
         let ok = libc_hostcall::echo(a, 0, &out[..len], &mut back) == Ok(a) && back[..len] == out[..len];
         failures += u64::from(!ok);
