@@ -9,8 +9,8 @@
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::layout::{
-    lane_word, limits, next_seq, pack_pairs, record_flag, reply_word, unflag, unpack_pairs, Geometry, Header, Lane,
-    Reply, ARG_WORDS, CTRL_RELEASED, LINE_WORDS,
+    extra_block_lines, extra_word, lane_word, limits, next_seq, pack_pairs, record_flag, reply_word, unflag,
+    unpack_pairs, Geometry, Header, Lane, Reply, ARG_WORDS, CTRL_RELEASED, LINE_WORDS,
 };
 use crate::sync::{pair, Platform, Word};
 
@@ -102,8 +102,6 @@ struct Placement {
     /// Lanes in the record, and this lane's rank among them.
     n: u64,
     rank: u64,
-    /// This lane's extra lines start this many lines after the lane block.
-    offset: u64,
     /// Lines of the whole record.
     lines: u64,
 }
@@ -184,27 +182,24 @@ impl<'a, W: Word> Queue<'a, W> {
         let lane = P::lane();
         let key = call.op | (posted as u32) << 31;
         let peers = P::match_lanes(P::active_lanes(), key);
-        let extra = Lane::extra_lines(call.payload.len(), call.has_region());
-        let (mut offset, mut total) = (0, 0);
+        let extra = Lane::extra_pairs(call.payload.len(), call.has_region());
+        // The extra block has as many rows of pairs as the largest lane's.
+        let mut rows = 0;
         if P::ballot(peers, extra != 0) != 0 {
             let mut rest = peers;
             while rest != 0 {
                 let src = rest.trailing_zeros();
-                let e = P::shuffle(peers, extra, src);
-                if src < lane {
-                    offset += e;
-                }
-                total += e;
+                rows = rows.max(P::shuffle(peers, extra, src));
                 rest &= rest - 1;
             }
         }
         let below = peers & ((1u64 << lane) - 1) as u32;
         let n = u64::from(peers.count_ones());
-        let lines = 1 + n + total;
+        let lines = 1 + n + extra_block_lines(n, rows);
         if lines <= self.geometry.max_record_lines() {
-            Placement { peers, n, rank: u64::from(below.count_ones()), offset, lines }
+            Placement { peers, n, rank: u64::from(below.count_ones()), lines }
         } else {
-            Placement { peers: 1 << lane, n: 1, rank: 0, offset: 0, lines: 2 + extra }
+            Placement { peers: 1 << lane, n: 1, rank: 0, lines: 2 + extra_block_lines(1, extra) }
         }
     }
 
@@ -252,28 +247,29 @@ impl<'a, W: Word> Queue<'a, W> {
         let ticket = if lane == leader { self.reserve::<P>(p.lines) } else { 0 };
         let ticket = P::shuffle(p.peers, ticket, leader);
         let flag = record_flag(ticket);
-        let extra = Lane::extra_lines(call.payload.len(), call.has_region());
+        let extra = Lane::extra_pairs(call.payload.len(), call.has_region());
+        let (n, r) = (p.n as usize, p.rank as usize);
+        let wrap = self.ring.len() - 1;
 
-        // Region line and payload: plain words, ordered before the header
-        // by the leader's release fence below.
-        let mut line = ticket + 1 + p.n + p.offset;
+        // Region pair and payload: plain words in the extra block, ordered
+        // before the header by the leader's release fence below. Pair `j`
+        // of every lane is stored by one instruction of the warp, to one
+        // stretch of the bus. The block may wrap the ring's end, but a pair
+        // never straddles it (the block starts on a line, pairs are 16-byte
+        // aligned).
+        let extra_block = self.word(ticket + 1 + p.n, 0);
+        let at = |j: usize| (extra_block + extra_word(n, r, j, 0)) & wrap;
+        let first = usize::from(call.has_region());
         if call.has_region() {
-            let at = self.word(line, 0);
-            W::store_pair(pair(self.ring, at), [call.dev_addr, call.dev_len]);
-            line += 1;
+            W::store_pair(pair(self.ring, at(0)), [call.dev_addr, call.dev_len]);
         }
-        pack_pairs(call.payload, |k, w| {
-            let i = 2 * k;
-            W::store_pair(pair(self.ring, self.word(line + (i / LINE_WORDS) as u64, i % LINE_WORDS)), w);
-        });
+        pack_pairs(call.payload, |k, w| W::store_pair(pair(self.ring, at(first + k)), w));
 
         // The lane line: flagged words, so it needs no fence of its own.
         let lane_line =
             Lane { args: call.args, payload_len: call.payload.len() as u32, region: call.has_region(), seq };
         let words = lane_line.to_words(flag);
         let block = self.word(ticket + 1, 0);
-        let (n, r) = (p.n as usize, p.rank as usize);
-        let wrap = self.ring.len() - 1;
         for k in 0..LINE_WORDS / 2 {
             // The block may wrap the ring's end, but a pair never straddles
             // it (the block starts on a line, pairs are 16-byte aligned).

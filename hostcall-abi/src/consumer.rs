@@ -8,8 +8,8 @@
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::layout::{
-    lane_word, limits, pack_bytes, record_flag, reply_word, unpack_bytes, Geometry, Header, Lane, Reply, CTRL_RELEASED,
-    LINE_BYTES, LINE_WORDS, REPLY_WORDS, WARP_LANES,
+    extra_block_lines, extra_word, lane_word, limits, pack_bytes, record_flag, reply_word, unpack_bytes, Geometry,
+    Header, Lane, Reply, CTRL_RELEASED, LINE_BYTES, LINE_WORDS, REPLY_WORDS, WARP_LANES,
 };
 use crate::sync::Word;
 
@@ -35,8 +35,12 @@ pub struct LaneCall {
     pub dev_addr: u64,
     pub dev_len: u64,
     pub payload_len: u32,
-    /// Ring line (ticket space) of the payload's first line.
-    pub payload_line: u64,
+    /// The payload's first word, in ticket space (line * `LINE_WORDS` +
+    /// word, before wrapping the ring).
+    pub payload_word: u64,
+    /// Words from one pair of the payload to the next: the record's extra
+    /// block is pair-major (`layout::extra_word`).
+    pub payload_stride: u32,
 }
 
 /// A published record at the consumer's head: every lane line is there.
@@ -154,7 +158,7 @@ impl Consumer {
             prefetch(&ring[(block + line * LINE_WORDS) & wrap]);
         }
         (rec.ticket, rec.header, rec.lines, rec.count) = (ticket, header, u64::from(header.lines), n);
-        let mut next = ticket + 1 + n as u64;
+        let mut rows = 0;
         let mut lanes = header.lanes;
         for r in 0..n {
             let lane = lanes.trailing_zeros();
@@ -173,32 +177,33 @@ impl Consumer {
                 }
                 Some(s as u32)
             };
-            let region_line = next;
-            next += Lane::extra_lines(l.payload_len as usize, l.region);
+            rows = rows.max(Lane::extra_pairs(l.payload_len as usize, l.region));
             rec.lanes[r] = LaneCall {
                 lane,
                 slot,
                 seq: l.seq,
                 args: l.args,
-                dev_addr: region_line,
+                dev_addr: 0,
                 dev_len: u64::from(l.region),
                 payload_len: l.payload_len,
-                payload_line: region_line + u64::from(l.region),
+                payload_word: 0,
+                payload_stride: 2 * n as u32,
             };
         }
-        if next != ticket + rec.lines {
+        if 1 + n as u64 + extra_block_lines(n as u64, rows) != rec.lines {
             return Err(bad);
         }
         // The header is all there: what the lanes wrote before the leader's
         // release (regions, payloads) is visible from here on.
         W::fence(Acquire);
-        for c in &mut rec.lanes[..n] {
-            if c.dev_len != 0 {
-                let at = self.word(c.dev_addr, 0);
-                (c.dev_addr, c.dev_len) = (ring[at].load(Relaxed), ring[at + 1].load(Relaxed));
-            } else {
-                c.dev_addr = 0;
+        let extra_block = (ticket + 1 + n as u64) * LINE_WORDS as u64;
+        for (r, c) in rec.lanes[..n].iter_mut().enumerate() {
+            let region = c.dev_len != 0;
+            if region {
+                let at = |w| (extra_block as usize + extra_word(n, r, 0, w)) & wrap;
+                (c.dev_addr, c.dev_len) = (ring[at(0)].load(Relaxed), ring[at(1)].load(Relaxed));
             }
+            c.payload_word = extra_block + extra_word(n, r, usize::from(region), 0) as u64;
         }
         Ok(true)
     }
@@ -207,8 +212,10 @@ impl Consumer {
     /// shorter or longer `out` copies the overlap).
     pub fn read_payload<W: Word>(&self, ring: &[W], call: &LaneCall, out: &mut [u8]) {
         let n = out.len().min(call.payload_len as usize);
-        let first = call.payload_line;
-        unpack_bytes(&mut out[..n], |i| ring[self.word(first + (i / LINE_WORDS) as u64, i % LINE_WORDS)].load(Relaxed));
+        let (first, stride) = (call.payload_word, u64::from(call.payload_stride));
+        let wrap = self.geometry.ring_words() as u64 - 1;
+        let at = |i: usize| ((first + (i / 2) as u64 * stride + (i % 2) as u64) & wrap) as usize;
+        unpack_bytes(&mut out[..n], |i| ring[at(i)].load(Relaxed));
     }
 
     /// Move past `rec` (after its payloads were copied out). Its lines are

@@ -246,9 +246,10 @@ const fn join(lo: u32, hi: u32) -> u64 {
 ///
 /// A record carries the calls of `lanes.count_ones()` threads of one warp
 /// that call the same op at the same time. After the header come one lane
-/// line per calling lane (the *lane block*), then each lane's extra lines in
-/// lane order: a region line if it declared a device region, then its inline
-/// payload.
+/// line per calling lane (the *lane block*), then the *extra block*: each
+/// lane's extra data (a region pair if it declared a device region, then
+/// its inline payload) as 16-byte pairs, stored pair-major
+/// ([`extra_word`]), as many rows of pairs as the largest lane's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Header {
     /// Handler ID (from `__HOSTCALL__<name>`).
@@ -290,7 +291,7 @@ pub struct Lane {
     pub args: [u64; ARG_WORDS],
     /// Inline payload bytes (at most [`limits::MAX_INLINE`]).
     pub payload_len: u32,
-    /// A region line (device address and length) precedes the payload.
+    /// A region pair (device address and length) precedes the payload.
     pub region: bool,
     /// The lane's call counter: its reply carries it as the flag.
     pub seq: u32,
@@ -299,9 +300,10 @@ pub struct Lane {
 impl Lane {
     const REGION: u32 = 1 << 31;
 
-    /// Lines after the lane block that belong to this lane.
-    pub const fn extra_lines(payload_len: usize, region: bool) -> u64 {
-        region as u64 + payload_len.div_ceil(LINE_BYTES) as u64
+    /// Pairs (16 bytes) of extra data this lane's call carries in its
+    /// record's extra block: its region (one pair) and its inline payload.
+    pub const fn extra_pairs(payload_len: usize, region: bool) -> u64 {
+        region as u64 + payload_len.div_ceil(16) as u64
     }
 
     pub fn to_words(&self, flag: u32) -> [u64; LINE_WORDS] {
@@ -319,6 +321,21 @@ impl Lane {
             seq: d[7],
         })
     }
+}
+
+/// Lines of the extra block of a record of `n` lanes whose largest extra
+/// data is `rows` pairs ([`Lane::extra_pairs`]).
+pub const fn extra_block_lines(n: u64, rows: u64) -> u64 {
+    (n * rows).div_ceil((LINE_WORDS / 2) as u64)
+}
+
+/// Word `w` (0 or 1) of pair `j` of rank `r`'s extra data, counted from the
+/// start of the extra block of a record of `n` lanes. The block is stored
+/// pair-major like the lane block: pair `j` of every lane, then pair
+/// `j + 1`, so one 16-byte store by each lane of a warp (its pair `j`)
+/// fills `16 * n` contiguous bytes of the bus, not `n` scattered pieces.
+pub const fn extra_word(n: usize, r: usize, j: usize, w: usize) -> usize {
+    2 * (j * n + r) + w
 }
 
 /// Word `w` (0..8) of rank `r`'s line in a lane block of `n` lanes: the

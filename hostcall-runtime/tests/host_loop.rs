@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hostcall_runtime::backend::emu::EmuModule;
 use hostcall_runtime::hostcall_abi::op::{Echo, Request};
 use hostcall_runtime::hostcall_abi::{
-    lane_word, record_flag, reply_word, Header, Lane, Reply, LINE_BYTES, LINE_WORDS, WARP_LANES,
+    extra_block_lines, extra_word, lane_word, record_flag, reply_word, Header, Lane, Reply, LINE_WORDS, WARP_LANES,
 };
 use hostcall_runtime::QueueConfig;
 
@@ -51,8 +51,8 @@ fn measure(records: u64, n: usize, payload: usize) {
         }
         let op = ctx.hostcall_id(Echo::NAME);
         let q = ctx.queue().expect("queue configured");
-        let extra = payload.div_ceil(LINE_BYTES);
-        let lines = (1 + n + n * extra) as u64;
+        let rows = Lane::extra_pairs(payload, false);
+        let lines = 1 + n as u64 + extra_block_lines(n as u64, rows);
         assert!(records * lines <= q.geometry.ring_lines());
         q.top.store(records * lines, Relaxed);
         for k in 0..records {
@@ -68,9 +68,10 @@ fn measure(records: u64, n: usize, payload: usize) {
                 for (w, &v) in l.to_words(record_flag(ticket)).iter().enumerate() {
                     q.ring[block + lane_word(n, r, w)].store(v, Relaxed);
                 }
-                let first = block + (n + r * extra) * LINE_WORDS;
+                // The extra block, pair-major: pair j of every lane, then j + 1.
+                let extra_block = block + n * LINE_WORDS;
                 for w in 0..payload.div_ceil(8) {
-                    q.ring[first + w].store(k ^ w as u64, Relaxed);
+                    q.ring[extra_block + extra_word(n, r, w / 2, w % 2)].store(k ^ w as u64, Relaxed);
                 }
             }
         }
