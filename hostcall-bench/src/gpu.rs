@@ -723,11 +723,17 @@ fn diagnostic(name: &str, times: &mut [u64], pingpong_ns: f64, what: &str) -> Fi
         .notes(format!("{what} (p99 {:.2} us)", p99 / 1e3))
 }
 
+/// Calls a `calls_per_s` figure times (less for the smallest grids, at most
+/// 256 a lane).
+const CALLS_PER_FIGURE: u64 = 1 << 20;
+
 fn calls_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut Vec<Figure>) -> Res<Curve> {
     say(&format!("calls_per_s at {:?} warps, every lane calling, against one-word mailboxes", plan.warps));
     let (mut ours_pts, mut floor_pts) = (Vec::new(), Vec::new());
     for &w in &plan.warps {
-        let per_thread = (65_536 / (w * 32)).clamp(2, 256);
+        // About a million calls, so that the figure is the steady rate (the
+        // mailbox makes 200 calls a warp), not the first round's ramp.
+        let per_thread = (CALLS_PER_FIGURE / (w * 32)).clamp(2, 256);
         let (rate, served) = ours.calls("calls", w, per_thread, 0)?;
         let mail = floor.mailbox(w, if plan.quick { 50 } else { 200 })?;
         ours_pts.push((w as f64, rate));
@@ -757,7 +763,7 @@ fn calls_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut 
     if let Some(&w) = plan.warps.iter().max() {
         // Echo calls carrying 0-511 bytes each way, every lane of the
         // largest grid; the goal is 30 M/s (the mailbox moves no payload).
-        let per_thread = (65_536 / (w * 32)).clamp(2, 64);
+        let per_thread = (CALLS_PER_FIGURE / (w * 32)).clamp(2, 64);
         let mail = floor.mailbox(w, if plan.quick { 50 } else { 200 })?;
         for (entry, name, how) in [
             ("calls_payload", "echo_0_511B_calls_per_s", ""),

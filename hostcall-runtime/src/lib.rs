@@ -274,17 +274,19 @@ impl QueueConfig {
     pub const RING_LINES_PER_WARP: u64 = 128;
     /// The ring grows with the grid up to buffers of this size.
     pub const MAX_AUTO_BUFF: u64 = 32 << 20;
-    /// Warps of a launch per ring when the rings are chosen per launch.
-    pub const WARPS_PER_RING: u64 = 32;
-
     /// The rings of a launch of `threads` threads: `rings` when set, else
-    /// `HOSTCALL_RINGS` from the environment when set, else one per
-    /// [`QueueConfig::WARPS_PER_RING`] warps, at most one per two cores of
-    /// this machine (a ring's server spins while its ring is busy), a power
-    /// of two. Only concurrent hostcalls use rings past the first.
+    /// `HOSTCALL_RINGS` from the environment when set, else one per warp of
+    /// the launch, at most one per core of this machine and
+    /// `hostcall_abi::rings::MAX`, a power of two. Only concurrent hostcalls
+    /// use rings past the first; a launch of one warp has one ring. (On an
+    /// H100 host of 16 cores, null calls from 2112 warps: 18.8 M/s on one
+    /// ring, 87.2 M/s on 8, 195 M/s on 16; `bench/results/h100-2026-12-07-*`.)
     pub fn rings_for(&self, threads: u64) -> Result<u64, RuntimeError> {
         let bad = |what: String| {
-            RuntimeError::Config(format!("{what} rings: the queue takes a power of two from 1 to {}", ring_abi::MAX))
+            RuntimeError::Config(format!(
+                "{what} rings: the queue takes a power of two from 1 to {}",
+                ring_abi::MAX
+            ))
         };
         let asked = match (self.rings, std::env::var("HOSTCALL_RINGS")) {
             (0, Ok(v)) => Some(v.trim().parse::<u64>().map_err(|_| bad(format!("HOSTCALL_RINGS={v:?}")))?),
@@ -296,7 +298,7 @@ impl QueueConfig {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let warps = threads.div_ceil(u64::from(hostcall_abi::WARP_LANES));
-        let n = (warps / Self::WARPS_PER_RING).min(cores / 2).clamp(1, ring_abi::MAX);
+        let n = warps.min(cores).clamp(1, ring_abi::MAX);
         Ok(1 << n.ilog2())
     }
 
@@ -333,9 +335,12 @@ impl QueueConfig {
 
     /// Bytes per command buffer of the rings past the first, for a launch
     /// of geometry `g` on `rings` rings: each carries the concurrent calls
-    /// of its share of the warps only.
+    /// of its share of the warps only ([`QueueConfig::RING_LINES_PER_WARP`]
+    /// lines a warp, at least the smallest buffer).
     pub fn ring_buff_size(&self, g: &Geometry, rings: u64) -> u64 {
-        self.buff_for((g.slot_count / limits::SLOT_ALIGN).div_ceil(rings.max(1)))
+        let warps = (g.slot_count / limits::SLOT_ALIGN).div_ceil(rings.max(1));
+        let want = (warps * Self::RING_LINES_PER_WARP * LINE_BYTES as u64 / 2).next_power_of_two();
+        want.clamp(limits::MIN_BUFF_SIZE, Self::MAX_AUTO_BUFF)
     }
 }
 

@@ -143,5 +143,6 @@ fn rings_chosen_per_launch_follow_the_grid() {
     let n = q.rings_for(1 << 20).unwrap();
     assert!(rings::valid(n), "{n}");
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get() as u64);
-    assert!(n <= (cores / 2).max(1), "{n} rings on {cores} cores");
+    assert!(n <= cores, "{n} rings on {cores} cores");
+    assert_eq!(q.rings_for(64).unwrap(), 2.min(1 << cores.ilog2()), "two warps: two rings at most");
 }
