@@ -283,10 +283,7 @@ impl QueueConfig {
     /// ring, 87.2 M/s on 8, 195 M/s on 16; `bench/results/h100-2026-12-07-*`.)
     pub fn rings_for(&self, threads: u64) -> Result<u64, RuntimeError> {
         let bad = |what: String| {
-            RuntimeError::Config(format!(
-                "{what} rings: the queue takes a power of two from 1 to {}",
-                ring_abi::MAX
-            ))
+            RuntimeError::Config(format!("{what} rings: the queue takes a power of two from 1 to {}", ring_abi::MAX))
         };
         let asked = match (self.rings, std::env::var("HOSTCALL_RINGS")) {
             (0, Ok(v)) => Some(v.trim().parse::<u64>().map_err(|_| bad(format!("HOSTCALL_RINGS={v:?}")))?),
@@ -329,8 +326,14 @@ impl QueueConfig {
     /// `buff_size` at least, [`QueueConfig::RING_LINES_PER_WARP`] lines a
     /// warp up to [`QueueConfig::MAX_AUTO_BUFF`].
     fn buff_for(&self, warps: u64) -> u64 {
-        let want = (warps * Self::RING_LINES_PER_WARP * LINE_BYTES as u64 / 2).next_power_of_two();
-        self.buff_size.max(want.min(Self::MAX_AUTO_BUFF))
+        self.buff_size.max(Self::wanted_buff(warps))
+    }
+
+    /// [`QueueConfig::RING_LINES_PER_WARP`] lines for each of `warps` warps,
+    /// in two buffers of a power of two bytes, at most
+    /// [`QueueConfig::MAX_AUTO_BUFF`] each.
+    fn wanted_buff(warps: u64) -> u64 {
+        (warps * Self::RING_LINES_PER_WARP * LINE_BYTES as u64 / 2).next_power_of_two().min(Self::MAX_AUTO_BUFF)
     }
 
     /// Bytes per command buffer of the rings past the first, for a launch
@@ -339,8 +342,7 @@ impl QueueConfig {
     /// lines a warp, at least the smallest buffer).
     pub fn ring_buff_size(&self, g: &Geometry, rings: u64) -> u64 {
         let warps = (g.slot_count / limits::SLOT_ALIGN).div_ceil(rings.max(1));
-        let want = (warps * Self::RING_LINES_PER_WARP * LINE_BYTES as u64 / 2).next_power_of_two();
-        want.clamp(limits::MIN_BUFF_SIZE, Self::MAX_AUTO_BUFF)
+        Self::wanted_buff(warps).max(limits::MIN_BUFF_SIZE)
     }
 }
 
@@ -589,10 +591,20 @@ impl Runtime {
             for k in 1..rings as usize {
                 let gk = ring_abi::ring_geometry(g, k as u64, mem.ring_buff_size);
                 let at = ring_abi::ring_offset(g, k as u64, mem.ring_buff_size);
+                let (ring, ctrl) = match (
+                    mem.ring.words().get(at..at + gk.ring_words()),
+                    mem.ctrl.words().get(k * LINE_WORDS..(k + 1) * LINE_WORDS),
+                ) {
+                    (Some(ring), Some(ctrl)) => (ring, ctrl),
+                    _ => {
+                        shared.abandon();
+                        return Err(RuntimeError::Protocol(ProtocolError::BadBuffer));
+                    }
+                };
                 let server = rings::RingServer {
                     geometry: gk,
-                    ring: &mem.ring.words()[at..at + gk.ring_words()],
-                    ctrl: &mem.ctrl.words()[k * LINE_WORDS..(k + 1) * LINE_WORDS],
+                    ring,
+                    ctrl,
                     answer: server::Answer { geometry: &g, slots: mem.slots.words(), data: mem.reply_data.words() },
                     table: &table,
                     debug,
