@@ -338,11 +338,11 @@ impl QueueConfig {
 
     /// Bytes per command buffer of the rings past the first, for a launch
     /// of geometry `g` on `rings` rings: each carries the concurrent calls
-    /// of its share of the warps only ([`QueueConfig::RING_LINES_PER_WARP`]
-    /// lines a warp, at least the smallest buffer).
+    /// of its share of the warps only, `buff_size` at least (so that a whole
+    /// warp's record of large payloads fits one buffer, and does not fall
+    /// apart into records of one lane).
     pub fn ring_buff_size(&self, g: &Geometry, rings: u64) -> u64 {
-        let warps = (g.slot_count / limits::SLOT_ALIGN).div_ceil(rings.max(1));
-        Self::wanted_buff(warps).max(limits::MIN_BUFF_SIZE)
+        self.buff_for((g.slot_count / limits::SLOT_ALIGN).div_ceil(rings.max(1)))
     }
 }
 
