@@ -104,6 +104,11 @@ impl Consumer {
         Consumer { geometry, head, released: 0 }
     }
 
+    /// The geometry of the ring it reads.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
     /// Ticket of the next record.
     pub fn head(&self) -> u64 {
         self.head

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use hostcall_abi::{limits, Consumer, Geometry, ProtocolError, Record, LINE_BYTES};
+use hostcall_abi::{limits, Consumer, Geometry, ProtocolError, Record};
 
 use crate::registry::{ConcurrentTable, ReplyCx};
-use crate::server::{idle_wait, Answer, Served, PARTIAL_SPINS, RELEASE_EVERY};
+use crate::server::{idle_wait, take_record, Answer, Served, PARTIAL_SPINS};
 
 /// What ring 0's server tells the others, and what they tell it.
 #[derive(Default)]
@@ -76,7 +76,6 @@ impl RingServer<'_> {
         let g = self.geometry;
         let mut served = Served { per_op: vec![0; self.table.len() + 1], ..Served::default() };
         let mut consumer = Consumer::new(g);
-        let half = g.buff_size / LINE_BYTES as u64;
         let mut rec = Record::empty();
         let mut payload = vec![0u8; limits::MAX_INLINE];
         let mut reply = Vec::with_capacity(g.reply_data_size as usize);
@@ -123,23 +122,7 @@ impl RingServer<'_> {
             served.records += 1;
             let op = rec.header.op;
             let calls = rec.calls();
-            let total: usize = calls.iter().map(|c| c.payload_len as usize).sum();
-            if payload.len() < total {
-                payload.resize(total, 0);
-            }
-            let mut at = 0;
-            for c in calls {
-                let len = c.payload_len as usize;
-                consumer.read_payload(self.ring, c, &mut payload[at..at + len]);
-                at += len;
-            }
-            let before = consumer.head();
-            consumer.consume(self.ring, &rec);
-            since_release += 1;
-            if before / half != consumer.head() / half || since_release >= RELEASE_EVERY {
-                consumer.release(self.ctrl);
-                since_release = 0;
-            }
+            take_record(&mut consumer, self.ring, self.ctrl, &rec, &mut payload, &mut since_release);
             let handler = (op as usize).checked_sub(1).and_then(|i| self.table.get(i)).and_then(Option::as_ref);
             let since = self.debug.then(Instant::now);
             let mut at = 0;

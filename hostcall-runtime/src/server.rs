@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use hostcall_abi::{limits, post_reply, Consumer, Errno, Geometry, LaneCall, ProtocolError, Record, Reply, LINE_BYTES};
@@ -167,7 +167,6 @@ impl Server<'_> {
         let ring = &ring[..g.ring_words().min(ring.len())];
         let ctrl = self.mem.ctrl.words();
         let mut consumer = Consumer::new(g);
-        let half = g.buff_size / LINE_BYTES as u64;
         let mut served = Served { per_op: vec![0; self.registry.len() + 1], ..Served::default() };
         let mut payload = vec![0u8; limits::MAX_INLINE];
         let mut reply = Vec::with_capacity(g.reply_data_size as usize);
@@ -252,24 +251,7 @@ impl Server<'_> {
             }
             let op = rec.header.op;
             let calls = rec.calls();
-            // Copy every payload out before the lines go back to the device.
-            let total: usize = calls.iter().map(|c| c.payload_len as usize).sum();
-            if payload.len() < total {
-                payload.resize(total, 0);
-            }
-            let mut at = 0;
-            for c in calls {
-                let len = c.payload_len as usize;
-                consumer.read_payload(ring, c, &mut payload[at..at + len]);
-                at += len;
-            }
-            let before = consumer.head();
-            consumer.consume(ring, &rec);
-            since_release += 1;
-            if before / half != consumer.head() / half || since_release >= RELEASE_EVERY {
-                consumer.release(ctrl);
-                since_release = 0;
-            }
+            take_record(&mut consumer, ring, ctrl, &rec, &mut payload, &mut since_release);
             // A new call does not queue behind deferred ones: those were
             // retried at the top of this round and still wait for input;
             // concurrent reads of one stream have no order on Linux either.
@@ -346,13 +328,47 @@ impl Server<'_> {
     }
 }
 
+/// Copy every payload of `rec` (the record at the consumer's head) into
+/// `payload`, one after another in lane order, then move past the record:
+/// its lines go back to the device at every half-buffer boundary and every
+/// [`RELEASE_EVERY`] records (`since_release` counts them), and whenever
+/// the server finds its ring empty.
+pub(crate) fn take_record(
+    consumer: &mut Consumer,
+    ring: &[AtomicU64],
+    ctrl: &[AtomicU64],
+    rec: &Record,
+    payload: &mut Vec<u8>,
+    since_release: &mut u32,
+) {
+    let calls = rec.calls();
+    let total: usize = calls.iter().map(|c| c.payload_len as usize).sum();
+    if payload.len() < total {
+        payload.resize(total, 0);
+    }
+    let mut at = 0;
+    for c in calls {
+        let len = c.payload_len as usize;
+        consumer.read_payload(ring, c, &mut payload[at..at + len]);
+        at += len;
+    }
+    let half = consumer.geometry().buff_size / LINE_BYTES as u64;
+    let before = consumer.head();
+    consumer.consume(ring, rec);
+    *since_release += 1;
+    if before / half != consumer.head() / half || *since_release >= RELEASE_EVERY {
+        consumer.release(ctrl);
+        *since_release = 0;
+    }
+}
+
 /// What every server does with a call once its handler ran: count it,
 /// trace it under `HOSTCALL_DEBUG`, and post its reply (if it has a slot).
 pub(crate) struct Answer<'a> {
     pub geometry: &'a Geometry,
     /// Every reply slot's words, and every slot's reply data.
-    pub slots: &'a [std::sync::atomic::AtomicU64],
-    pub data: &'a [std::sync::atomic::AtomicU64],
+    pub slots: &'a [AtomicU64],
+    pub data: &'a [AtomicU64],
 }
 
 /// A handler's outcome: `None` when there is no handler of that ID; a
