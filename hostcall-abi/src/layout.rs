@@ -97,8 +97,8 @@ pub mod globals {
 /// rings past it the same but for their buffers, of
 /// `__HOSTCALL_RING_BUFF_SIZE__` bytes each ([`rings::ring_geometry`]). The
 /// rings lie one after another from `__HOSTCALL_BUFF_PTR__`
-/// ([`rings::ring_offset`]),
-/// their control lines one a line from `__HOSTCALL_CTRL_PTR__`.
+/// ([`rings::ring_offset`]), their control lines one a line from
+/// `__HOSTCALL_CTRL_PTR__`.
 ///
 /// Ring 0 carries every call whose order with other calls matters: files,
 /// output, the heap, exit, and every hostcall the host did not mark. A

@@ -5,7 +5,7 @@
 //! | symbol | type | written by |
 //! |---|---|---|
 //! | `__HOSTCALL_BUFF_PTR__`, `_BUFF_SIZE__`, `_CTRL_PTR__`, `_RETURN_SLOTS__`, `_RETURN_SLOT_COUNT__`, `_RETURN_DATA__`, `_RETURN_DATA_SIZE__`, `_SLOT_SEQ__` | `u64` | host, before launch |
-//! | `__HOSTCALL_RINGS__`, `__HOSTCALL_RING_COUNTERS__` | `u64` | host, before launch (several rings: `hostcall_abi::rings`) |
+//! | `__HOSTCALL_RINGS__`, `__HOSTCALL_RING_COUNTERS__`, `__HOSTCALL_RING_BUFF_SIZE__` | `u64` | host, before launch (several rings: `hostcall_abi::rings`) |
 //! | `__HOSTCALL_BUFF_TOP__`, `__HOSTCALL_BUFF_RELEASED__` | `u64` | host zeroes before launch; then GPU atomics only |
 //! | `__HOSTCALL__<name>` for each of `hostcall_abi::op::BUILTIN` and `echo` | `u64` | host: handler ID, 0 = not served |
 //!
