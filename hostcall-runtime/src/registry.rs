@@ -205,6 +205,23 @@ impl<'a> ReplyCx<'a> {
     pub(crate) fn data(&self) -> &[u8] {
         self.reply
     }
+
+    /// The request `R` in `args` (`EINVAL` if they are not one), kept for
+    /// the trace when tracing.
+    fn decode<R: Request + fmt::Debug>(&mut self, args: [u64; ARG_WORDS]) -> Result<R, HostError> {
+        let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
+        if let Some(t) = self.trace_args.as_mut() {
+            *t = fields(&format!("{req:?}"));
+        }
+        Ok(req)
+    }
+
+    /// Keep the raw argument words for the trace when tracing.
+    fn trace_raw(&mut self, args: [u64; ARG_WORDS]) {
+        if let Some(t) = self.trace_args.as_mut() {
+            *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
+        }
+    }
 }
 
 /// What an ordered handler may touch: its registry's state (the runtime's
@@ -346,13 +363,7 @@ impl<S> Registry<S> {
     where
         F: Fn(&mut ReplyCx<'_>, [u64; ARG_WORDS], &[u8]) -> HandlerResult + Send + Sync + 'static,
     {
-        let h: ConcurrentFn = Arc::new(move |cx: &mut ReplyCx<'_>, args: [u64; ARG_WORDS], data: &[u8]| {
-            if let Some(t) = cx.trace_args.as_mut() {
-                *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
-            }
-            f(cx, args, data)
-        });
-        self.insert(name, Handler::Concurrent(h), false)
+        self.insert(name, Handler::Concurrent(concurrent_raw(f)), false)
     }
 
     /// Register or replace the handler of request `R`; a replaced handler
@@ -465,10 +476,7 @@ where
     F: FnMut(&mut HostCx<'_, S>, R, &Payload<'_>) -> HandlerResult + Send + 'static,
 {
     Box::new(move |cx, args, data| {
-        let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
-        if let Some(t) = cx.reply.trace_args.as_mut() {
-            *t = fields(&format!("{req:?}"));
-        }
+        let req = cx.reply.decode(args)?;
         f(cx, req, data)
     })
 }
@@ -479,11 +487,18 @@ where
     F: Fn(&mut ReplyCx<'_>, R, &[u8]) -> HandlerResult + Send + Sync + 'static,
 {
     Arc::new(move |cx: &mut ReplyCx<'_>, args: [u64; ARG_WORDS], data: &[u8]| {
-        let req = R::from_args(args).map_err(|_| HostError(Errno::EINVAL))?;
-        if let Some(t) = cx.trace_args.as_mut() {
-            *t = fields(&format!("{req:?}"));
-        }
+        let req = cx.decode(args)?;
         f(cx, req, data)
+    })
+}
+
+fn concurrent_raw<F>(f: F) -> ConcurrentFn
+where
+    F: Fn(&mut ReplyCx<'_>, [u64; ARG_WORDS], &[u8]) -> HandlerResult + Send + Sync + 'static,
+{
+    Arc::new(move |cx: &mut ReplyCx<'_>, args: [u64; ARG_WORDS], data: &[u8]| {
+        cx.trace_raw(args);
+        f(cx, args, data)
     })
 }
 
@@ -492,9 +507,7 @@ where
     F: FnMut(&mut HostCx<'_, S>, [u64; ARG_WORDS], &Payload<'_>) -> HandlerResult + Send + 'static,
 {
     Box::new(move |cx, args, data| {
-        if let Some(t) = cx.reply.trace_args.as_mut() {
-            *t = format!("{:#x}, {:#x}, {:#x}", args[0], args[1], args[2]);
-        }
+        cx.reply.trace_raw(args);
         f(cx, args, data)
     })
 }
