@@ -212,15 +212,14 @@ pub extern "ptx-kernel" fn null_call_push() {
     match BENCH_MODE.load(Relaxed) {
         1 => push_calls::<Push<1>>(),
         2 => push_calls::<Push<2>>(),
-        3 => reread_calls::<Push<1>>(),
+        3 => reread_calls(),
         _ => push_calls::<Push<0>>(),
     }
 }
 
-/// Modes 3 and 4: as mode 1, with the queue's configuration and the op's
-/// ID read again for every call (as the device libc does), publishing as
-/// `P` says.
-fn reread_calls<P: Platform>() {
+/// Mode 3: as mode 1, with the queue's configuration and the op's ID read
+/// again for every call (as the device libc does).
+fn reread_calls() {
     if arch::global_thread_id() != 0 {
         return;
     }
@@ -228,7 +227,7 @@ fn reread_calls<P: Platform>() {
     let samples = BENCH_SAMPLES.load(Relaxed);
     for i in 0..n {
         let t0 = arch::global_timer_ns();
-        let done = with_queue(&ids::__HOSTCALL__echo, |q, id| q.call::<P>(&Call::new(id, [i, 0, 0]), &mut []));
+        let done = with_queue(&ids::__HOSTCALL__echo, |q, id| q.call::<Push<1>>(&Call::new(id, [i, 0, 0]), &mut []));
         let value = done.map_or(u64::MAX - 1, |d| d.value);
         let dt = timer_after(value) - t0;
         // SAFETY: the host allocated `n` samples; `i < n`.
