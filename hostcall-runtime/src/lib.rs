@@ -511,8 +511,11 @@ impl Runtime {
                 ring_buff_size,
             },
         };
-        // The ticket counters of rings past the first start at 0 each launch.
-        b.copy_to_device(mem.counters.device_addr(), &vec![0u8; Self::counter_bytes(rings)])?;
+        // The ticket counters of rings past the first start at 0 each launch
+        // (with one ring there are none: the device never reads them).
+        if rings > 1 {
+            b.copy_to_device(mem.counters.device_addr(), &vec![0u8; Self::counter_bytes(rings)])?;
+        }
         Ok(mem)
     }
 
