@@ -223,12 +223,13 @@ impl Platform for EmuPlatform {
 
 /// The queue as one device thread sees it: the words named by the globals.
 struct QueueViews {
-    /// Ring 0's geometry, and the buffer size of the rings past it.
+    /// Ring 0's geometry, the buffer size of the rings past it, how many
+    /// rings there are.
     geometry: Geometry,
     ring_buff_size: u64,
     rings: u64,
     /// Every ring's words, every ring's control line, and the counters of
-    /// the rings past the first.
+    /// the rings past the first (`None` with one ring).
     ring: (Arc<[AtomicU64]>, usize),
     ctrl: (Arc<[AtomicU64]>, usize),
     counters: Option<(Arc<[AtomicU64]>, usize)>,
@@ -293,8 +294,14 @@ impl DeviceCtx {
     /// The handler ID the host patched into `__HOSTCALL__<name>` (0: not
     /// served).
     pub fn hostcall_id(&self, name: &str) -> u32 {
+        self.decoded_id(name).map_or(0, |(id, _)| id)
+    }
+
+    /// `__HOSTCALL__<name>` decoded: the handler ID and whether the host
+    /// serves it on any ring; `None` when not served.
+    fn decoded_id(&self, name: &str) -> Option<(u32, bool)> {
         let g = format!("{}{name}", globals::ID_PREFIX);
-        self.global(&g).and_then(|w| rings::decode_id(w.load(Relaxed))).map_or(0, |(id, _)| id)
+        self.global(&g).and_then(|w| rings::decode_id(w.load(Relaxed)))
     }
 
     fn views(&self) -> Result<&QueueViews, CallError> {
@@ -377,9 +384,7 @@ impl DeviceCtx {
     /// warp of its own).
     fn route(&self, name: &str) -> Result<(Queue<'_, AtomicU64>, u32), CallError> {
         let rings = self.views()?.rings;
-        let g = format!("{}{name}", globals::ID_PREFIX);
-        let word = self.global(&g).map_or(0, |w| w.load(Relaxed));
-        let (id, any_ring) = rings::decode_id(word).ok_or(CallError::NotServed)?;
+        let (id, any_ring) = self.decoded_id(name).ok_or(CallError::NotServed)?;
         Ok((self.queue_on(rings::of(u64::from(self.thread_id), rings, any_ring))?, id))
     }
 
