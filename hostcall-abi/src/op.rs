@@ -161,7 +161,8 @@ macro_rules! op_table {
                 /// Device memory for the device heap when its arena cannot serve:
                 /// `size` bytes aligned to `align` (a power of two), zero-filled when
                 /// `zeroed` is 1 -> the block's device address; ENOMEM when the GPU has
-                /// no more.
+                /// no more (the device may still find room in its arena: it says when
+                /// it gives up, [`HeapOom`]).
                 HeapAlloc = "heap_alloc", __HOSTCALL__heap_alloc { size: u64 => word, align: u64 => word, zeroed: u32 => uint }
                 /// Move a heap block into one of `new_size` bytes (alignment
                 /// [`HEAP_ALIGN`]), the bytes copied on the GPU -> the new block's
@@ -173,6 +174,10 @@ macro_rules! op_table {
                 /// Posted: give back a block from [`HeapAlloc`] or [`HeapRealloc`]
                 /// (anything else is ignored).
                 HeapFree = "heap_free", __HOSTCALL__heap_free { ptr: u64 => word }
+                /// Posted: the device heap could not find `size` bytes anywhere (the
+                /// allocation returns null); the host says so on stderr with what its
+                /// heap holds.
+                HeapOom = "heap_oom", __HOSTCALL__heap_oom { size: u64 => word }
             }
             test {
                 /// Test-only: returns `args[0] ^ args[1]`, echoes the payload or device

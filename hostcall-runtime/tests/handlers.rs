@@ -470,9 +470,12 @@ fn the_heap_grows_moves_blocks_and_reuses_what_is_freed() {
         // Freed at 1 and 2 MiB, the memory serves 3 MiB from the start of
         // the segment.
         assert_eq!(alloc(3 << 20, 0), (a, 0, vec![]));
-        // More than any GPU has: ENOMEM, and a line on stderr.
+        // More than any GPU has: ENOMEM, and nothing said (the device may
+        // still find room in its arena) until it gives up (`heap_oom`).
         assert_eq!(alloc(1 << 60, 0).1, Errno::ENOMEM.0);
+        assert_eq!(call(ctx, HeapOom { size: 1 << 60 }, &[]).1, 0);
     });
     let err = rig.stderr.to_string_lossy();
+    assert_eq!(err.matches("device heap:").count(), 1, "{err}");
     assert!(err.contains("device heap: no GPU memory for 1152921504606846976 bytes"), "{err}");
 }

@@ -28,12 +28,19 @@
 //!   for re-classed and the rest given back (`reuse_run`). Larger blocks
 //!   then come from the host (see `take_chunks`).
 //!
+//! * When the host has no GPU memory left either, a sweep (`sweep`) takes
+//!   every free block off the arena's lists, gives back the chunks whose
+//!   small blocks are all free, merges free chunks into the largest aligned
+//!   runs they make and lists those, so memory freed at any size serves any
+//!   other before an allocation fails. It is slow (one thread walks every
+//!   free block), so it runs only then; out of memory after it, the device
+//!   posts `heap_oom` and the host prints what was asked and what it holds.
+//!
 //! Limits: alignment up to 64 KiB in the arena, 2 MiB beyond it; an arena
-//! block wastes up to half its size; a chunk carved into blocks below 64
-//! KiB serves only that class, and split pieces are never merged back into
-//! runs of chunks (beyond the arena the host coalesces, so no request fails
-//! that the GPU's memory could serve); `malloc_usable_size` of a block
-//! beyond the arena is 0.
+//! block wastes up to half its size; until the GPU's memory is spent, a
+//! chunk carved into blocks below 64 KiB serves only that class and split
+//! pieces stay apart (new sizes come from the host meanwhile);
+//! `malloc_usable_size` of a block beyond the arena is 0.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -41,8 +48,9 @@ use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
 use crate::arch;
+use crate::errno::Errno;
 use crate::hostcall::{self, ids, Region};
-use hostcall_abi::op::{HeapAlloc, HeapFree, HeapRealloc, HEAP_ALIGN};
+use hostcall_abi::op::{HeapAlloc, HeapFree, HeapOom, HeapRealloc, HEAP_ALIGN};
 
 /// Device heap size. A zero-initialised `.global` array: it costs device
 /// memory at module load, not bytes in the PTX.
@@ -175,12 +183,16 @@ fn pop(head: &AtomicU64) -> Option<usize> {
 /// to, and the host moves it on the copy engine, where an arena block is
 /// copied by the calling thread. (A heap that served every class from
 /// freed chunks, and swept the small classes for free chunks, ran the regex
-/// kernel in 2.9 s on the H200 instead of 0.8 s.)
+/// kernel in 2.9 s on the H200 instead of 0.8 s.) Once the GPU's memory has
+/// run out (a [`sweep`] ran), any class reuses freed runs.
 fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
     let bytes = chunks.checked_mul(CHUNK)?;
     let off = BUMP.fetch_add(bytes, Relaxed);
     if off.checked_add(bytes)? > USABLE {
-        return if chunks == 1 { reuse_run(shift, chunks) } else { None };
+        // Once the GPU's memory has run out (a sweep ran), freed runs serve
+        // blocks of any size: the host has none to give.
+        let any = SWEEPS.load(Relaxed) > 0;
+        return if chunks == 1 || any { reuse_run(shift, chunks) } else { None };
     }
     CHUNK_CLASS.get(off / CHUNK)?.store(shift as u8, Release);
     Some(off)
@@ -190,10 +202,10 @@ fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
 /// (class 64 KiB or larger) that holds `chunks` chunks, taken off its free
 /// list, its first `chunks` chunks handed to class `shift` and the rest
 /// given back as blocks of the classes that fit (halving down: a 1 MiB
-/// block serving one chunk gives back 512, 256, 128 and 64 KiB). This is
-/// how memory freed at one size serves another; pieces are never merged
-/// again, and small blocks freed inside a chunk stay with their class.
-/// After a look that finds nothing, the next ones wait (`REUSE_AGAIN_AT`).
+/// block serving one chunk gives back 512, 256, 128 and 64 KiB). Pieces
+/// are merged again only by a [`sweep`], and small blocks freed inside a
+/// chunk stay with their class until one. After a look that finds
+/// nothing, the next ones wait (`REUSE_AGAIN_AT`).
 fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
     let started = arch::global_timer_ns();
     if started < REUSE_AGAIN_AT.load(Relaxed) {
@@ -237,6 +249,169 @@ static REUSE_AGAIN_AT: AtomicU64 = AtomicU64::new(0);
 fn pause_after(started: u64) -> u64 {
     let now = arch::global_timer_ns();
     now.saturating_add(now.saturating_sub(started).saturating_mul(10).max(1_000_000))
+}
+
+/// One thread at a time sweeps ([`sweep`]); the others wait for it.
+static SWEEPING: AtomicU32 = AtomicU32::new(0);
+/// Sweeps ended: a thread whose allocation failed before one ended retries
+/// rather than sweeping again.
+static SWEEPS: AtomicU32 = AtomicU32::new(0);
+/// Per chunk, during a sweep: its free small blocks found, or [`WHOLE`].
+static SWEEP_COUNT: [AtomicU32; CHUNKS] = [const { AtomicU32::new(0) }; CHUNKS];
+/// A chunk all free: a free block of whole chunks covers it, or every
+/// small block carved from it is free.
+const WHOLE: u32 = u32::MAX;
+/// Free blocks a sweep walks at most: more means a list with a cycle (a
+/// write after free), and the walk stops.
+const MAX_BLOCKS: usize = USABLE / UNIT;
+
+/// Out of memory everywhere: an arena block of class `shift` after a sweep
+/// (one thread sweeps; one that finds a sweep under way waits for it).
+fn alloc_after_sweep(shift: u32) -> Option<*mut u8> {
+    let seen = SWEEPS.load(Acquire);
+    if SWEEPING.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
+        if SWEEPS.load(Relaxed) == seen {
+            sweep();
+            // What it listed is there to reuse: no pause from a look before.
+            REUSE_AGAIN_AT.store(0, Relaxed);
+            SWEEPS.fetch_add(1, Release);
+        }
+        SWEEPING.store(0, Release);
+    } else {
+        let mut round = 0u32;
+        while SWEEPING.load(Acquire) != 0 {
+            arch::nanosleep(256u32 << round.min(8));
+            round = round.saturating_add(1);
+        }
+    }
+    arena_alloc(shift)
+}
+
+/// Take an entire free list: its first block's unit, 0 when empty. The
+/// blocks are this thread's then (their link words too).
+fn detach(head: &AtomicU64) -> u64 {
+    let mut h = head.load(Acquire);
+    loop {
+        if h & 0xffff_ffff == 0 {
+            return 0;
+        }
+        let empty = (h >> 32).wrapping_add(1) << 32;
+        match head.compare_exchange_weak(h, empty, Acquire, Acquire) {
+            Ok(_) => return h & 0xffff_ffff,
+            Err(now) => h = now,
+        }
+    }
+}
+
+/// Walk a detached list from `first`: `visit(offset)` per block, at most
+/// `*budget` blocks in all (a cycle, from a write after free, ends it).
+fn walk(first: u64, budget: &mut usize, mut visit: impl FnMut(usize)) {
+    let mut at = first;
+    while at != 0 && *budget > 0 {
+        let off = (at as usize - 1) * UNIT;
+        if off >= USABLE {
+            return;
+        }
+        *budget -= 1;
+        // Read before `visit`, which may relink the block.
+        at = link(off).load(Relaxed) & 0xffff_ffff;
+        visit(off);
+    }
+}
+
+/// Give every free block in the arena's lists back as the largest blocks
+/// it makes: small blocks of chunks not all free go back to their class;
+/// chunks that are all free (small blocks all freed, or inside a free
+/// block of chunks) are merged into aligned power-of-two runs, listed in
+/// their classes. Blocks freed while it runs go to their lists as usual
+/// and are left out.
+fn sweep() {
+    let mut budget = MAX_BLOCKS;
+    // 1. Every list taken. Small blocks: counted per chunk and kept on a
+    //    list of this thread's per class; blocks of whole chunks: their
+    //    chunks marked.
+    let mut small = [0u64; CHUNK_SHIFT as usize];
+    for shift in MIN_SHIFT..=MAX_SHIFT {
+        for head in FREE.get(shift as usize).into_iter().flatten() {
+            let first = detach(head);
+            walk(first, &mut budget, |off| {
+                let chunk = off / CHUNK;
+                if let Some(mine) = small.get_mut(shift as usize) {
+                    link(off).store(*mine, Relaxed);
+                    *mine = unit(off);
+                    if let Some(c) = SWEEP_COUNT.get(chunk) {
+                        c.store(c.load(Relaxed).saturating_add(1), Relaxed);
+                    }
+                } else {
+                    let end = (chunk + (1 << (shift - CHUNK_SHIFT))).min(CHUNKS);
+                    SWEEP_COUNT.get(chunk..end).into_iter().flatten().for_each(|c| c.store(WHOLE, Relaxed));
+                }
+            });
+        }
+    }
+    // 2. Small blocks of chunks not all free go back, in runs spread over
+    //    the class's shards; a chunk whose blocks were all found is WHOLE.
+    let mut budget = MAX_BLOCKS;
+    for (shift, first) in small.iter().enumerate() {
+        let per_chunk = (CHUNK >> shift) as u32;
+        let (mut run, mut run_last, mut len, mut s) = (0u64, 0usize, 0usize, 0usize);
+        let give_back = |run: u64, last: usize, s: usize| {
+            if let (true, Some(head)) = (run != 0, FREE.get(shift).and_then(|h| h.get(s % SHARDS))) {
+                push_list(head, (run as usize - 1) * UNIT, last);
+            }
+        };
+        walk(*first, &mut budget, |off| {
+            let Some(count) = SWEEP_COUNT.get(off / CHUNK) else { return };
+            match count.load(Relaxed) {
+                WHOLE => {}
+                n if n == per_chunk => count.store(WHOLE, Relaxed),
+                _ => {
+                    link(off).store(run, Relaxed);
+                    if run == 0 {
+                        run_last = off;
+                    }
+                    run = unit(off);
+                    len += 1;
+                    if len == 256 {
+                        give_back(run, run_last, s);
+                        (run, len, s) = (0, 0, s + 1);
+                    }
+                }
+            }
+        });
+        give_back(run, run_last, s);
+    }
+    // 3. WHOLE chunks merged: at each, the largest aligned run of WHOLE
+    //    chunks starting there becomes one free block.
+    let whole = |c: usize| SWEEP_COUNT.get(c).is_some_and(|n| n.load(Relaxed) == WHOLE);
+    let mut chunk = 0;
+    while chunk < CHUNKS {
+        if !whole(chunk) {
+            if let Some(c) = SWEEP_COUNT.get(chunk) {
+                c.store(0, Relaxed);
+            }
+            chunk += 1;
+            continue;
+        }
+        let mut k = 0u32;
+        while k + CHUNK_SHIFT < MAX_SHIFT
+            && chunk % (2 << k) == 0
+            && (chunk + (1 << k)..chunk + (2 << k)).all(whole)
+        {
+            k += 1;
+        }
+        let (shift, off) = (k + CHUNK_SHIFT, chunk * CHUNK);
+        for c in SWEEP_COUNT.get(chunk..chunk + (1 << k)).into_iter().flatten() {
+            c.store(0, Relaxed);
+        }
+        if let (Some(class), Some(heads)) = (CHUNK_CLASS.get(chunk), FREE.get(shift as usize)) {
+            class.store(shift as u8, Release);
+            if let Some(head) = heads.get(if k > 0 { 0 } else { chunk % SHARDS }) {
+                push_list(head, off, off);
+            }
+        }
+        chunk += 1 << k;
+    }
 }
 
 /// Carve a fresh chunk into `head`'s list, keeping its first block.
@@ -290,28 +465,45 @@ fn arena_alloc(shift: u32) -> Option<*mut u8> {
     off.map(|off| (base() + off) as *mut u8)
 }
 
-/// A block from the host (see the module docs), or null.
-fn host_alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+/// A block from the host (see the module docs).
+fn host_alloc(size: usize, align: usize, zeroed: bool) -> Result<*mut u8, Errno> {
     let req = HeapAlloc { size: size as u64, align: align as u64, zeroed: zeroed as u32 };
-    match hostcall::request(&ids::__HOSTCALL__heap_alloc, &req, &[], None, &mut []) {
-        Ok(done) => done.value as *mut u8,
-        Err(_) => core::ptr::null_mut(),
+    hostcall::request(&ids::__HOSTCALL__heap_alloc, &req, &[], None, &mut []).map(|done| done.value as *mut u8)
+}
+
+/// The end of an allocation that found no memory: the host says so (the
+/// caller returns null).
+fn out_of_memory(size: usize) -> *mut u8 {
+    let _ = hostcall::post(&ids::__HOSTCALL__heap_oom, &HeapOom { size: size as u64 }, &[]);
+    core::ptr::null_mut()
+}
+
+/// `p`, an arena block for `size` bytes, zeroed if asked.
+fn arena_block(p: *mut u8, size: usize, zeroed: bool) -> *mut u8 {
+    if zeroed {
+        // SAFETY: `p` is a fresh block of at least `size` bytes.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
     }
+    p
 }
 
 fn alloc_with(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !align.is_power_of_two() {
         return core::ptr::null_mut();
     }
-    match class_of(size, align).and_then(arena_alloc) {
-        Some(p) => {
-            if zeroed {
-                // SAFETY: `p` is a fresh block of at least `size` bytes.
-                unsafe { core::ptr::write_bytes(p, 0, size) };
-            }
-            p
-        }
-        None => host_alloc(size, align, zeroed),
+    let class = class_of(size, align);
+    if let Some(p) = class.and_then(arena_alloc) {
+        return arena_block(p, size, zeroed);
+    }
+    match host_alloc(size, align, zeroed) {
+        Ok(p) => p,
+        // Out of GPU memory (or no host to ask, ENOSYS): the arena's freed
+        // blocks, merged, are the last place to look.
+        Err(Errno::ENOMEM | Errno::ENOSYS) => match class.and_then(alloc_after_sweep) {
+            Some(p) => arena_block(p, size, zeroed),
+            None => out_of_memory(size),
+        },
+        Err(_) => core::ptr::null_mut(),
     }
 }
 
@@ -383,6 +575,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
             return p;
         }
     }
+    let mut host_oom = false;
     if align as u64 <= HEAP_ALIGN {
         // The host moves it (on the GPU's copy engine) into a block of its
         // own, and frees the old one if it was its.
@@ -390,20 +583,25 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
         // nowhere else.
         let region = arena.map(|(_, old)| Region { addr: ptr as u64, len: 1 << old });
         let req = HeapRealloc { ptr: ptr as u64, new_size: new_size as u64 };
-        let Ok(done) = hostcall::request(&ids::__HOSTCALL__heap_realloc, &req, &[], region, &mut []) else {
-            return core::ptr::null_mut();
-        };
-        if arena.is_some() {
-            // SAFETY: the arena block is live and its bytes are copied.
-            unsafe { free(ptr) };
+        match hostcall::request(&ids::__HOSTCALL__heap_realloc, &req, &[], region, &mut []) {
+            Ok(done) => {
+                if arena.is_some() {
+                    // SAFETY: the arena block is live and its bytes are copied.
+                    unsafe { free(ptr) };
+                }
+                return done.value as *mut u8;
+            }
+            // Out of GPU memory: an arena block after a sweep, the bytes
+            // moved by this thread (below), or nothing.
+            Err(Errno::ENOMEM | Errno::ENOSYS) => host_oom = true,
+            Err(_) => return core::ptr::null_mut(),
         }
-        return done.value as *mut u8;
     }
-    // Over-aligned and beyond the arena: moved by this thread. The old
-    // block's size is only known for an arena block; a host block this
-    // aligned cannot be resized.
+    // Over-aligned and beyond the arena, or out of GPU memory: moved by this
+    // thread. The old block's size is only known for an arena block; a host
+    // block cannot be moved here.
     let Some((_, old)) = arena else {
-        return core::ptr::null_mut();
+        return if host_oom { out_of_memory(new_size) } else { core::ptr::null_mut() };
     };
     let p = alloc(new_size, align);
     if !p.is_null() {
@@ -539,6 +737,93 @@ mod tests {
         for (p, _, _) in live {
             // SAFETY: live blocks, freed once.
             unsafe { free(p as *mut u8) };
+        }
+
+        // Then the whole arena in 24-byte blocks, freed: every chunk now
+        // belongs to the 32-byte class, and with no host to ask the sweep
+        // gives them back, so 2000-byte blocks fill nearly all of it again.
+        let fill = |size: usize| {
+            let mut got = Vec::new();
+            loop {
+                let p = alloc(size, 8);
+                if p.is_null() {
+                    return got;
+                }
+                stamp(p, size.min(64), 0x5a, false);
+                got.push(p);
+            }
+        };
+        let free_all = |ps: Vec<*mut u8>| {
+            for p in ps {
+                // SAFETY: live blocks, freed once.
+                unsafe { free(p) };
+            }
+        };
+        let small = fill(24);
+        assert!(small.len() * 32 > USABLE * 9 / 10, "24-byte blocks took only {} bytes", small.len() * 32);
+        free_all(small);
+        let mid = fill(2000);
+        assert!(mid.len() * 2048 > USABLE * 9 / 10, "{} blocks of 2000 bytes after the small ones were freed", mid.len());
+        // Half of them freed, every other one: no chunk is all free, so
+        // nothing larger than 2 KiB fits; the other half freed too, the
+        // chunks merge into runs again and a quarter of the arena is one block.
+        let (odd, even): (Vec<_>, Vec<_>) = mid.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
+        free_all(odd.into_iter().map(|(_, p)| p).collect());
+        assert!(alloc(4096, 8).is_null(), "no chunk is all free");
+        free_all(even.into_iter().map(|(_, p)| p).collect());
+        let big = alloc(USABLE / 4, 16);
+        assert!(!big.is_null(), "the freed chunks merge into a run of a quarter of the arena");
+        assert!(stamp(big, USABLE / 4, 7, false));
+        // SAFETY: a live block, freed once.
+        unsafe { free(big) };
+        let again = fill(1 << 20);
+        assert!(again.len() * (1 << 20) > USABLE * 9 / 10, "{} blocks of 1 MiB at the end", again.len());
+        free_all(again);
+
+        // Four threads fill the arena at once, each with a size of its own,
+        // and free it all; then again with four other sizes, so that every
+        // block of the second round comes from blocks of other classes,
+        // swept while the other threads wait or allocate. No block is
+        // handed out twice (the stamps hold) and most of the arena is used
+        // both times.
+        const SIZES: [[usize; 4]; 2] = [[24, 300, 5000, 200_000], [1500, 100, 1 << 20, 20_000]];
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4usize)
+            .map(|t| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut used = [0usize; 2];
+                    for (round, used) in used.iter_mut().enumerate() {
+                        let size = SIZES[round][t];
+                        let tag = (t * 2 + round + 1) as u8;
+                        let mut mine = Vec::new();
+                        loop {
+                            let p = alloc(size, 8);
+                            if p.is_null() {
+                                break;
+                            }
+                            stamp(p, size, tag, false);
+                            mine.push(p as usize);
+                        }
+                        barrier.wait();
+                        for &p in &mine {
+                            assert!(stamp(p as *mut u8, size, tag, true), "a block of {size} bytes was handed out twice");
+                        }
+                        *used = mine.len() * size.next_power_of_two();
+                        barrier.wait();
+                        for p in mine {
+                            // SAFETY: live blocks, freed once.
+                            unsafe { free(p as *mut u8) };
+                        }
+                        barrier.wait();
+                    }
+                    used
+                })
+            })
+            .collect();
+        let used = threads.into_iter().map(|t| t.join().unwrap()).fold([0, 0], |a, u| [a[0] + u[0], a[1] + u[1]]);
+        for (round, bytes) in used.into_iter().enumerate() {
+            assert!(bytes > USABLE * 3 / 4, "round {round}: four threads got {bytes} bytes of a {USABLE}-byte arena");
         }
     }
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use hostcall_abi::op::{HeapAlloc, HeapFree, HeapRealloc, HEAP_ALIGN};
+use hostcall_abi::op::{HeapAlloc, HeapFree, HeapOom, HeapRealloc, HEAP_ALIGN};
 use hostcall_abi::Errno;
 
 use super::HostState;
@@ -172,29 +172,27 @@ pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
         cx.state.heap.free(req.ptr);
         Ok(0)
     })?;
+    r.register::<HeapOom, _>(|cx, req: HeapOom, _| out_of_memory(cx, req.size))?;
     Ok(())
 }
 
-/// Out of memory: say so once per failure on stderr (after the output the
-/// kernel already posted), with what was asked and what the heap holds.
-fn out_of_memory(cx: &mut HostCx<'_, HostState>, asked: u64) -> HostError {
+/// Out of memory (the device gave up on an allocation): say so on stderr,
+/// after the output the kernel already posted, with what was asked and
+/// what the heap holds.
+fn out_of_memory(cx: &mut HostCx<'_, HostState>, asked: u64) -> HandlerResult {
     let heap = &cx.state.heap;
     let line = format!(
         "hostcall: device heap: no GPU memory for {asked} bytes (the heap holds {} MiB from the driver, {} MiB of it in use, beside its arena)\n",
         heap.reserved() >> 20,
         heap.in_use() >> 20
     );
-    let _ = cx.state.flush_output();
-    let _ = cx.state.stderr.write_all(line.as_bytes());
-    HostError(Errno::ENOMEM)
+    cx.state.flush_output()?;
+    cx.state.stderr.write_all(line.as_bytes())?;
+    Ok(0)
 }
 
 fn heap_alloc(cx: &mut HostCx<'_, HostState>, req: HeapAlloc, _: &Payload<'_>) -> HandlerResult {
-    let addr = match cx.state.heap.alloc(cx.backend, req.size, req.align) {
-        Ok(addr) => addr,
-        Err(HostError(Errno::ENOMEM)) => return Err(out_of_memory(cx, req.size)),
-        Err(e) => return Err(e),
-    };
+    let addr = cx.state.heap.alloc(cx.backend, req.size, req.align)?;
     if req.zeroed == 1 {
         if let Err(e) = cx.backend.zero_device(addr, req.size) {
             cx.state.heap.free(addr);
@@ -216,11 +214,7 @@ fn heap_realloc(cx: &mut HostCx<'_, HostState>, req: HeapRealloc, data: &Payload
         (None, Some(region)) => (region.whole()?, region.len()),
         (None, None) => return Err(HostError(Errno::EINVAL)),
     };
-    let new = match cx.state.heap.alloc(cx.backend, req.new_size, HEAP_ALIGN) {
-        Ok(addr) => addr,
-        Err(HostError(Errno::ENOMEM)) => return Err(out_of_memory(cx, req.new_size)),
-        Err(e) => return Err(e),
-    };
+    let new = cx.state.heap.alloc(cx.backend, req.new_size, HEAP_ALIGN)?;
     if let Err(e) = cx.backend.copy_device(new, src, old.min(req.new_size)) {
         cx.state.heap.free(new);
         tracing::debug!(target: "hostcall", "device heap: moving a block of {old} bytes: {e}");

@@ -7,7 +7,11 @@
 //! a `Vec` of that many MiB, grows another to the same size by doubling,
 //! and checks both (on the GPU: beyond the device heap's 512 MiB arena, into
 //! memory the host hands over); `whoami` prints this copy's thread index
-//! (`hostcall_thread`); `unsupported` calls std APIs the GPU cannot honour
+//! (`hostcall_thread`); `sweep` spends all the memory it can get, frees
+//! its small blocks and asks for 1 MiB blocks (on the GPU: served only by
+//! the device heap's sweep of its arena; meant for the GPU, where memory
+//! runs out: on the CPU it stops after reserving, untouched, 1 TiB);
+//! `unsupported` calls std APIs the GPU cannot honour
 //! and prints how each failed (on the GPU: an error, never a panic in std or
 //! a module that does not load).
 
@@ -33,6 +37,7 @@ fn main() -> Result<ExitCode, String> {
             println!("thread {} of {}", hostcall_thread::index(), hostcall_thread::count());
             Ok(ExitCode::SUCCESS)
         }
+        Some("sweep") => Ok(sweep()),
         Some(arg) if arg.starts_with("vec=") => {
             let mib: usize = arg[4..].parse().map_err(|_| format!("bad size {arg}"))?;
             big_vecs(mib << 20)
@@ -63,6 +68,33 @@ fn big_vecs(bytes: usize) -> Result<ExitCode, String> {
     bad += (0..n).step_by(512).filter(|&i| grown[i] != round_of(i) || grown[n - 1 - i] != round_of(n - 1 - i)).count();
     println!("vec: {} MiB made zeroed, {} MiB grown in {round} doublings, {bad} samples wrong", bytes >> 20, (grown.len() * 8) >> 20);
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Memory freed at one size serving another once none is left: 2 KiB
+/// blocks that fill the device heap's arena, then blocks larger than its
+/// largest class and 1 MiB blocks until no more come (the GPU's memory
+/// spent: the heap says so on stderr), then the 2 KiB blocks freed and 1
+/// MiB blocks asked for again. Exit 0 when at least 400 come.
+fn sweep() -> ExitCode {
+    fn take(size: usize, most: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while got.len() < most {
+            let mut v = Vec::new();
+            if v.try_reserve_exact(size).is_err() {
+                break;
+            }
+            got.push(v);
+        }
+        got
+    }
+    let small: Vec<Vec<u8>> = (0..(512 << 20) / 2048).map(|_| Vec::with_capacity(2000)).collect();
+    let huge = take((256 << 20) + 1, 4096);
+    let mib = take(1 << 20, 1 << 20);
+    println!("sweep: {} blocks of 2000 B, {} of 256 MiB + 1, {} of 1 MiB, then none", small.len(), huge.len(), mib.len());
+    drop(small);
+    let again = take(1 << 20, 1 << 20);
+    println!("sweep: the 2000 B blocks freed, {} blocks of 1 MiB", again.len());
+    if again.len() >= 400 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// What each API that needs an OS the GPU lacks gave back.
