@@ -145,6 +145,17 @@ fn device_regions_carry_bulk_reads_and_writes() {
         // pwrite at an offset: every piece lands at its own place.
         let pw = Call::new(0, Pwrite { fd, offset: 5 }.to_args()).device_region(buf.addr(), buf.len() as u64);
         assert_eq!(ctx.call(Pwrite::NAME, pw, &mut []).unwrap().value, big.len() as u64);
+        // read at the file's position: large pieces are read by several
+        // threads (`handlers::readers`), and the position moves past them.
+        let mut file = big[..5].to_vec();
+        file.extend_from_slice(&big);
+        assert_eq!(call(ctx, Lseek { fd, offset: 7, whence: 0 }, &[]), (7, 0, vec![]));
+        let len = 6 << 20;
+        let r = Call::new(0, Read { fd, len }.to_args()).device_region(back.addr(), back.len() as u64);
+        assert_eq!(ctx.call(Read::NAME, r, &mut []).unwrap().value, len);
+        assert!(back.to_vec()[..len as usize] == file[7..7 + len as usize], "the bytes of a split read");
+        let next = 7 + len as usize;
+        assert_eq!(call(ctx, Read { fd, len: 10 }, &[]), (10, 0, file[next..next + 10].to_vec()), "where it left off");
         // A region the device never had: the host's copy fails, EFAULT.
         let bad = Call::new(0, Write { fd }.to_args()).device_region(0x10, 64);
         assert_eq!(ctx.call(Write::NAME, bad, &mut []).unwrap().errno, Errno::EFAULT.0);

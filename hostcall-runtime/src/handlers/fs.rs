@@ -3,7 +3,7 @@
 //! ([`super::sandbox`]); every fd through the device fd table.
 
 use std::ffi::CStr;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 
@@ -136,6 +136,34 @@ fn read_once(state: &mut HostState, fd: i32, buf: &mut [u8], at: Option<u64>) ->
     }
 }
 
+/// A large read from a file that can seek, split among threads
+/// ([`super::readers`]): the bytes read, the file position moved past them
+/// unless `at` is given; `None` when the fd is not such a file or the
+/// piece is small (the caller reads as usual).
+fn read_split(state: &mut HostState, fd: i32, buf: &mut [u8], at: Option<u64>) -> Result<Option<usize>, HostError> {
+    if buf.len() < super::readers::MIN_SPLIT {
+        return Ok(None);
+    }
+    let (raw, start) = match state.fd(fd)? {
+        Fd::File(f) if !f.is_dir => match at {
+            Some(o) => (f.file.as_raw_fd(), o),
+            // A pipe or a terminal has no position: read as usual.
+            None => match (&f.file).stream_position() {
+                Ok(p) => (f.file.as_raw_fd(), p),
+                Err(_) => return Ok(None),
+            },
+        },
+        _ => return Ok(None),
+    };
+    let got = state.readers.read_at(raw, buf, start)?;
+    if at.is_none() {
+        if let Fd::File(f) = state.fd(fd)? {
+            (&f.file).seek(io::SeekFrom::Start(start + got as u64))?;
+        }
+    }
+    Ok(Some(got))
+}
+
 /// Write all of `data` to a device fd (or at `at`).
 fn write_all(state: &mut HostState, fd: i32, data: &[u8], at: Option<u64>) -> Result<(), HostError> {
     match state.fd(fd)? {
@@ -178,6 +206,9 @@ fn read(cx: &mut HostCx<'_, HostState>, fd: i32, len: u64, at: Option<u64>, data
     };
     let mut pending = false;
     let done = region.stream_in(cx, len, &mut |state, buf, offset| {
+        if let Some(got) = read_split(state, fd, buf, at.map(|o| o + offset))? {
+            return Ok(Some(got));
+        }
         Ok(match read_once(state, fd, buf, at.map(|o| o + offset))? {
             Some(got) => Some(got),
             // Stdin with nothing more yet: a short read if we have some,

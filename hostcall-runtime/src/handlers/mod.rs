@@ -18,6 +18,7 @@ pub mod fs;
 pub mod heap;
 pub mod output;
 pub mod process;
+pub mod readers;
 pub mod sandbox;
 pub mod stat;
 pub mod stdin;
@@ -73,6 +74,8 @@ pub struct HostState {
     pub output: output::Pending,
     /// Device memory the device heap grew into ([`heap`]).
     pub heap: heap::DeviceHeap,
+    /// Threads that share large file reads ([`readers`]).
+    pub(crate) readers: readers::Pool,
 }
 
 impl HostState {
@@ -97,6 +100,7 @@ impl HostState {
             unsupported: Vec::new(),
             output: output::Pending::default(),
             heap: heap::DeviceHeap::default(),
+            readers: readers::Pool::default(),
         }
     }
 
