@@ -400,25 +400,9 @@ pub fn call(
     region: Option<Region>,
     reply: &mut [u8],
 ) -> Result<Completed, Errno> {
-    if payload.is_empty() && region.is_none() && reply.is_empty() {
-        return call_args(op, args);
-    }
     let region = region.unwrap_or(Region { addr: 0, len: 0 });
     let c = Call::new(0, args).payload(payload).device_region(region.addr, region.len);
     let done = with_queue(op, |q, id| q.call::<Gpu>(&Call { op: id, ..c }, reply)).map_err(call_errno)?;
-    match done.errno {
-        0 => Ok(done),
-        e => Err(Errno(e)),
-    }
-}
-
-/// [`call`] of a call that is only its arguments and value (`close`,
-/// `lseek`, `exit`, the heap's calls, ...): the queue code compiled for
-/// no payload, no region and no reply data, without their branches.
-#[inline(never)]
-fn call_args(op: &HostcallId, args: [u64; 3]) -> Result<Completed, Errno> {
-    let c = Call::new(0, args);
-    let done = with_queue(op, |q, id| q.call::<Gpu>(&Call { op: id, ..c }, &mut [])).map_err(call_errno)?;
     match done.errno {
         0 => Ok(done),
         e => Err(Errno(e)),
