@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::backend::cuda::{CudaBackend, DEFAULT_STACK_BYTES};
-use crate::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError, StopReason};
+pub use crate::exit_code::{exit_byte, fault_code, stop_code};
+use crate::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError};
 
 /// What to launch, and how.
 #[derive(Clone, Debug)]
@@ -151,15 +152,6 @@ pub fn run(launch: &Launch, ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<
     }
 }
 
-/// The exit code of a stopped run, as `timeout(1)` and shells give it: 124
-/// for the watchdog, 128 + the signal's number (130 for Ctrl-C).
-pub fn stop_code(reason: StopReason) -> u8 {
-    match reason {
-        StopReason::Timeout(_) => 124,
-        StopReason::Signal(n) => 128u8.saturating_add(n.min(127) as u8),
-    }
-}
-
 /// Say why the start is slow if loading takes more than a moment: the
 /// driver compiles PTX it has not seen before (seconds to a minute for a std
 /// kernel) and the runtime caches the result, so later runs start at once.
@@ -195,37 +187,6 @@ pub fn stack_hint(message: &str, stack_bytes: u64) -> String {
     )
 }
 
-/// The exit code of a kernel that faulted, as a shell reports a process
-/// killed by the matching signal, so that it differs from the codes a
-/// kernel's own `exit` usually gives: 139 (SIGSEGV) for a bad address or a
-/// stack overflow, 132 (SIGILL) for a trap or an illegal instruction, 134
-/// (SIGABRT) for a failed device assertion, 1 for anything else.
-pub fn fault_code(message: &str) -> u8 {
-    const SEGV: &[&str] = &[
-        "CUDA_ERROR_ILLEGAL_ADDRESS",
-        "CUDA_ERROR_MISALIGNED_ADDRESS",
-        "CUDA_ERROR_INVALID_ADDRESS_SPACE",
-        "CUDA_ERROR_INVALID_PC",
-        "CUDA_ERROR_HARDWARE_STACK_ERROR",
-    ];
-    const ILL: &[&str] = &["CUDA_ERROR_ILLEGAL_INSTRUCTION", "CUDA_ERROR_LAUNCH_FAILED"];
-    if SEGV.iter().any(|e| message.contains(e)) {
-        139
-    } else if ILL.iter().any(|e| message.contains(e)) {
-        132
-    } else if message.contains("CUDA_ERROR_ASSERT") {
-        134
-    } else {
-        1
-    }
-}
-
-/// `exit(code)` on the device becomes the process's status, as on Linux: the
-/// low 8 bits.
-pub fn exit_byte(code: i32) -> u8 {
-    (code & 0xff) as u8
-}
-
 /// One line: calls, time, calls by op, errors, how the kernel ended.
 pub fn summary(report: &RunReport) -> String {
     let end = match (report.exit_code, report.aborted) {
@@ -259,26 +220,5 @@ mod tests {
         assert!(!hint.contains('\n'), "one line: {hint}");
         assert_eq!(stack_hint("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)", 16384), "");
         assert!(stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS", 1 << 19).ends_with("try --stack-size 524288)"));
-    }
-
-    #[test]
-    fn faults_exit_as_the_matching_signal_would() {
-        assert_eq!(fault_code("CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)"), 139);
-        assert_eq!(fault_code("CUDA_ERROR_MISALIGNED_ADDRESS"), 139);
-        assert_eq!(fault_code("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)"), 132);
-        assert_eq!(fault_code("CUDA_ERROR_ILLEGAL_INSTRUCTION"), 132);
-        assert_eq!(fault_code("CUDA_ERROR_ASSERT"), 134);
-        assert_eq!(fault_code("CUDA_ERROR_UNKNOWN"), 1);
-    }
-
-    #[test]
-    fn stopped_runs_exit_as_timeout_and_shells_say() {
-        assert_eq!(stop_code(StopReason::Timeout(Duration::from_secs(3))), 124);
-        assert_eq!((stop_code(StopReason::Signal(2)), stop_code(StopReason::Signal(15))), (130, 143));
-    }
-
-    #[test]
-    fn exit_codes_keep_their_low_byte() {
-        assert_eq!((exit_byte(0), exit_byte(3), exit_byte(256 + 7), exit_byte(-1)), (0, 3, 7, 255));
     }
 }

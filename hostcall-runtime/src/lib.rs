@@ -37,6 +37,7 @@ use hostcall_abi::{globals, limits, rings as ring_abi, Errno, Geometry, Protocol
 
 pub mod backend;
 pub mod error;
+pub mod exit_code;
 pub mod handlers;
 #[cfg(feature = "cuda")]
 pub mod launcher;

@@ -61,8 +61,8 @@ impl Stdin {
         if buf.is_empty() {
             return Ok(StdinPoll::Ready(0));
         }
-        // Nothing that holds the lock can panic between taking and leaving
-        // it, but a poisoned lock still guards a consistent `Stream`.
+        // A poisoned lock still guards a usable stream: no step of
+        // `poll_read` leaves it half-changed.
         self.0.lock().unwrap_or_else(|e| e.into_inner()).poll_read(buf)
     }
 }
