@@ -7,7 +7,8 @@
 //! a `Vec` of that many MiB, grows another to the same size by doubling,
 //! and checks both (on the GPU: beyond the device heap's 512 MiB arena, into
 //! memory the host hands over); `whoami` prints this copy's thread index
-//! (`hostcall_thread`); `unsupported` calls std APIs the GPU cannot honour
+//! (`hostcall_thread`); `device` prints it with the device of a run on
+//! several GPUs (`--devices`); `unsupported` calls std APIs the GPU cannot honour
 //! and prints how each failed (on the GPU: an error, never a panic in std or
 //! a module that does not load).
 
@@ -31,6 +32,12 @@ fn main() -> Result<ExitCode, String> {
         }
         Some("whoami") => {
             println!("thread {} of {}", hostcall_thread::index(), hostcall_thread::count());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("device") => {
+            let (me, all) = (hostcall_thread::index(), hostcall_thread::count());
+            let (device, devices) = (hostcall_thread::device(), hostcall_thread::device_count());
+            println!("thread {me} of {all} on device {device} of {devices}");
             Ok(ExitCode::SUCCESS)
         }
         Some(arg) if arg.starts_with("vec=") => {
