@@ -160,16 +160,17 @@ impl Devices {
     /// Load the cubin where it suits the device, else the PTX, on every
     /// device ([`Runtime::load_best`]); how long each took.
     pub fn load_best(&mut self, ptx: &[u8], cubin: Option<&[u8]>) -> Result<Vec<Duration>, DeviceError> {
-        let arch = self.runtimes[0].backend_mut().cubin_arch();
+        let arch = self.runtimes.first_mut().and_then(|rt| rt.backend_mut().cubin_arch());
         let compiles = cubin.is_none_or(|c| cubin_suits(c, arch.as_deref()).is_err());
         self.load_each(compiles, |rt| rt.load_best(ptx, cubin))
     }
 
     /// Run `load` on every device. When the driver `compiles` the image
-    /// (PTX), device 0 loads alone first: what it compiles lands in the JIT
-    /// cache, from which the others then load at once instead of compiling
-    /// it again each. A cubin loads on every device at once. The first
-    /// failure in device order is the error.
+    /// (PTX), device 0 loads alone first: what it compiles lands in the
+    /// runtime's JIT cache (unless turned off), from which the others, GPUs
+    /// of the same kind, then load at once instead of each compiling it
+    /// again. A cubin loads on every device at once. The first failure in
+    /// device order is the error.
     fn load_each(
         &mut self,
         compiles: bool,
@@ -184,10 +185,9 @@ impl Devices {
         if let Some(rt) = first.first_mut() {
             times.push(timed(rt).map_err(|error| DeviceError { device: 0, error })?);
         }
-        let at = first.len();
-        let loaded = on_each(rest, "load", |_, rt| timed(rt));
+        let loaded = on_each(rest, first.len(), "load", |_, rt| timed(rt));
         for (k, r) in loaded.into_iter().enumerate() {
-            times.push(r.map_err(|error| DeviceError { device: at + k, error })?);
+            times.push(r.map_err(|error| DeviceError { device: first.len() + k, error })?);
         }
         Ok(times)
     }
@@ -197,10 +197,10 @@ impl Devices {
     pub fn launch(&mut self, entry: &str, grid: impl Into<Dim3>, block: impl Into<Dim3>) -> DevicesReport {
         let (grid, block) = (grid.into(), block.into());
         let outputs = &self.outputs;
-        let devices = on_each(&mut self.runtimes, "serve", |i, rt| {
+        let devices = on_each(&mut self.runtimes, 0, "serve", |i, rt| {
             let mut outcome = rt.launch(entry, grid, block);
             // The device's unfinished last lines go out now that it is done.
-            for out in &outputs[i] {
+            for out in outputs.get(i).into_iter().flatten() {
                 if let Err(e) = out.finish() {
                     count_lost_line(&mut outcome, &e);
                 }
@@ -212,12 +212,13 @@ impl Devices {
 }
 
 /// `job` on every runtime at once, each on a thread of its own (named
-/// `hostcall-<what>-<i>`); the results in device order. A thread that cannot
-/// be started is that device's error. A panic, a bug of the runtime's own
+/// `hostcall-<what>-<i>`, `i` counted from device `from`); the results in
+/// device order. A thread that cannot be started is that device's error. A panic, a bug of the runtime's own
 /// (it answers a handler's panic with EIO), goes on in the caller once every
 /// other device is done.
 fn on_each<T: Send>(
     runtimes: &mut [Runtime],
+    from: usize,
     what: &str,
     job: impl Fn(usize, &mut Runtime) -> Result<T, RuntimeError> + Sync,
 ) -> Vec<Result<T, RuntimeError>> {
@@ -226,7 +227,8 @@ fn on_each<T: Send>(
         let started: Vec<_> = runtimes
             .iter_mut()
             .enumerate()
-            .map(|(i, rt)| {
+            .map(|(k, rt)| {
+                let i = from + k;
                 std::thread::Builder::new()
                     .name(format!("hostcall-{what}-{i}"))
                     .spawn_scoped(scope, move || job(i, rt))

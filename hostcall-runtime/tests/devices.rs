@@ -4,21 +4,25 @@
 //! each kernel told its own index, stdin shared byte by byte, the run's exit
 //! code the first non-zero one in device order, and a device that exits,
 //! faults or is stopped leaves the others to their end (or stops them all,
-//! for the watchdog and the stop flag).
+//! for the watchdog and the stop flag); PTX loads on device 0 alone first (the
+//! others reuse what it compiled), a cubin on every device at once.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hostcall_runtime::backend::emu::{DeviceCtx, EmuBackend, EmuModule, EmuPlatform};
+use hostcall_runtime::backend::{DeviceAlloc, MappedRegion};
 use hostcall_runtime::devices::{Devices, DevicesReport, DEVICES_VAR, DEVICE_VAR};
 use hostcall_runtime::hostcall_abi::op::{Echo, Getenv, Read as ReadOp, Request, Write};
 use hostcall_runtime::hostcall_abi::sync::Platform;
 use hostcall_runtime::hostcall_abi::Call;
+use hostcall_runtime::hostcall_image::{cubin::testing::cubin, CubinKind};
+use hostcall_runtime::{Backend, BackendError, Dim3, KernelState};
 use hostcall_runtime::{QueueConfig, RuntimeConfig, RuntimeError, SharedBuf, StopReason};
 
 const DEVICES: usize = 4;
@@ -376,4 +380,98 @@ fn a_device_that_cannot_load_is_named() {
     let e = devices.load(b"test").unwrap_err();
     assert_eq!(e.device, 2);
     assert_eq!(e.to_string(), "device 2: emu: no module named `test` was added");
+}
+
+/// When each device's load began and ended.
+type Loads = Arc<Mutex<Vec<(usize, Instant, Instant)>>>;
+
+/// An emulated device that takes cubins for sm_90 and whose every load
+/// takes 100 ms (as a driver's compile would) and is logged; whatever the
+/// image, it loads the module "test".
+struct SlowLoad {
+    emu: EmuBackend,
+    device: usize,
+    loads: Loads,
+}
+
+impl Backend for SlowLoad {
+    fn name(&self) -> &str {
+        "slow-load emu"
+    }
+    fn load_module(&mut self, _: &[u8]) -> Result<(), BackendError> {
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(100));
+        self.emu.load_module(b"test")?;
+        self.loads.lock().unwrap().push((self.device, start, Instant::now()));
+        Ok(())
+    }
+    fn cubin_arch(&self) -> Option<String> {
+        Some("sm_90".into())
+    }
+    fn globals(&self) -> Result<Vec<String>, BackendError> {
+        self.emu.globals()
+    }
+    fn write_global_u64(&mut self, name: &str, value: u64) -> Result<(), BackendError> {
+        self.emu.write_global_u64(name, value)
+    }
+    fn read_global_u64(&mut self, name: &str) -> Result<u64, BackendError> {
+        self.emu.read_global_u64(name)
+    }
+    fn alloc_mapped(&mut self, words: usize) -> Result<MappedRegion, BackendError> {
+        self.emu.alloc_mapped(words)
+    }
+    fn alloc_device(&mut self, bytes: usize) -> Result<DeviceAlloc, BackendError> {
+        self.emu.alloc_device(bytes)
+    }
+    fn launch(&mut self, entry: &str, grid: Dim3, block: Dim3) -> Result<(), BackendError> {
+        self.emu.launch(entry, grid, block)
+    }
+    fn query(&mut self) -> KernelState {
+        self.emu.query()
+    }
+    fn copy_from_device(&mut self, addr: u64, out: &mut [u8]) -> Result<(), BackendError> {
+        self.emu.copy_from_device(addr, out)
+    }
+    fn copy_to_device(&mut self, addr: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.emu.copy_to_device(addr, data)
+    }
+}
+
+fn slow_devices(loads: &Loads) -> (Devices, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _, _) = common::config(dir.path(), QueueConfig::DEFAULT);
+    let backends = (0..DEVICES).map(|device| SlowLoad {
+        emu: EmuBackend::with_module("test", EmuModule::new().entry("main", |_| {})),
+        device,
+        loads: loads.clone(),
+    });
+    (Devices::new(backends, cfg).unwrap(), dir)
+}
+
+#[test]
+fn ptx_loads_on_the_first_device_alone_then_on_the_others_at_once() {
+    let loads = Loads::default();
+    let (mut devices, _root) = slow_devices(&loads);
+    let times = devices.load_best(b"PTX text", None).unwrap();
+    assert_eq!(times.len(), DEVICES);
+    let loads = loads.lock().unwrap().clone();
+    let first = loads.iter().find(|l| l.0 == 0).expect("device 0 loaded");
+    let others: Vec<_> = loads.iter().filter(|l| l.0 != 0).collect();
+    assert_eq!(others.len(), DEVICES - 1, "each device loads once");
+    assert!(others.iter().all(|o| o.1 >= first.2), "device 0 first, alone (what it compiles, the others reuse)");
+    let (last_start, first_end) = (others.iter().map(|o| o.1).max(), others.iter().map(|o| o.2).min());
+    assert!(last_start < first_end, "the others at once");
+    assert!(devices.launch("main", 1, 1).exit_code() == 0);
+}
+
+#[test]
+fn a_cubin_that_suits_loads_on_every_device_at_once() {
+    let loads = Loads::default();
+    let (mut devices, _root) = slow_devices(&loads);
+    let sm90 = cubin(CubinKind::Relocatable, 90, &["main"], &[]);
+    devices.load_best(b"PTX text", Some(&sm90)).unwrap();
+    let loads = loads.lock().unwrap().clone();
+    assert_eq!(loads.len(), DEVICES, "each device loads once");
+    let (last_start, first_end) = (loads.iter().map(|l| l.1).max(), loads.iter().map(|l| l.2).min());
+    assert!(last_start < first_end, "all at once");
 }
