@@ -18,6 +18,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// The file the demo writes, relative to the host's sandbox root.
 const OUT_FILE: &str = "culinux_out.txt";
 
+/// The name of a file of this device's own. On a run of several GPUs
+/// (`hostcalls_bin --devices all`) every device tours the one sandbox root
+/// at once: each names its files after its index (`HOSTCALL_DEVICE`, which
+/// the runtime sets for each device) so that none writes over another's.
+fn own(name: &str) -> String {
+    match std::env::var("HOSTCALL_DEVICE") {
+        Ok(device) => format!("gpu{device}_{name}"),
+        Err(_) => name.to_owned(),
+    }
+}
+
 /// `(global thread id, block id, thread id in block)`, x dimension only: the
 /// demo is launched with 1-D grids.
 fn ids() -> (u32, u32, u32) {
@@ -44,25 +55,29 @@ pub extern "ptx-kernel" fn culinux_main() {
 fn tour() -> io::Result<()> {
     let started = Instant::now();
     eprintln!("culinux: this line goes to stderr");
+    if let (Ok(device), Ok(devices)) = (std::env::var("HOSTCALL_DEVICE"), std::env::var("HOSTCALL_DEVICES")) {
+        println!("device: {device} of {devices}");
+    }
 
     // Files: create, write, seek, read back, metadata, remove.
     let text = "written on the GPU\nsecond line\n";
-    let mut f = File::create(OUT_FILE)?;
+    let out_file = own(OUT_FILE);
+    let mut f = File::create(&out_file)?;
     f.write_all(text.as_bytes())?;
     drop(f);
-    let back = fs::read_to_string(OUT_FILE)?;
+    let back = fs::read_to_string(&out_file)?;
     println!("file: wrote {} bytes, read back {} bytes, equal: {}", text.len(), back.len(), back == text);
-    let mut f = File::open(OUT_FILE)?;
+    let mut f = File::open(&out_file)?;
     f.seek(SeekFrom::Start(11))?;
     let mut tail = String::new();
     f.read_to_string(&mut tail)?;
     println!("file: after seek(11): {:?}", tail.trim_end());
-    let meta = fs::metadata(OUT_FILE)?;
+    let meta = fs::metadata(&out_file)?;
     println!("file: metadata len {} is_file {}", meta.len(), meta.is_file());
-    let scratch = "culinux_scratch.txt";
-    fs::write(scratch, b"temporary")?;
-    fs::remove_file(scratch)?;
-    println!("file: removed {scratch}: exists now: {}", fs::metadata(scratch).is_ok());
+    let scratch = own("culinux_scratch.txt");
+    fs::write(&scratch, b"temporary")?;
+    fs::remove_file(&scratch)?;
+    println!("file: removed {scratch}: exists now: {}", fs::metadata(&scratch).is_ok());
 
     // A bigger write goes through a device region rather than inline lines,
     // and the host moves it with the copy engine, several pieces for this
@@ -72,10 +87,11 @@ fn tour() -> io::Result<()> {
         let bytes = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
         word.copy_from_slice(&bytes[..word.len()]);
     }
-    fs::write("culinux_big.bin", &big)?;
-    let big_back = fs::read("culinux_big.bin")?;
+    let big_file = own("culinux_big.bin");
+    fs::write(&big_file, &big)?;
+    let big_back = fs::read(&big_file)?;
     println!("file: {}-byte round trip equal: {}", big.len(), big_back == big);
-    fs::remove_file("culinux_big.bin")?;
+    fs::remove_file(&big_file)?;
 
     // Clocks: SystemTime from the host, Instant from %globaltimer.
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_err(io::Error::other)?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use hostcall_runtime::devices::DeviceList;
 
 use crate::gpu::{Impl, LoadHow};
 
@@ -38,6 +39,9 @@ pub enum Command {
     Child {
         #[arg(long, default_value_t = 0)]
         device: usize,
+        /// Every one of these at once instead (`print --impl hostcall` only).
+        #[arg(long, conflicts_with = "device")]
+        devices: Option<DeviceList>,
         #[command(subcommand)]
         what: ChildCommand,
     },
@@ -63,6 +67,11 @@ pub struct RunArgs {
     /// Measure only these groups of figures (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<crate::gpu::Group>,
+    /// Measure calls/s and println lines/s on these GPUs at once (`all`, or
+    /// device numbers separated by commas), per GPU and in total, against
+    /// the first of them alone; instead of the one-GPU figures.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<DeviceList>,
 }
 
 impl Default for RunArgs {
@@ -74,6 +83,7 @@ impl Default for RunArgs {
             device: 0,
             tmpfs: "/dev/shm".into(),
             only: Vec::new(),
+            devices: None,
         }
     }
 }

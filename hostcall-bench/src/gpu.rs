@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{sys, CudaContext};
 use hostcall_runtime::backend::cuda::CudaBackend;
 use hostcall_runtime::backend::MappedRegion;
+use hostcall_runtime::devices::{Devices, DevicesReport};
 use hostcall_runtime::{load_best, Backend, KernelState, Runtime, RuntimeConfig};
 
 use crate::kernels::{self, Image};
@@ -156,7 +157,7 @@ fn global(backend: &mut dyn Backend, name: &str) -> Res<u64> {
     backend.read_global_u64(name).map_err(|e| e.to_string())
 }
 
-fn set(backend: &mut dyn Backend, name: &str, v: u64) -> Res<()> {
+pub(crate) fn set(backend: &mut dyn Backend, name: &str, v: u64) -> Res<()> {
     backend.write_global_u64(name, v).map_err(|e| e.to_string())
 }
 
@@ -599,7 +600,7 @@ impl CopyBaseline {
 }
 
 /// One line of progress on stderr.
-fn say(what: &str) {
+pub(crate) fn say(what: &str) {
     eprintln!("hostcall-bench: {what}");
 }
 
@@ -725,7 +726,7 @@ fn diagnostic(name: &str, times: &mut [u64], pingpong_ns: f64, what: &str) -> Fi
 
 /// Calls a `calls_per_s` figure times (less for the smallest grids, at most
 /// 256 a lane).
-const CALLS_PER_FIGURE: u64 = 1 << 20;
+pub(crate) const CALLS_PER_FIGURE: u64 = 1 << 20;
 
 fn calls_figures(plan: &Plan, ours: &mut Ours, floor: &mut Floor, figures: &mut Vec<Figure>) -> Res<Curve> {
     say(&format!("calls_per_s at {:?} warps, every lane calling, against one-word mailboxes", plan.warps));
@@ -951,21 +952,29 @@ pub enum Impl {
 }
 
 /// What a printing child reported, and what its output delivered.
-struct Printed {
-    secs: f64,
-    count: Option<LineCount>,
+pub(crate) struct Printed {
+    pub secs: f64,
+    pub count: Option<LineCount>,
+    /// On several devices: each one's seconds, launch to end of serving.
+    pub per_device: Vec<f64>,
 }
 
 impl Printed {
-    fn summary(&self) -> String {
+    pub fn summary(&self) -> String {
         self.count.map_or_else(|| "lost=? torn=? (/dev/null)".into(), |c| c.summary())
     }
 }
 
-fn child(plan: &Plan, args: &[String]) -> Command {
+/// A child on the plan's device, or on every one of `devices` when given.
+fn child(plan: &Plan, devices: &[usize], args: &[String]) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "hostcall-bench".into());
     let mut cmd = Command::new(exe);
-    cmd.arg("child").arg("--device").arg(plan.device.to_string()).args(args);
+    cmd.arg("child");
+    match devices {
+        [] => cmd.arg("--device").arg(plan.device.to_string()),
+        several => cmd.arg("--devices").arg(several.iter().map(usize::to_string).collect::<Vec<_>>().join(",")),
+    };
+    cmd.args(args);
     cmd
 }
 
@@ -979,6 +988,20 @@ fn child_secs(stderr: &[u8], what: &str) -> Res<f64> {
 }
 
 fn print_child(plan: &Plan, how: Impl, grid: u32, block: u32, target: Target, cold: bool) -> Res<Printed> {
+    print_child_on(plan, &[], how, grid, block, target, cold)
+}
+
+/// A printing child on the plan's device, or on every one of `devices` at
+/// once (each thread's line then comes once from each).
+pub(crate) fn print_child_on(
+    plan: &Plan,
+    devices: &[usize],
+    how: Impl,
+    grid: u32,
+    block: u32,
+    target: Target,
+    cold: bool,
+) -> Res<Printed> {
     let what = format!("{how:?} print to {}", target.name());
     let mut args = vec![
         "print".into(),
@@ -992,9 +1015,9 @@ fn print_child(plan: &Plan, how: Impl, grid: u32, block: u32, target: Target, co
     if cold {
         args.push("--cold".into());
     }
-    let mut cmd = child(plan, &args);
+    let mut cmd = child(plan, devices, &args);
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
-    let expected = u64::from(grid) * u64::from(block);
+    let (expected, copies) = (u64::from(grid) * u64::from(block), devices.len().max(1) as u64);
     let file = tempfile::NamedTempFile::new_in(&plan.tmpfs).map_err(|e| e.to_string())?;
     match target {
         Target::DevNull => cmd.stdout(Stdio::null()),
@@ -1002,7 +1025,10 @@ fn print_child(plan: &Plan, how: Impl, grid: u32, block: u32, target: Target, co
         Target::Pipe => cmd.stdout(Stdio::piped()),
     };
     let mut proc = cmd.spawn().map_err(|e| format!("{what}: {e}"))?;
-    let reader = proc.stdout.take().map(|out| std::thread::spawn(move || lines::count(BufReader::new(out), expected)));
+    let reader = proc
+        .stdout
+        .take()
+        .map(|out| std::thread::spawn(move || lines::count_copies(BufReader::new(out), expected, copies)));
     let out = proc.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
     let mut count = match reader {
         Some(r) => Some(r.join().map_err(|_| "the pipe reader panicked".to_string())?.map_err(|e| e.to_string())?),
@@ -1013,9 +1039,13 @@ fn print_child(plan: &Plan, how: Impl, grid: u32, block: u32, target: Target, co
     }
     if target == Target::File {
         let f = std::fs::File::open(file.path()).map_err(|e| e.to_string())?;
-        count = Some(lines::count(BufReader::new(f), expected).map_err(|e| e.to_string())?);
+        count = Some(lines::count_copies(BufReader::new(f), expected, copies).map_err(|e| e.to_string())?);
     }
-    Ok(Printed { secs: child_secs(&out.stderr, &what)?, count })
+    let per_device = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("BENCH_CHILD_DEVICE ")?.split(' ').nth(1)?.trim().parse::<f64>().ok())
+        .collect();
+    Ok(Printed { secs: child_secs(&out.stderr, &what)?, count, per_device })
 }
 
 /// How a load child loads the demo.
@@ -1036,7 +1066,7 @@ fn load_child(plan: &Plan, how: LoadHow) -> Res<f64> {
         LoadHow::Runtime => "runtime",
         LoadHow::RuntimePtx => "runtime-ptx",
     };
-    let out = child(plan, &["load".into(), "--how".into(), name.into()])
+    let out = child(plan, &[], &["load".into(), "--how".into(), name.into()])
         .env("CUDA_CACHE_DISABLE", "1")
         .env("HOSTCALL_JIT_CACHE", "0")
         .stdin(Stdio::null())
@@ -1076,6 +1106,45 @@ pub fn child_print(device: usize, how: Impl, grid: u32, block: u32, cold: bool) 
     }
 }
 
+/// `hostcall-bench child --devices LIST print --impl hostcall`: print from
+/// every thread of every device at once, through one stdout
+/// (`hostcall_runtime::devices`), report the time, and each device's on a
+/// `BENCH_CHILD_DEVICE <ordinal> <secs>` line.
+pub fn child_print_devices(ordinals: &[usize], how: Impl, grid: u32, block: u32, cold: bool) -> Res<f64> {
+    if how != Impl::Hostcall {
+        return Err("CUDA's printf is measured on one device only".into());
+    }
+    let backends: Res<Vec<_>> =
+        ordinals.iter().map(|&d| CudaBackend::new(d).map_err(|e| format!("device {d}: {e}"))).collect();
+    let mut devices = Devices::new(backends?, RuntimeConfig::default()).map_err(|e| e.to_string())?;
+    let image = kernels::BENCH_STD;
+    devices.load_best(image.ptx, image.cubin()).map_err(|e| e.to_string())?;
+    let every_ok = |report: DevicesReport| -> Res<Vec<f64>> {
+        let ended = report.devices.into_iter().zip(ordinals).map(|(r, d)| match r {
+            Ok(r) if r.errors == 0 => Ok(r.elapsed.as_secs_f64()),
+            Ok(r) => Err(format!("device {d}: {} writes failed on the host", r.errors)),
+            Err(e) => Err(format!("device {d}: {e}")),
+        });
+        ended.collect()
+    };
+    if !cold {
+        // As on one device: a launch of the same size that makes no call
+        // sets up each device's queue first.
+        for rt in devices.runtimes_mut() {
+            set(rt.backend_mut(), "BENCH_N", 0)?;
+        }
+        every_ok(devices.launch("calls", grid, block))?;
+    }
+    let t = Instant::now();
+    let report = devices.launch("print_line", grid, block);
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    for (d, secs) in ordinals.iter().zip(every_ok(report)?) {
+        eprintln!("BENCH_CHILD_DEVICE {d} {secs:.6}");
+    }
+    Ok(secs)
+}
+
 /// `hostcall-bench child load`: load the demo's image, report the time.
 pub fn child_load(device: usize, how: LoadHow) -> Res<f64> {
     let demo = kernels::demo();
@@ -1108,7 +1177,7 @@ pub fn child_load(device: usize, how: LoadHow) -> Res<f64> {
 }
 
 /// The GPU, its driver and link, this host's CPU, and what was built.
-fn machine(device: usize, images: &[Image]) -> Machine {
+pub(crate) fn machine(device: usize, images: &[Image]) -> Machine {
     let query = |field: &str| {
         Command::new("nvidia-smi")
             .args([&format!("--query-gpu={field}"), "--format=csv,noheader", "-i", &device.to_string()])

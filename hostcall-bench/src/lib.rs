@@ -2,6 +2,7 @@
 //! equivalent, measured in the same run on the same GPU (docs/bench.md).
 //!
 //! * [`gpu`]: the measurements, [`kernels`]: the images they load;
+//!   [`several`]: the rates of several GPUs at once (`run --devices`);
 //! * [`report`]: the table, the JSON and the plots; [`lines`]: what printed
 //!   output delivered; [`build_time`]: `build_s` (no GPU);
 //! * [`cli`]: the command line.
@@ -12,3 +13,4 @@ pub mod gpu;
 pub mod kernels;
 pub mod lines;
 pub mod report;
+pub mod several;

@@ -1,6 +1,7 @@
 //! Counting what a printing kernel's output delivered: every thread prints
 //! `hello from thread <id>`; a line that is anything else was torn (cut or
-//! interleaved with another), an id never seen was lost.
+//! interleaved with another), an id never seen was lost. On several devices
+//! each id comes once from each.
 
 use std::io::{self, BufRead};
 
@@ -10,9 +11,10 @@ pub struct LineCount {
     pub expected: u64,
     /// Lines (newline-terminated, or a last fragment).
     pub lines: u64,
-    /// Well-formed lines with an id in range, each id counted once.
+    /// Well-formed lines with an id in range, each id counted as often as it
+    /// is expected.
     pub distinct: u64,
-    /// Well-formed lines whose id had been seen already.
+    /// Well-formed lines whose id had been seen as often as expected already.
     pub duplicates: u64,
     /// Lines that are not one whole `hello from thread <id>`.
     pub torn: u64,
@@ -34,9 +36,15 @@ impl LineCount {
 }
 
 /// Count the lines of `reader` against ids `0..expected`.
-pub fn count(mut reader: impl BufRead, expected: u64) -> io::Result<LineCount> {
-    let mut seen = vec![false; usize::try_from(expected).unwrap_or(usize::MAX)];
-    let mut c = LineCount { expected, ..LineCount::default() };
+pub fn count(reader: impl BufRead, expected: u64) -> io::Result<LineCount> {
+    count_copies(reader, expected, 1)
+}
+
+/// Count the lines of `reader` against ids `0..ids`, each expected `copies`
+/// times (once from each of `copies` devices).
+pub fn count_copies(mut reader: impl BufRead, ids: u64, copies: u64) -> io::Result<LineCount> {
+    let mut seen = vec![0u64; usize::try_from(ids).unwrap_or(usize::MAX)];
+    let mut c = LineCount { expected: ids * copies, ..LineCount::default() };
     let mut line = Vec::with_capacity(64);
     loop {
         line.clear();
@@ -53,9 +61,9 @@ pub fn count(mut reader: impl BufRead, expected: u64) -> io::Result<LineCount> {
             .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok())
             .filter(|&id| id < seen.len());
         match id {
-            Some(id) if seen[id] => c.duplicates += 1,
+            Some(id) if seen[id] >= copies => c.duplicates += 1,
             Some(id) => {
-                seen[id] = true;
+                seen[id] += 1;
                 c.distinct += 1;
             }
             None => c.torn += 1,
@@ -78,6 +86,14 @@ mod tests {
         assert_eq!(c.torn, 4);
         assert_eq!(c.lost(), 2);
         assert_eq!(c.summary(), "lost=2 torn=4 dup=1");
+    }
+
+    #[test]
+    fn on_several_devices_each_id_is_expected_from_each() {
+        let out = b"hello from thread 1\nhello from thread 0\nhello from thread 1\nhello from thread 1\n";
+        let c = count_copies(&out[..], 2, 2).unwrap();
+        assert_eq!((c.expected, c.distinct, c.duplicates), (4, 3, 1));
+        assert_eq!(c.summary(), "lost=1 torn=0 dup=1");
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hostcall_bench::cli::{ChildCommand, Cli, Command, RunArgs};
-use hostcall_bench::{build_time, gpu, report};
+use hostcall_bench::{build_time, gpu, report, several};
+use hostcall_runtime::backend::cuda::CudaBackend;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,19 +21,34 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Run(args) => {
-            let gpu_name = gpu::probe(args.device).map_err(|e| format!("no GPU to measure: {e}"))?;
-            let mut plan = gpu::Plan::new(args.quick, args.device);
+            let ordinals = match &args.devices {
+                Some(list) => {
+                    list.resolve(CudaBackend::device_count().map_err(|e| format!("no GPU to measure: {e}"))?)?
+                }
+                None => vec![args.device],
+            };
+            let gpu_name = gpu::probe(ordinals[0]).map_err(|e| format!("no GPU to measure: {e}"))?;
+            let mut plan = gpu::Plan::new(args.quick, ordinals[0]);
             plan.tmpfs = args.tmpfs;
             plan.only = args.only;
-            eprintln!("hostcall-bench: {gpu_name}, {} run", if args.quick { "quick" } else { "full" });
-            let results = gpu::run(&plan)?;
+            let several = args.devices.is_some().then_some(ordinals.as_slice());
+            let on = match several {
+                Some(o) => format!("{} GPUs ({gpu_name} first)", o.len()),
+                None => gpu_name,
+            };
+            eprintln!("hostcall-bench: {on}, {} run", if args.quick { "quick" } else { "full" });
+            let results = match several {
+                Some(ordinals) => several::run(&plan, ordinals)?,
+                None => gpu::run(&plan)?,
+            };
             print!("{}", report::table(&results));
             if !args.no_write {
                 let stem = format!(
-                    "{}-{}{}",
+                    "{}-{}{}{}",
                     report::gpu_slug(&results.machine.gpu),
                     results.date,
-                    if args.quick { "-quick" } else { "" }
+                    if args.quick { "-quick" } else { "" },
+                    several.map_or(String::new(), |o| format!("-{}gpus", o.len()))
                 );
                 for path in report::write(&results, &args.out, &stem)? {
                     eprintln!("hostcall-bench: wrote {}", path.display());
@@ -60,12 +76,17 @@ fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Child { device, what } => {
-            let secs = match what {
-                ChildCommand::Print { r#impl, grid, block, cold } => {
+        Command::Child { device, devices, what } => {
+            let secs = match (what, devices) {
+                (ChildCommand::Print { r#impl, grid, block, cold }, Some(list)) => {
+                    let ordinals = list.resolve(CudaBackend::device_count().map_err(|e| e.to_string())?)?;
+                    gpu::child_print_devices(&ordinals, r#impl, grid, block, cold)?
+                }
+                (ChildCommand::Print { r#impl, grid, block, cold }, None) => {
                     gpu::child_print(device, r#impl, grid, block, cold)?
                 }
-                ChildCommand::Load { how } => gpu::child_load(device, how)?,
+                (ChildCommand::Load { .. }, Some(_)) => return Err("a load child runs on one device".into()),
+                (ChildCommand::Load { how }, None) => gpu::child_load(device, how)?,
             };
             eprintln!("BENCH_CHILD {secs:.6}");
             Ok(())

@@ -9,6 +9,7 @@ use clap::Parser;
 use hostcall_bench::cli::{ChildCommand, Cli, Command};
 use hostcall_bench::gpu::{self, Impl};
 use hostcall_bench::report::{self, Goal};
+use hostcall_runtime::devices::DeviceList;
 
 fn canned() -> report::Results {
     report::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/canned.json")).expect("canned result")
@@ -41,6 +42,18 @@ fn the_command_line_parses_and_refuses_nonsense() {
     plan.only = some.only;
     assert!(plan.measures(gpu::Group::File) && !plan.measures(gpu::Group::Calls));
     assert!(Cli::try_parse_from(["hostcall-bench", "run", "--only", "nonsense"]).is_err());
+    let Some(Command::Run(several)) =
+        Cli::try_parse_from(["hostcall-bench", "run", "--devices", "0,1"]).unwrap().command
+    else {
+        panic!("run --devices")
+    };
+    assert_eq!(several.devices, Some(DeviceList::These(vec![0, 1])));
+    assert!(Cli::try_parse_from(["hostcall-bench", "run", "--devices", "all", "--device", "1"]).is_err());
+    assert!(Cli::try_parse_from(["hostcall-bench", "run", "--devices", "1,1"]).is_err());
+    let child =
+        ["hostcall-bench", "child", "--devices", "all", "print", "--impl", "hostcall", "--grid", "2", "--block", "32"];
+    let Some(Command::Child { devices, .. }) = Cli::try_parse_from(child).unwrap().command else { panic!("child") };
+    assert_eq!(devices, Some(DeviceList::All));
     let child = ["hostcall-bench", "child", "print", "--impl", "cuda", "--grid", "2", "--block", "32"];
     let Some(Command::Child { what, .. }) = Cli::try_parse_from(child).unwrap().command else { panic!("child") };
     assert_eq!(what, ChildCommand::Print { r#impl: Impl::Cuda, grid: 2, block: 32, cold: false });
@@ -131,10 +144,15 @@ fn without_a_gpu_run_says_so_in_one_line_and_fails() {
         eprintln!("skipped: a GPU is present (this checks the no-GPU path)");
         return;
     }
-    let out =
-        std::process::Command::new(env!("CARGO_BIN_EXE_hostcall-bench")).args(["run", "--quick"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("hostcall-bench: no GPU to measure: "), "{err}");
+    for several in [&[][..], &["--devices", "all"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hostcall-bench"))
+            .args(["run", "--quick"])
+            .args(several)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("hostcall-bench: no GPU to measure: "), "{err}");
+    }
 }

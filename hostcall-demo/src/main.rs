@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use hostcall_runtime::devices::DeviceList;
 use hostcall_runtime::launcher::{self, Launch};
 use hostcall_runtime::QueueConfig;
 
@@ -61,6 +62,14 @@ struct Args {
     /// CUDA device ordinal.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Run on several CUDA devices at once, each the whole launch: `all`, or
+    /// device numbers separated by commas (0,1). Each kernel reads its index
+    /// in the list from HOSTCALL_DEVICE (`hostcall_thread::device()`) and
+    /// the count from HOSTCALL_DEVICES; they share stdin, stdout and stderr
+    /// (lines stay whole) and the root; the exit code is the first non-zero
+    /// one in device order.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    devices: Option<DeviceList>,
     /// Stack bytes per GPU thread (std needs a few KiB; deep recursion more).
     #[arg(long, default_value_t = hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=(1 << 20)))]
@@ -149,7 +158,7 @@ fn run(args: &Args) -> Result<u8, String> {
         grid: args.grid,
         block: args.block,
         root: args.root.clone(),
-        device: args.device,
+        devices: args.devices.clone().unwrap_or(DeviceList::These(vec![args.device])),
         stack_size: args.stack_size,
         max_registers: args.max_registers,
         buff_size: args.buff_size,
@@ -159,4 +168,27 @@ fn run(args: &Args) -> Result<u8, String> {
         ..Launch::new("hostcalls_bin", &args.entry)
     };
     launcher::run(&launch, ptx.as_deref(), cubin.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn devices_take_a_list_or_all_and_not_with_device() {
+        let parse = |extra: &[&str]| Args::try_parse_from(["hostcalls_bin"].iter().chain(extra));
+        assert_eq!(parse(&["--devices", "0,1"]).unwrap().devices, Some(DeviceList::These(vec![0, 1])));
+        assert_eq!(parse(&["--devices", "all"]).unwrap().devices, Some(DeviceList::All));
+        assert_eq!(parse(&["--device", "1"]).unwrap().devices, None);
+        assert!(parse(&["--devices", "0,0"]).unwrap_err().to_string().contains("names device 0 twice"));
+        assert!(parse(&["--devices", "one"]).unwrap_err().to_string().contains("is not a list of devices"));
+        let both = parse(&["--device", "1", "--devices", "all"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }

@@ -1,6 +1,7 @@
 //! Run a kernel image on a CUDA device the way a command-line tool does:
 //! load it (cubin when it suits the GPU, else PTX), launch, serve, and turn
-//! the outcome into a process exit code and one summary line. Both
+//! the outcome into a process exit code and one summary line; on several
+//! devices at once ([`crate::devices`]), one line per device. Both
 //! `hostcalls_bin` and `hostcall run` are this plus their argument parsing.
 
 use std::path::PathBuf;
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::backend::cuda::{CudaBackend, DEFAULT_STACK_BYTES};
-use crate::{QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError, StopReason};
+use crate::devices::{DeviceError, DeviceList, Devices};
+pub use crate::exit_code::{exit_byte, fault_code, stop_code};
+use crate::{exit_code, QueueConfig, RunReport, Runtime, RuntimeConfig, RuntimeError};
 
 /// What to launch, and how.
 #[derive(Clone, Debug)]
@@ -23,7 +26,9 @@ pub struct Launch {
     pub block: u32,
     /// The sandbox root of the kernel's file calls.
     pub root: PathBuf,
-    pub device: usize,
+    /// The CUDA devices to run on, each the whole launch (`--devices`;
+    /// `--device N` is a list of one). Default: device 0.
+    pub devices: DeviceList,
     /// Stack bytes per GPU thread.
     pub stack_size: u64,
     /// The register limit when the driver compiles PTX.
@@ -50,7 +55,7 @@ impl Launch {
             grid: 1,
             block: 1,
             root: PathBuf::from("."),
-            device: 0,
+            devices: DeviceList::default(),
             stack_size: DEFAULT_STACK_BYTES as u64,
             max_registers: hostcall_image::DEFAULT_MAX_REGISTERS,
             buff_size: QueueConfig::DEFAULT.buff_size,
@@ -66,98 +71,178 @@ impl Launch {
     }
 }
 
-/// Load `ptx` and/or `cubin` (at least one), run the launch and serve it.
-/// `Ok` is the process's exit code: the kernel's `exit` code (its low 8
-/// bits; 134 after a panic or `abort`), 0 when it returned, and 1 when
-/// output it did not wait for could not be written. `Err` is one line
-/// saying what went wrong before or while the kernel ran.
+/// Load `ptx` and/or `cubin` (at least one), run the launch on each of its
+/// devices and serve it. `Ok` is the process's exit code
+/// ([`crate::exit_code::of`]: the kernel's `exit` code, its low 8 bits;
+/// 134 after a panic or `abort`; 0 when it returned; 1 when output it did
+/// not wait for could not be written; a fault's and a stop's as shells give
+/// them), on several devices the first non-zero one in device order. `Err`
+/// is one line saying what went wrong before the kernel ran, or (one device)
+/// while it ran.
 pub fn run(launch: &Launch, ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<u8, String> {
-    let mut backend = CudaBackend::new(launch.device).map_err(|e| e.to_string())?;
+    let ordinals = match launch.devices.single() {
+        Some(device) => vec![device],
+        None => launch.devices.resolve(CudaBackend::device_count().map_err(|e| e.to_string())?)?,
+    };
+    match ordinals.as_slice() {
+        [device] => run_one(launch, *device, ptx, cubin),
+        several => run_several(launch, several, ptx, cubin),
+    }
+}
+
+/// The runtime's configuration for `launch`. Ctrl-C or SIGTERM while the
+/// kernel runs stores the signal in `stop`, which stops the serving, so
+/// that the output already produced is written before the process ends.
+/// (While the driver compiles, the default action ends the process at
+/// once.)
+fn config(launch: &Launch, stop: &Arc<AtomicUsize>) -> RuntimeConfig {
+    RuntimeConfig {
+        root: launch.root.clone(),
+        queue: QueueConfig { buff_size: launch.buff_size, ..QueueConfig::DEFAULT },
+        args: std::iter::once(launch.arg0.clone()).chain(launch.kernel_args.iter().cloned()).collect(),
+        timeout: launch.timeout,
+        stop: Some(stop.clone()),
+        ..RuntimeConfig::default()
+    }
+}
+
+/// CUDA device `ordinal` set up for `launch`.
+fn backend(launch: &Launch, ordinal: usize) -> Result<CudaBackend, String> {
+    let mut backend = CudaBackend::new(ordinal).map_err(|e| e.to_string())?;
     if launch.stack_size != DEFAULT_STACK_BYTES as u64 {
         backend.set_stack_size(launch.stack_size as usize).map_err(|e| e.to_string())?;
     }
     backend.set_max_registers(launch.max_registers);
-    let queue = QueueConfig { buff_size: launch.buff_size, ..QueueConfig::DEFAULT };
-    let args = std::iter::once(launch.arg0.clone()).chain(launch.kernel_args.iter().cloned()).collect();
-    // Ctrl-C or SIGTERM while the kernel runs stops the serving, so that the
-    // output already produced is written before the process ends. (While
-    // the driver compiles, the default action ends the process at once.)
-    let stop = Arc::new(AtomicUsize::new(0));
-    let config = RuntimeConfig {
-        root: launch.root.clone(),
-        queue,
-        args,
-        timeout: launch.timeout,
-        stop: Some(stop.clone()),
-        ..RuntimeConfig::default()
-    };
-    let mut runtime = Runtime::new(backend, config).map_err(|e| e.to_string())?;
+    Ok(backend)
+}
+
+/// `load` with the notice of a slow first load of PTX.
+fn load_noticed<T>(launch: &Launch, ptx: Option<&[u8]>, load: impl FnOnce() -> T) -> T {
     let notice = ptx.filter(|_| !launch.quiet).map(|ptx| slow_load_notice(&launch.program, ptx.len()));
+    let loaded = load();
+    drop(notice);
+    loaded
+}
+
+/// `run` with SIGINT and SIGTERM storing their number in `stop`.
+fn with_signals<T>(stop: &Arc<AtomicUsize>, run: impl FnOnce() -> T) -> Result<T, String> {
+    let unregister = |handlers: Vec<_>| {
+        for handler in handlers {
+            signal_hook::low_level::unregister(handler);
+        }
+    };
+    let mut handlers = Vec::new();
+    for signal in [SIGINT, SIGTERM] {
+        match signal_hook::flag::register_usize(signal, stop.clone(), signal as usize) {
+            Ok(handler) => handlers.push(handler),
+            Err(e) => {
+                unregister(handlers);
+                return Err(format!("cannot handle signal {signal}: {e}"));
+            }
+        }
+    }
+    let ran = run();
+    unregister(handlers);
+    Ok(ran)
+}
+
+fn run_one(launch: &Launch, device: usize, ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<u8, String> {
+    let stop = Arc::new(AtomicUsize::new(0));
+    let mut runtime = Runtime::new(backend(launch, device)?, config(launch, &stop)).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let loaded = match (ptx, cubin) {
+    load_noticed(launch, ptx, || match (ptx, cubin) {
         (Some(ptx), cubin) => runtime.load_best(ptx, cubin),
         (None, Some(cubin)) => runtime.load(cubin),
         (None, None) => Err(RuntimeError::NoModule),
+    })
+    .map_err(|e| e.to_string())?;
+    let load = started.elapsed();
+    let outcome = with_signals(&stop, || runtime.launch(&launch.entry, launch.grid, launch.block))?;
+    tell(launch, None, &outcome, load)?;
+    if let Err(RuntimeError::Stopped { .. }) = outcome {
+        // Dropping the runtime would free device memory, which waits
+        // for the kernel to finish: the process's exit tears it down.
+        std::mem::forget(runtime);
+    }
+    Ok(exit_code::of(&outcome))
+}
+
+/// The launch on each device of `ordinals` at once ([`Devices`]): one line
+/// each on stderr, prefixed with the device, and a setup error names its
+/// device.
+fn run_several(launch: &Launch, ordinals: &[usize], ptx: Option<&[u8]>, cubin: Option<&[u8]>) -> Result<u8, String> {
+    let backends: Result<Vec<_>, String> =
+        ordinals.iter().map(|&d| backend(launch, d).map_err(|e| format!("device {d}: {e}"))).collect();
+    let stop = Arc::new(AtomicUsize::new(0));
+    let mut devices = Devices::new(backends?, config(launch, &stop)).map_err(|e| e.to_string())?;
+    let loads = load_noticed(launch, ptx, || match (ptx, cubin) {
+        (Some(ptx), cubin) => devices.load_best(ptx, cubin),
+        (None, Some(cubin)) => devices.load(cubin),
+        (None, None) => Err(DeviceError { device: 0, error: RuntimeError::NoModule }),
+    })
+    .map_err(|e| format!("device {}: {}", ordinals.get(e.device).copied().unwrap_or(e.device), e.error))?;
+    let report = with_signals(&stop, || devices.launch(&launch.entry, launch.grid, launch.block))?;
+    for ((outcome, &device), &load) in report.devices.iter().zip(ordinals).zip(&loads) {
+        if let Err(message) = tell(launch, Some(device), outcome, load) {
+            eprintln!("{}: {message}", launch.program);
+        }
+    }
+    if report.any_stopped() {
+        // As for one device: the process's exit tears the kernels down.
+        std::mem::forget(devices);
+    }
+    Ok(report.exit_code())
+}
+
+/// Say how one device's launch ended: one line on stderr (none for a
+/// clean end under `--quiet`), a second when output was lost. `Err`: the
+/// run failed before or outside the kernel (the message, for the caller to
+/// print).
+fn tell(
+    launch: &Launch,
+    device: Option<usize>,
+    outcome: &Result<RunReport, RuntimeError>,
+    load: Duration,
+) -> Result<(), String> {
+    let program = &launch.program;
+    let label = match device {
+        Some(d) => format!("device {d}: {}", launch.label()),
+        None => launch.label(),
     };
-    drop(notice);
-    loaded.map_err(|e| e.to_string())?;
-    let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let (program, label) = (&launch.program, launch.label());
-    let mut handlers = Vec::new();
-    for signal in [SIGINT, SIGTERM] {
-        handlers.push(
-            signal_hook::flag::register_usize(signal, stop.clone(), signal as usize)
-                .map_err(|e| format!("cannot handle signal {signal}: {e}"))?,
-        );
-    }
-    let launched = runtime.launch(&launch.entry, launch.grid, launch.block);
-    for handler in handlers {
-        signal_hook::low_level::unregister(handler);
-    }
-    match launched {
+    match outcome {
         Ok(report) => {
             if !launch.quiet {
-                eprintln!("{program}: {label}: {}; module loaded in {load_ms:.1} ms", summary(&report));
+                let load_ms = load.as_secs_f64() * 1e3;
+                eprintln!("{program}: {label}: {}; module loaded in {load_ms:.1} ms", summary(report));
             }
-            let code = exit_byte(report.exit_code.unwrap_or(0));
             if let Some((op, errno)) = &report.first_unanswered {
                 // Output the kernel did not wait for (stdout/stderr writes)
-                // was lost on the host: say so, and do not exit 0.
+                // was lost on the host: say so (and the code is not 0).
                 eprintln!(
                     "{program}: {label}: {} {} the kernel did not wait for failed on the host (first: {op}: {})",
                     report.unanswered_errors,
                     if report.unanswered_errors == 1 { "call" } else { "calls" },
                     errno.name().unwrap_or("unknown errno"),
                 );
-                return Ok(if code == 0 { 1 } else { code });
             }
-            Ok(code)
         }
         Err(RuntimeError::KernelFailed { message, report }) => {
             // One line: which kernel, which grid, what the driver said, and
             // what may have caused it; the output before it is written.
-            let hint = stack_hint(&message, launch.stack_size);
-            eprintln!("{program}: {label}: kernel failed: {message}; {}{hint}", calls_summary(&report));
-            Ok(fault_code(&message))
+            let hint = stack_hint(message, launch.stack_size);
+            eprintln!("{program}: {label}: kernel failed: {message}; {}{hint}", calls_summary(report));
         }
         Err(RuntimeError::Stopped { reason, report }) => {
-            eprintln!("{program}: {label}: {reason}; {}; the kernel was still running", calls_summary(&report));
-            // Dropping the runtime would free device memory, which waits
-            // for the kernel to finish: the process's exit tears it down.
-            std::mem::forget(runtime);
-            Ok(stop_code(reason))
+            eprintln!("{program}: {label}: {reason}; {}; the kernel was still running", calls_summary(report));
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => {
+            return Err(match device {
+                Some(d) => format!("device {d}: {e}"),
+                None => e.to_string(),
+            })
+        }
     }
-}
-
-/// The exit code of a stopped run, as `timeout(1)` and shells give it: 124
-/// for the watchdog, 128 + the signal's number (130 for Ctrl-C).
-pub fn stop_code(reason: StopReason) -> u8 {
-    match reason {
-        StopReason::Timeout(_) => 124,
-        StopReason::Signal(n) => 128u8.saturating_add(n.min(127) as u8),
-    }
+    Ok(())
 }
 
 /// Say why the start is slow if loading takes more than a moment: the
@@ -195,37 +280,6 @@ pub fn stack_hint(message: &str, stack_bytes: u64) -> String {
     )
 }
 
-/// The exit code of a kernel that faulted, as a shell reports a process
-/// killed by the matching signal, so that it differs from the codes a
-/// kernel's own `exit` usually gives: 139 (SIGSEGV) for a bad address or a
-/// stack overflow, 132 (SIGILL) for a trap or an illegal instruction, 134
-/// (SIGABRT) for a failed device assertion, 1 for anything else.
-pub fn fault_code(message: &str) -> u8 {
-    const SEGV: &[&str] = &[
-        "CUDA_ERROR_ILLEGAL_ADDRESS",
-        "CUDA_ERROR_MISALIGNED_ADDRESS",
-        "CUDA_ERROR_INVALID_ADDRESS_SPACE",
-        "CUDA_ERROR_INVALID_PC",
-        "CUDA_ERROR_HARDWARE_STACK_ERROR",
-    ];
-    const ILL: &[&str] = &["CUDA_ERROR_ILLEGAL_INSTRUCTION", "CUDA_ERROR_LAUNCH_FAILED"];
-    if SEGV.iter().any(|e| message.contains(e)) {
-        139
-    } else if ILL.iter().any(|e| message.contains(e)) {
-        132
-    } else if message.contains("CUDA_ERROR_ASSERT") {
-        134
-    } else {
-        1
-    }
-}
-
-/// `exit(code)` on the device becomes the process's status, as on Linux: the
-/// low 8 bits.
-pub fn exit_byte(code: i32) -> u8 {
-    (code & 0xff) as u8
-}
-
 /// One line: calls, time, calls by op, errors, how the kernel ended.
 pub fn summary(report: &RunReport) -> String {
     let end = match (report.exit_code, report.aborted) {
@@ -259,26 +313,5 @@ mod tests {
         assert!(!hint.contains('\n'), "one line: {hint}");
         assert_eq!(stack_hint("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)", 16384), "");
         assert!(stack_hint("CUDA_ERROR_ILLEGAL_ADDRESS", 1 << 19).ends_with("try --stack-size 524288)"));
-    }
-
-    #[test]
-    fn faults_exit_as_the_matching_signal_would() {
-        assert_eq!(fault_code("CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)"), 139);
-        assert_eq!(fault_code("CUDA_ERROR_MISALIGNED_ADDRESS"), 139);
-        assert_eq!(fault_code("CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)"), 132);
-        assert_eq!(fault_code("CUDA_ERROR_ILLEGAL_INSTRUCTION"), 132);
-        assert_eq!(fault_code("CUDA_ERROR_ASSERT"), 134);
-        assert_eq!(fault_code("CUDA_ERROR_UNKNOWN"), 1);
-    }
-
-    #[test]
-    fn stopped_runs_exit_as_timeout_and_shells_say() {
-        assert_eq!(stop_code(StopReason::Timeout(Duration::from_secs(3))), 124);
-        assert_eq!((stop_code(StopReason::Signal(2)), stop_code(StopReason::Signal(15))), (130, 143));
-    }
-
-    #[test]
-    fn exit_codes_keep_their_low_byte() {
-        assert_eq!((exit_byte(0), exit_byte(3), exit_byte(256 + 7), exit_byte(-1)), (0, 3, 7, 255));
     }
 }

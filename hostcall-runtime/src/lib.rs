@@ -8,6 +8,8 @@
 //!   kernel;
 //! * [`handlers`]: the built-in hostcalls of `hostcall_abi::op`, one module
 //!   per concern, confined to a sandbox directory;
+//! * [`devices`]: one runtime per device, launched and served at once,
+//!   sharing stdio, sandbox and environment (`--devices`);
 //! * `server`: the loop that drains the queue while the kernel runs;
 //!   `rings`: the servers of the rings past the first (concurrent
 //!   hostcalls from large grids, `hostcall_abi::rings`).
@@ -36,7 +38,9 @@ use std::time::{Duration, Instant};
 use hostcall_abi::{globals, limits, rings as ring_abi, Errno, Geometry, ProtocolError, LINE_BYTES, LINE_WORDS};
 
 pub mod backend;
+pub mod devices;
 pub mod error;
+pub mod exit_code;
 pub mod handlers;
 #[cfg(feature = "cuda")]
 pub mod launcher;

@@ -12,28 +12,67 @@
 //! `hostcall-build ptx kernels/echo_stress --keep ECHO_OK --keep ECHO_FAILURES
 //! --keep ECHO_MEDIAN_NS --keep ECHO_MEAN_NS`) is unset.
 //! `HOSTCALL_TEST_GRID` / `HOSTCALL_TEST_BLOCK` size the GPU grid.
+//!
+//! `*_on_every_device`: the same on every device at once
+//! (`hostcall_runtime::devices`), each device checked as if alone; the GPU
+//! one skips on a machine of fewer than two GPUs.
 
 mod common;
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use hostcall_runtime::backend::emu::{EmuModule, EmuPlatform};
+use hostcall_runtime::devices::Devices;
 use hostcall_runtime::hostcall_abi::op::echo_stress::{call, fill, CALLS_PER_THREAD, LATENCY_SAMPLES, MAX_PAYLOAD};
 use hostcall_runtime::hostcall_abi::op::{Echo, Request};
 use hostcall_runtime::hostcall_abi::Call;
 use hostcall_runtime::QueueConfig;
-use hostcall_runtime::Runtime;
+use hostcall_runtime::{RunReport, Runtime};
 
 /// Launch `echo_stress` on `grid` x `block` threads and check the run: every
 /// call served once, every reply checked right on the device side.
-fn echo_stress_body(rt: &mut Runtime, grid: u32, block: u32) {
+fn echo_stress_body(rt: &mut Runtime, grid: u32, block: u32) -> f64 {
     rt.check_handlers().expect("every declared hostcall has a handler");
+    zero_counts(rt);
     let report = rt.launch("echo_stress", grid, block).expect("run");
+    echo_stress_check(rt, &report, grid, block, "");
+    report.calls as f64 / report.elapsed.as_secs_f64()
+}
+
+/// The same launch on every device at once, each checked as if alone; the
+/// calls per second of all of them together (host time).
+fn echo_stress_devices_body(devices: &mut Devices, grid: u32, block: u32) -> f64 {
+    devices.runtimes_mut().iter_mut().for_each(zero_counts);
+    let started = std::time::Instant::now();
+    let report = devices.launch("echo_stress", grid, block);
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(report.exit_code(), 0);
+    let mut calls = 0;
+    for (d, (outcome, rt)) in report.devices.iter().zip(devices.runtimes_mut()).enumerate() {
+        let report = outcome.as_ref().unwrap_or_else(|e| panic!("device {d}: {e}"));
+        echo_stress_check(rt, report, grid, block, &format!("device {d}: "));
+        calls += report.calls;
+    }
+    let rate = calls as f64 / wall;
+    eprintln!("{} devices at once: {calls} calls in {wall:.3} s ({rate:.0} calls/s in all)", devices.len());
+    rate
+}
+
+/// The device's counts start at 0 (a module's globals outlive a launch).
+fn zero_counts(rt: &mut Runtime) {
+    for name in ["ECHO_OK", "ECHO_FAILURES"] {
+        rt.backend_mut().write_global_u64(name, 0).expect(name);
+    }
+}
+
+/// Check one launch of `echo_stress`: every call served once, every reply
+/// checked right on the device side.
+fn echo_stress_check(rt: &mut Runtime, report: &RunReport, grid: u32, block: u32, device: &str) {
     let ok = rt.read_global_u64("ECHO_OK").expect("ECHO_OK");
     let failures = rt.read_global_u64("ECHO_FAILURES").expect("ECHO_FAILURES");
     let expected = u64::from(grid) * u64::from(block) * CALLS_PER_THREAD;
     eprintln!(
-        "echo_stress<<<{grid}, {block}>>>: {} calls in {:?} ({:.0} calls/s, {:.1} lanes per record, server idle \
+        "{device}echo_stress<<<{grid}, {block}>>>: {} calls in {:?} ({:.0} calls/s, {:.1} lanes per record, server idle \
          {:.0}%), {ok} checked ok by the callers",
         report.calls,
         report.elapsed,
@@ -79,6 +118,20 @@ fn emu_echo_stress() {
         QueueConfig { buff_size: hostcall_runtime::hostcall_abi::limits::MIN_BUFF_SIZE, ..QueueConfig::DEFAULT };
     let mut rig = common::rig(dir.path(), queue, emu_echo_module());
     echo_stress_body(&mut rig.rt, 4, 16);
+}
+
+#[test]
+fn emu_echo_stress_on_every_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue =
+        QueueConfig { buff_size: hostcall_runtime::hostcall_abi::limits::MIN_BUFF_SIZE, ..QueueConfig::DEFAULT };
+    let (cfg, _, _) = common::config(dir.path(), queue);
+    let backends = (0..4).map(|_| hostcall_runtime::backend::emu::EmuBackend::with_module("test", emu_echo_module()));
+    let mut devices = Devices::new(backends, cfg).expect("runtimes");
+    devices.load(b"test").expect("loaded");
+    // Twice, as the GPU twin runs it (a warm-up, then the measured run).
+    echo_stress_devices_body(&mut devices, 4, 16);
+    echo_stress_devices_body(&mut devices, 4, 16);
 }
 
 #[cfg(feature = "cuda")]
@@ -162,6 +215,40 @@ mod gpu {
         assert_eq!(ok, LATENCY_SAMPLES as u64);
         assert_eq!(report.calls, LATENCY_SAMPLES as u64);
         assert!(median > 0 && median <= mean * 10, "median {median} ns, mean {mean} ns");
+    }
+
+    /// `echo_stress` on every GPU of the machine at once, each checked, and
+    /// the total rate beside one GPU's alone (printed with issue 15's goal,
+    /// at least 0.9 x n of one GPU's: a measurement, not asserted here).
+    #[test]
+    fn gpu_echo_stress_on_every_device() {
+        let n = match CudaBackend::device_count() {
+            Ok(n) if n >= 2 => n,
+            Ok(n) => return eprintln!("skipping gpu_echo_stress_on_every_device: {n} GPU(s), it needs 2"),
+            Err(e) => return eprintln!("skipping gpu_echo_stress_on_every_device: no CUDA driver: {e}"),
+        };
+        let (grid, block) = (env_u32("HOSTCALL_TEST_GRID", 132), env_u32("HOSTCALL_TEST_BLOCK", 256));
+        let mut alone = match setup() {
+            Ok(rt) => rt,
+            Err(why) => return eprintln!("skipping gpu_echo_stress_on_every_device: {why}"),
+        };
+        echo_stress_body(&mut alone, grid, block); // warm-up
+        let one = echo_stress_body(&mut alone, grid, block);
+        drop(alone);
+        let path = std::env::var_os("HOSTCALL_TEST_PTX").expect("set: setup() succeeded");
+        let ptx = std::fs::read(&path).expect("read above");
+        let cubin = std::fs::read(std::path::Path::new(&path).with_extension("sm_90.cubin")).ok();
+        let backends: Vec<CudaBackend> = (0..n).map(|d| CudaBackend::new(d).expect("a device counted")).collect();
+        let mut devices = Devices::new(backends, RuntimeConfig::default()).expect("runtimes");
+        devices.load_best(&ptx, cubin.as_deref()).expect("loaded on every device");
+        echo_stress_devices_body(&mut devices, grid, block); // warm-up
+        let all = echo_stress_devices_body(&mut devices, grid, block);
+        let ratio = all / one;
+        eprintln!(
+            "{n} GPUs at once: {all:.0} calls/s, one alone {one:.0}: {ratio:.2}x ({} the goal of {:.1}x)",
+            if ratio >= 0.9 * n as f64 { "meets" } else { "MISSES" },
+            0.9 * n as f64
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use hostcall_build::{build_ptx, cubin_path, ptx_summary, BuildError, OptLevel, PtxOptions, DEFAULT_MAX_REGISTERS};
 use hostcall_runtime::backend::cuda::DEFAULT_STACK_BYTES;
+use hostcall_runtime::devices::DeviceList;
 use hostcall_runtime::launcher::{self, Launch};
 
 /// Make, build and run GPU kernels written in Rust with std.
@@ -100,6 +101,14 @@ struct RunArgs {
     /// CUDA device ordinal.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Run on several CUDA devices at once, each the whole launch: `all`, or
+    /// device numbers separated by commas (0,1). Each kernel reads its index
+    /// in the list from HOSTCALL_DEVICE (`hostcall_thread::device()`) and
+    /// the count from HOSTCALL_DEVICES; they share stdin, stdout and stderr
+    /// (lines stay whole) and the root; the exit code is the first non-zero
+    /// one in device order.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    devices: Option<DeviceList>,
     /// Stack bytes per GPU thread (std needs a few KiB; deep recursion more).
     #[arg(long, default_value_t = DEFAULT_STACK_BYTES as u64, value_parser = clap::value_parser!(u64).range(1024..=(1 << 20)))]
     stack_size: u64,
@@ -230,7 +239,7 @@ fn run(command: Command) -> Result<u8, String> {
                 grid: run.grid,
                 block: run.block,
                 root: run.root,
-                device: run.device,
+                devices: run.devices.unwrap_or(DeviceList::These(vec![run.device])),
                 stack_size: run.stack_size,
                 max_registers: krate.max_registers,
                 quiet: krate.quiet,
@@ -279,6 +288,22 @@ mod tests {
         assert_eq!(pick_entry(Some("b"), &two).unwrap(), "b");
         assert!(pick_entry(Some("c"), &two).unwrap_err().contains("no entry point `c`"));
         assert!(pick_entry(None, &[]).unwrap_err().contains("no entry point"));
+    }
+
+    #[test]
+    fn run_takes_devices_as_a_list_or_all_and_not_with_device() {
+        let run = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["hostcall", "run", "k"].iter().chain(extra))?;
+            let Command::Run { run, .. } = cli.command else { panic!("not run") };
+            Ok::<_, clap::Error>(run)
+        };
+        assert_eq!(run(&["--devices", "1,0"]).unwrap().devices, Some(DeviceList::These(vec![1, 0])));
+        assert_eq!(run(&["--devices", "all"]).unwrap().devices, Some(DeviceList::All));
+        assert_eq!(run(&[]).unwrap().devices, None);
+        assert!(run(&["--devices", ""]).unwrap_err().to_string().contains("is not a list of devices"));
+        assert!(run(&["--devices", "2,2"]).unwrap_err().to_string().contains("names device 2 twice"));
+        let both = run(&["--devices", "0,1", "--device", "1"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -232,27 +232,46 @@ fn driver_present() -> bool {
     catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
 }
 
+/// `f`, which calls the driver, or the reason there is no driver to call:
+/// its library is absent, or cudarc's loader panicked (caught here).
+fn with_driver<T>(f: impl FnOnce() -> Result<T, BackendError>) -> Result<T, BackendError> {
+    if !driver_present() {
+        return Err(BackendError::new(
+            "no CUDA driver found (libcuda.so): the NVIDIA driver library could not be loaded \
+             (install the driver, or add its directory to LD_LIBRARY_PATH)",
+        ));
+    }
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(BackendError(format!(
+                "no CUDA driver found (libcuda.so): loading it failed: {}",
+                msg.unwrap_or_else(|| "unknown panic in the driver loader".into())
+            )))
+        }
+    }
+}
+
 impl CudaBackend {
     /// Open device `ordinal`. Without a driver: `Err("no CUDA driver found
     /// (libcuda.so): ...")`; never a panic.
     pub fn new(ordinal: usize) -> Result<Self, BackendError> {
-        if !driver_present() {
-            return Err(BackendError::new(
-                "no CUDA driver found (libcuda.so): the NVIDIA driver library could not be loaded \
-                 (install the driver, or add its directory to LD_LIBRARY_PATH)",
-            ));
-        }
-        match catch_unwind(AssertUnwindSafe(|| Self::open(ordinal))) {
-            Ok(r) => r,
-            Err(p) => {
-                let msg =
-                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                Err(BackendError(format!(
-                    "no CUDA driver found (libcuda.so): loading it failed: {}",
-                    msg.unwrap_or_else(|| "unknown panic in the driver loader".into())
-                )))
+        with_driver(|| Self::open(ordinal))
+    }
+
+    /// The CUDA devices of this machine (`cuDeviceGetCount`); 0 where the
+    /// driver finds none. Without a driver: the error [`CudaBackend::new`]
+    /// gives.
+    pub fn device_count() -> Result<usize, BackendError> {
+        with_driver(|| match result::init() {
+            Err(DriverError(CUresult::CUDA_ERROR_NO_DEVICE)) => Ok(0),
+            other => {
+                cu(other, "cuInit")?;
+                let count = cu(result::device::get_count(), "cuDeviceGetCount")?;
+                Ok(usize::try_from(count).unwrap_or(0))
             }
-        }
+        })
     }
 
     fn open(ordinal: usize) -> Result<Self, BackendError> {

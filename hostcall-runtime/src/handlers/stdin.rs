@@ -3,10 +3,15 @@
 //! never holds up the server: the read is deferred ([`HostCx::defer`]) and
 //! every other thread's calls go on being served.
 //!
+//! A [`Stdin`] is a handle: its clones read one stream through one reader
+//! thread, each read taking the next bytes, whichever handle asks (how the
+//! devices of one run share the process's stdin, [`crate::devices`]).
+//!
 //! [`HostCx::defer`]: crate::HostCx::defer
 
 use std::io::{self, Read};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
 
 use hostcall_abi::Errno;
 
@@ -30,8 +35,12 @@ pub enum StdinPoll {
     Pending,
 }
 
-/// The device's stdin.
-pub struct Stdin {
+/// The device's stdin; clones share it (see the module's docs).
+#[derive(Clone)]
+pub struct Stdin(Arc<Mutex<Stream>>);
+
+/// What the handles of one stdin share.
+struct Stream {
     /// The source, until the first read starts the reader thread with it.
     source: Option<Box<dyn Read + Send>>,
     chunks: Option<Receiver<Chunk>>,
@@ -44,7 +53,7 @@ pub struct Stdin {
 
 impl Stdin {
     pub fn new(source: Box<dyn Read + Send>) -> Self {
-        Stdin { source: Some(source), chunks: None, held: Vec::new(), at: 0, end: None }
+        Stdin(Arc::new(Mutex::new(Stream { source: Some(source), chunks: None, held: Vec::new(), at: 0, end: None })))
     }
 
     /// Copy what has arrived into `buf` without waiting.
@@ -52,6 +61,14 @@ impl Stdin {
         if buf.is_empty() {
             return Ok(StdinPoll::Ready(0));
         }
+        // A poisoned lock still guards a usable stream: no step of
+        // `poll_read` leaves it half-changed.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).poll_read(buf)
+    }
+}
+
+impl Stream {
+    fn poll_read(&mut self, buf: &mut [u8]) -> Result<StdinPoll, HostError> {
         loop {
             if self.at < self.held.len() {
                 let n = buf.len().min(self.held.len() - self.at);
@@ -155,5 +172,28 @@ mod tests {
             }
         };
         assert_eq!(err, Err(HostError(Errno(libc::EIO as u32))));
+    }
+
+    #[test]
+    fn clones_read_one_stream_each_byte_once() {
+        let text: Vec<u8> = (0..20_000u32).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let a = Stdin::new(Box::new(io::Cursor::new(text.clone())));
+        let mut handles = [a.clone(), a];
+        // What each read took, in the order taken, and by which handle.
+        let mut taken: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut buf = [0u8; 7];
+        let mut ended = [false; 2];
+        while !ended.iter().all(|&e| e) {
+            for (i, stdin) in handles.iter_mut().enumerate() {
+                match stdin.poll_read(&mut buf).unwrap() {
+                    StdinPoll::Ready(0) => ended[i] = true,
+                    StdinPoll::Ready(n) => taken.push((i, buf[..n].to_vec())),
+                    StdinPoll::Pending => std::thread::yield_now(),
+                }
+            }
+        }
+        assert!((0..2).all(|i| taken.iter().any(|(h, _)| *h == i)), "both handles read");
+        let joined: Vec<u8> = taken.into_iter().flat_map(|(_, bytes)| bytes).collect();
+        assert!(joined == text, "each byte once, in the stream's order");
     }
 }

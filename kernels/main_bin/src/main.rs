@@ -7,10 +7,11 @@
 //! a `Vec` of that many MiB, grows another to the same size by doubling,
 //! and checks both (on the GPU: beyond the device heap's 512 MiB arena, into
 //! memory the host hands over); `whoami` prints this copy's thread index
-//! (`hostcall_thread`); `sweep` spends all the memory it can get, frees
-//! its small blocks and asks for 1 MiB blocks (on the GPU: served only by
-//! the device heap's sweep of its arena; meant for the GPU, where memory
-//! runs out: on the CPU it stops after reserving, untouched, 1 TiB);
+//! (`hostcall_thread`); `device` prints it with the device of a run on
+//! several GPUs (`--devices`); `sweep` spends all the memory it can get,
+//! frees its small blocks and asks for 1 MiB blocks (on the GPU: served
+//! only by the device heap's sweep of its arena; meant for the GPU, where
+//! memory runs out: on the CPU it stops after reserving, untouched, 1 TiB);
 //! `unsupported` calls std APIs the GPU cannot honour
 //! and prints how each failed (on the GPU: an error, never a panic in std or
 //! a module that does not load).
@@ -38,6 +39,12 @@ fn main() -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Some("sweep") => Ok(sweep()),
+        Some("device") => {
+            let (me, all) = (hostcall_thread::index(), hostcall_thread::count());
+            let (device, devices) = (hostcall_thread::device(), hostcall_thread::device_count());
+            println!("thread {me} of {all} on device {device} of {devices}");
+            Ok(ExitCode::SUCCESS)
+        }
         Some(arg) if arg.starts_with("vec=") => {
             let mib: usize = arg[4..].parse().map_err(|_| format!("bad size {arg}"))?;
             big_vecs(mib << 20)
