@@ -251,6 +251,27 @@ mod gpu {
         );
     }
 
+    /// The several-device path (`Devices` over CUDA backends: loading in
+    /// turn, launching and serving at once) on a machine of one GPU: two
+    /// runtimes on device 0, each with its own module (its own queue
+    /// globals), their kernels running side by side, each checked.
+    #[test]
+    fn gpu_two_runtimes_on_one_device() {
+        let backends: Vec<CudaBackend> = match (0..2).map(|_| CudaBackend::new(0)).collect() {
+            Ok(b) => b,
+            Err(e) => return eprintln!("skipping gpu_two_runtimes_on_one_device: no CUDA driver: {e}"),
+        };
+        let Some(path) = std::env::var_os("HOSTCALL_TEST_PTX") else {
+            return eprintln!("skipping gpu_two_runtimes_on_one_device: HOSTCALL_TEST_PTX is not set");
+        };
+        let ptx = std::fs::read(&path).expect("HOSTCALL_TEST_PTX");
+        let cubin = std::fs::read(std::path::Path::new(&path).with_extension("sm_90.cubin")).ok();
+        let mut devices = Devices::new(backends, RuntimeConfig::default()).expect("runtimes");
+        devices.load_best(&ptx, cubin.as_deref()).expect("loaded twice");
+        // Half a full grid each, so that both kernels are resident at once.
+        echo_stress_devices_body(&mut devices, 66, 256);
+    }
+
     #[test]
     fn no_driver_is_an_error_not_a_panic() {
         // With a driver this opens the device; without one it must be the
