@@ -204,16 +204,18 @@ fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
 /// given back as blocks of the classes that fit (halving down: a 1 MiB
 /// block serving one chunk gives back 512, 256, 128 and 64 KiB). Pieces
 /// are merged again only by a [`sweep`], and small blocks freed inside a
-/// chunk stay with their class until one. After a look that finds
-/// nothing, the next ones wait (`REUSE_AGAIN_AT`).
+/// chunk stay with their class until one. After a look that finds no
+/// run of `need` chunks or more, the next looks for as many or more wait
+/// (`REUSE_AGAIN_AT`).
 fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
     let started = arch::global_timer_ns();
-    if started < REUSE_AGAIN_AT.load(Relaxed) {
+    let need = chunks.trailing_zeros() + CHUNK_SHIFT;
+    // A look that found no run of `k` chunks or more says the same of `need`.
+    if REUSE_AGAIN_AT.get(CHUNK_SHIFT as usize..=need as usize)?.iter().any(|at| started < at.load(Relaxed)) {
         return None;
     }
-    let need = chunks.trailing_zeros() + CHUNK_SHIFT;
     let Some((off, have)) = free_run(need) else {
-        REUSE_AGAIN_AT.store(pause_after(started), Relaxed);
+        REUSE_AGAIN_AT.get(need as usize)?.store(pause_after(started), Relaxed);
         return None;
     };
     // The block is this thread's alone now: re-class its pieces, then
@@ -239,11 +241,12 @@ fn free_run(need: u32) -> Option<(usize, u32)> {
     })
 }
 
-/// `%globaltimer` before which an allocation the bump pointer cannot serve
-/// goes straight to the host: set when looking for freed memory to reuse
-/// found none (`reuse_run`), so that the look (a load per free list of 64
-/// KiB or more) costs a tenth of the time at most; 0: any time.
-static REUSE_AGAIN_AT: AtomicU64 = AtomicU64::new(0);
+/// Per class of 64 KiB or more: the `%globaltimer` before which an
+/// allocation of that class or larger that the bump pointer cannot serve
+/// goes straight to the host, set when a look for a freed run that large
+/// found none (`reuse_run`), so that the looks (a load per free list of 64
+/// KiB or more) cost a tenth of the time at most; 0: any time.
+static REUSE_AGAIN_AT: [AtomicU64; CLASSES] = [const { AtomicU64::new(0) }; CLASSES];
 /// The time to wait after work that began at `started`: ten times as long
 /// as it took, at least 1 ms.
 fn pause_after(started: u64) -> u64 {
@@ -253,8 +256,8 @@ fn pause_after(started: u64) -> u64 {
 
 /// One thread at a time sweeps ([`sweep`]); the others wait for it.
 static SWEEPING: AtomicU32 = AtomicU32::new(0);
-/// Sweeps ended: a thread whose allocation failed before one ended retries
-/// rather than sweeping again.
+/// Sweeps ended: a thread whose allocation failed before one ended (it
+/// read this before asking the host) retries rather than sweeping again.
 static SWEEPS: AtomicU32 = AtomicU32::new(0);
 /// Per chunk, during a sweep: its free small blocks found, or [`WHOLE`].
 static SWEEP_COUNT: [AtomicU32; CHUNKS] = [const { AtomicU32::new(0) }; CHUNKS];
@@ -266,14 +269,15 @@ const WHOLE: u32 = u32::MAX;
 const MAX_BLOCKS: usize = USABLE / UNIT;
 
 /// Out of memory everywhere: an arena block of class `shift` after a sweep
-/// (one thread sweeps; one that finds a sweep under way waits for it).
-fn alloc_after_sweep(shift: u32) -> Option<*mut u8> {
-    let seen = SWEEPS.load(Acquire);
+/// (one thread sweeps; one that finds a sweep under way waits for it, and
+/// one whose allocation failed before a sweep ended, `seen` being
+/// [`SWEEPS`] before it asked the host, only retries).
+fn alloc_after_sweep(shift: u32, seen: u32) -> Option<*mut u8> {
     if SWEEPING.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
         if SWEEPS.load(Relaxed) == seen {
             sweep();
             // What it listed is there to reuse: no pause from a look before.
-            REUSE_AGAIN_AT.store(0, Relaxed);
+            REUSE_AGAIN_AT.iter().for_each(|at| at.store(0, Relaxed));
             SWEEPS.fetch_add(1, Release);
         }
         SWEEPING.store(0, Release);
@@ -304,7 +308,9 @@ fn detach(head: &AtomicU64) -> u64 {
 }
 
 /// Walk a detached list from `first`: `visit(offset)` per block, at most
-/// `*budget` blocks in all (a cycle, from a write after free, ends it).
+/// `*budget` blocks in all. The budget only makes a corrupted list (a
+/// cycle, from a write after free) end the walk; what such a list holds is
+/// not trusted to be listed right afterwards.
 fn walk(first: u64, budget: &mut usize, mut visit: impl FnMut(usize)) {
     let mut at = first;
     while at != 0 && *budget > 0 {
@@ -349,14 +355,16 @@ fn sweep() {
             });
         }
     }
-    // 2. Small blocks of chunks not all free go back, in runs spread over
-    //    the class's shards; a chunk whose blocks were all found is WHOLE.
+    // 2. Small blocks of chunks not all free go back, in runs of up to 256,
+    //    each to the shard its first block's chunk picks (runs spread over
+    //    the shards); a chunk whose blocks were all found is WHOLE.
     let mut budget = MAX_BLOCKS;
     for (shift, first) in small.iter().enumerate() {
         let per_chunk = (CHUNK >> shift) as u32;
-        let (mut run, mut run_last, mut len, mut s) = (0u64, 0usize, 0usize, 0usize);
-        let give_back = |run: u64, last: usize, s: usize| {
-            if let (true, Some(head)) = (run != 0, FREE.get(shift).and_then(|h| h.get(s % SHARDS))) {
+        let (mut run, mut run_last, mut len) = (0u64, 0usize, 0usize);
+        let give_back = |run: u64, last: usize| {
+            let shard = (last / CHUNK) % SHARDS;
+            if let (true, Some(head)) = (run != 0, FREE.get(shift).and_then(|h| h.get(shard))) {
                 push_list(head, (run as usize - 1) * UNIT, last);
             }
         };
@@ -373,13 +381,13 @@ fn sweep() {
                     run = unit(off);
                     len += 1;
                     if len == 256 {
-                        give_back(run, run_last, s);
-                        (run, len, s) = (0, 0, s + 1);
+                        give_back(run, run_last);
+                        (run, len) = (0, 0);
                     }
                 }
             }
         });
-        give_back(run, run_last, s);
+        give_back(run, run_last);
     }
     // 3. WHOLE chunks merged: at each, the largest aligned run of WHOLE
     //    chunks starting there becomes one free block.
@@ -394,10 +402,7 @@ fn sweep() {
             continue;
         }
         let mut k = 0u32;
-        while k + CHUNK_SHIFT < MAX_SHIFT
-            && chunk % (2 << k) == 0
-            && (chunk + (1 << k)..chunk + (2 << k)).all(whole)
-        {
+        while k + CHUNK_SHIFT < MAX_SHIFT && chunk % (2 << k) == 0 && (chunk + (1 << k)..chunk + (2 << k)).all(whole) {
             k += 1;
         }
         let (shift, off) = (k + CHUNK_SHIFT, chunk * CHUNK);
@@ -495,11 +500,12 @@ fn alloc_with(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if let Some(p) = class.and_then(arena_alloc) {
         return arena_block(p, size, zeroed);
     }
+    let seen = SWEEPS.load(Acquire);
     match host_alloc(size, align, zeroed) {
         Ok(p) => p,
         // Out of GPU memory (or no host to ask, ENOSYS): the arena's freed
         // blocks, merged, are the last place to look.
-        Err(Errno::ENOMEM | Errno::ENOSYS) => match class.and_then(alloc_after_sweep) {
+        Err(Errno::ENOMEM | Errno::ENOSYS) => match class.and_then(|c| alloc_after_sweep(c, seen)) {
             Some(p) => arena_block(p, size, zeroed),
             None => out_of_memory(size),
         },
@@ -575,7 +581,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
             return p;
         }
     }
-    let mut host_oom = false;
+    let (seen, mut host_oom) = (SWEEPS.load(Acquire), false);
     if align as u64 <= HEAP_ALIGN {
         // The host moves it (on the GPU's copy engine) into a block of its
         // own, and frees the old one if it was its.
@@ -603,7 +609,15 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     let Some((_, old)) = arena else {
         return if host_oom { out_of_memory(new_size) } else { core::ptr::null_mut() };
     };
-    let p = alloc(new_size, align);
+    let p = if host_oom {
+        // The host has just said no: straight to the sweep.
+        match new.and_then(|c| alloc_after_sweep(c, seen)) {
+            Some(p) => p,
+            None => return out_of_memory(new_size),
+        }
+    } else {
+        alloc(new_size, align)
+    };
     if !p.is_null() {
         // SAFETY: both blocks are live and distinct, `p` holds `new_size`
         // bytes and `ptr` holds `1 << old`.
@@ -763,7 +777,11 @@ mod tests {
         assert!(small.len() * 32 > USABLE * 9 / 10, "24-byte blocks took only {} bytes", small.len() * 32);
         free_all(small);
         let mid = fill(2000);
-        assert!(mid.len() * 2048 > USABLE * 9 / 10, "{} blocks of 2000 bytes after the small ones were freed", mid.len());
+        assert!(
+            mid.len() * 2048 > USABLE * 9 / 10,
+            "{} blocks of 2000 bytes after the small ones were freed",
+            mid.len()
+        );
         // Half of them freed, every other one: no chunk is all free, so
         // nothing larger than 2 KiB fits; the other half freed too, the
         // chunks merge into runs again and a quarter of the arena is one block.
@@ -807,7 +825,10 @@ mod tests {
                         }
                         barrier.wait();
                         for &p in &mine {
-                            assert!(stamp(p as *mut u8, size, tag, true), "a block of {size} bytes was handed out twice");
+                            assert!(
+                                stamp(p as *mut u8, size, tag, true),
+                                "a block of {size} bytes was handed out twice"
+                            );
                         }
                         *used = mine.len() * size.next_power_of_two();
                         barrier.wait();
@@ -825,6 +846,34 @@ mod tests {
         for (round, bytes) in used.into_iter().enumerate() {
             assert!(bytes > USABLE * 3 / 4, "round {round}: four threads got {bytes} bytes of a {USABLE}-byte arena");
         }
+
+        // Every other 1 MiB block free: no run of 32 MiB exists. A thread
+        // that keeps asking for one (each time a sweep, then null) must not
+        // keep three others from their 60,000-byte blocks, which the free
+        // runs hold (a look that found no 32 MiB run says nothing of 64 KiB).
+        let mib = fill(1 << 20);
+        let (kept, freed): (Vec<_>, Vec<_>) = mib.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        free_all(freed.into_iter().map(|(_, p)| p).collect());
+        let asker = std::thread::spawn(|| (0..300).filter(|_| alloc(32 << 20, 16).is_null()).count());
+        let users: Vec<_> = (0..3u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..3000 {
+                        let p = alloc(60_000, 8);
+                        assert!(
+                            !p.is_null(),
+                            "thread {t}: allocation {i} of 60,000 bytes failed with free runs listed"
+                        );
+                        stamp(p, 64, t, false);
+                        // SAFETY: a live block, freed once.
+                        unsafe { free(p) };
+                    }
+                })
+            })
+            .collect();
+        users.into_iter().for_each(|u| u.join().unwrap());
+        assert_eq!(asker.join().unwrap(), 300, "no 32 MiB run exists");
+        free_all(kept.into_iter().map(|(_, p)| p).collect());
     }
 
     #[test]
