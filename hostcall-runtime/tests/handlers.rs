@@ -485,8 +485,13 @@ fn the_heap_grows_moves_blocks_and_reuses_what_is_freed() {
         // still find room in its arena) until it gives up (`heap_oom`).
         assert_eq!(alloc(1 << 60, 0).1, Errno::ENOMEM.0);
         assert_eq!(call(ctx, HeapOom { size: 1 << 60 }, &[]).1, 0);
+        // Many threads giving up at once: eight lines, then one that says so.
+        for _ in 0..20 {
+            ctx.post(HeapOom::NAME, Call::new(0, HeapOom { size: 1 << 60 }.to_args())).unwrap();
+        }
     });
     let err = rig.stderr.to_string_lossy();
-    assert_eq!(err.matches("device heap:").count(), 1, "{err}");
-    assert!(err.contains("device heap: no GPU memory for 1152921504606846976 bytes"), "{err}");
+    assert_eq!(err.matches("device heap: no GPU memory for 1152921504606846976 bytes").count(), 8, "{err}");
+    assert_eq!(err.matches("device heap: more allocations failed; not printed").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 9, "{err}");
 }

@@ -46,6 +46,8 @@ pub struct DeviceHeap {
     live: BTreeMap<u64, (u64, usize)>,
     /// Bytes of all segments.
     reserved: u64,
+    /// Out-of-memory reports the device sent ([`out_of_memory`]).
+    oom_reports: u64,
 }
 
 impl std::fmt::Debug for DeviceHeap {
@@ -69,7 +71,7 @@ impl Default for DeviceHeap {
 impl DeviceHeap {
     /// A heap that asks the driver for at least `bytes` at a time.
     pub fn with_segment_min(bytes: u64) -> Self {
-        DeviceHeap { segment_min: bytes, segments: Vec::new(), live: BTreeMap::new(), reserved: 0 }
+        DeviceHeap { segment_min: bytes, segments: Vec::new(), live: BTreeMap::new(), reserved: 0, oom_reports: 0 }
     }
 
     /// Bytes of device memory the heap has from the driver.
@@ -176,17 +178,28 @@ pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
     Ok(())
 }
 
+/// Out-of-memory lines printed per run at most: thousands of threads may
+/// fail at once, and their lines would bury the output.
+const OOM_LINES: u64 = 8;
+
 /// Out of memory (the device gave up on an allocation): say so on stderr,
-/// after the output the kernel already posted, with what was asked and
-/// what the heap holds.
+/// after the output the kernel already posted (whether or not that could
+/// be written), with what was asked and what the heap holds; after
+/// [`OOM_LINES`] lines, one saying that more are not printed.
 fn out_of_memory(cx: &mut HostCx<'_, HostState>, asked: u64) -> HandlerResult {
-    let heap = &cx.state.heap;
-    let line = format!(
-        "hostcall: device heap: no GPU memory for {asked} bytes (the heap holds {} MiB from the driver, {} MiB of it in use, beside its arena)\n",
-        heap.reserved() >> 20,
-        heap.in_use() >> 20
-    );
-    cx.state.flush_output()?;
+    let heap = &mut cx.state.heap;
+    heap.oom_reports += 1;
+    let line = match heap.oom_reports {
+        n if n <= OOM_LINES => format!(
+            "hostcall: device heap: no GPU memory for {asked} bytes (the heap holds {} MiB from the driver, {} MiB of it in use, beside its arena)\n",
+            heap.reserved() >> 20,
+            heap.in_use() >> 20
+        ),
+        n if n == OOM_LINES + 1 => "hostcall: device heap: more allocations failed; not printed\n".to_owned(),
+        _ => return Ok(0),
+    };
+    // A failure is counted in `output`; this line goes to stderr anyway.
+    let _ = cx.state.flush_output();
     cx.state.stderr.write_all(line.as_bytes())?;
     Ok(0)
 }
