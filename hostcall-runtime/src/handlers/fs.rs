@@ -155,7 +155,12 @@ fn read_split(state: &mut HostState, fd: i32, buf: &mut [u8], at: Option<u64>) -
         },
         _ => return Ok(None),
     };
-    let got = state.readers.read_at(raw, buf, start)?;
+    let got = match state.readers.read_at(raw, buf, start) {
+        Ok(got) => got,
+        // A file that seeks but cannot `pread` (some devices): read as usual.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESPIPE | libc::EINVAL)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     if at.is_none() {
         if let Fd::File(f) = state.fd(fd)? {
             (&f.file).seek(io::SeekFrom::Start(start + got as u64))?;

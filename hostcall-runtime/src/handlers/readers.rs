@@ -64,6 +64,12 @@ pub struct Pool {
     results: Option<Receiver<(usize, io::Result<usize>)>>,
 }
 
+// Soundness of the parts sent to workers: `read_at` returns only after it
+// has received a result for every part it sent (or learnt that every
+// worker is gone, so no part is still being read), and neither `fill` nor
+// the code between the sends and the last receive can panic (no indexing
+// outside `got`, which has a slot per part, and no unwrap).
+
 impl Pool {
     /// Read into `buf` from `fd` at `at` as `pread` would, in parts on
     /// several threads; the bytes read (fewer at end of file), the file
@@ -76,31 +82,44 @@ impl Pool {
         }
         self.start();
         let size = buf.len().div_ceil(THREADS).next_multiple_of(4096);
-        let mut parts: Vec<Part> = buf
+        let parts: Vec<Part> = buf
             .chunks_mut(size)
             .enumerate()
             .map(|(index, c)| Part { index, fd, ptr: c.as_mut_ptr(), len: c.len(), at: at + (index * size) as u64 })
             .collect();
         let lens: Vec<usize> = parts.iter().map(|p| p.len).collect();
         let mut got: Vec<Option<io::Result<usize>>> = (0..parts.len()).map(|_| None).collect();
-        let mine = parts.remove(0);
         let mut sent = 0;
-        for (part, worker) in parts.into_iter().zip(&self.workers) {
-            let index = part.index;
-            if let Err(back) = worker.send(part) {
-                // The worker is gone: this thread reads its part.
-                got[index] = Some(back.0.fill());
-            } else {
-                sent += 1;
+        let mut workers = self.workers.iter();
+        let mut mine = Vec::new();
+        for part in parts {
+            // Part 0, and any part without a worker (fewer threads started,
+            // or one gone), is read by this thread.
+            let worker = if part.index > 0 { workers.next() } else { None };
+            match worker {
+                Some(worker) => match worker.send(part) {
+                    Ok(()) => sent += 1,
+                    Err(back) => mine.push(back.0),
+                },
+                None => mine.push(part),
             }
         }
-        got[0] = Some(mine.fill());
+        for part in mine {
+            if let Some(slot) = got.get_mut(part.index) {
+                *slot = Some(part.fill());
+            }
+        }
         if let Some(results) = &self.results {
             for _ in 0..sent {
                 // Every worker answers each part it took (`work`), so this
                 // returns once per part sent.
                 match results.recv() {
-                    Ok((index, r)) => got[index] = Some(r),
+                    Ok((index, r)) => {
+                        if let Some(slot) = got.get_mut(index) {
+                            *slot = Some(r);
+                        }
+                    }
+                    // Every worker is gone: none is reading a part now.
                     Err(_) => return Err(io::Error::other("a reading thread ended")),
                 }
             }
@@ -122,8 +141,10 @@ impl Pool {
         Ok(total)
     }
 
+    /// Start the threads, once (those that cannot be started are left
+    /// out: their parts are read by the caller).
     fn start(&mut self) {
-        if !self.workers.is_empty() {
+        if self.results.is_some() {
             return;
         }
         let (done, results) = channel();
@@ -171,5 +192,15 @@ mod tests {
         assert_eq!(pool.read_at(f.as_raw_fd(), &mut buf, data.len() as u64 + 10).unwrap(), 0);
         assert_eq!(pool.workers.len(), THREADS - 1, "threads started once and kept");
         assert!(pool.read_at(-1, &mut buf, 0).is_err(), "a bad fd is an error");
+
+        // Fewer threads than parts (some could not be started): the caller
+        // reads the parts left over, and every byte is still there.
+        let (done, results) = channel();
+        let (tx, rx) = channel::<Part>();
+        std::thread::spawn(move || work(rx, done));
+        let mut few = Pool { workers: vec![tx], results: Some(results) };
+        let mut buf = vec![0u8; 4 * MIN_SPLIT];
+        assert_eq!(few.read_at(f.as_raw_fd(), &mut buf, 9).unwrap(), buf.len());
+        assert!(buf[..] == data[9..9 + buf.len()], "the bytes of a read with one worker for three parts");
     }
 }
