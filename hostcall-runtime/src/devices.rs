@@ -13,7 +13,9 @@
 //! * stdout and stderr: each device writes through a [`LineJoiner`] of its
 //!   own, which passes only whole lines to the shared stream, so that lines
 //!   of different devices never mix mid-line (a device's unfinished last
-//!   line goes out when its run ends);
+//!   line goes out when its run ends; so does a prompt without a newline,
+//!   even when the kernel flushes it: on several devices, `print!` then
+//!   `read_line` shows the prompt only once its line is done);
 //! * stdin: one stream ([`Stdin`] clones): each read takes the next bytes,
 //!   whichever device asks first. A device's std reads ahead (its
 //!   `BufReader`), so, as with two processes sharing a pipe, which lines a
