@@ -39,8 +39,11 @@
 //! Limits: alignment up to 64 KiB in the arena, 2 MiB beyond it; an arena
 //! block wastes up to half its size; until the GPU's memory is spent, a
 //! chunk carved into blocks below 64 KiB serves only that class and split
-//! pieces stay apart (new sizes come from the host meanwhile);
-//! `malloc_usable_size` of a block beyond the arena is 0.
+//! pieces stay apart (new sizes come from the host meanwhile); the chunks
+//! left at the arena's end when a request of several chunks finds the
+//! bump pointer too near it are never handed out (up to half the arena,
+//! when that request is for its largest class); `malloc_usable_size` of a
+//! block beyond the arena is 0.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
