@@ -144,14 +144,21 @@ mod gpu {
         std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
     }
 
-    /// A runtime with the echo kernels loaded (the cubin `hostcall-build`
-    /// leaves beside the PTX when there is one), or the reason to skip.
-    fn setup() -> Result<Runtime, String> {
-        let backend = CudaBackend::new(0).map_err(|e| format!("no CUDA driver: {e}"))?;
+    /// The echo kernels' PTX and the cubin `hostcall-build` leaves beside
+    /// it when there is one, or the reason to skip.
+    fn image() -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
         let path = std::env::var_os("HOSTCALL_TEST_PTX")
             .ok_or("HOSTCALL_TEST_PTX is not set (path of the echo_stress PTX)")?;
         let ptx = std::fs::read(&path).map_err(|e| format!("HOSTCALL_TEST_PTX: {e}"))?;
         let cubin = std::fs::read(std::path::Path::new(&path).with_extension("sm_90.cubin")).ok();
+        Ok((ptx, cubin))
+    }
+
+    /// A runtime with the echo kernels loaded ([`image`]), or the reason to
+    /// skip.
+    fn setup() -> Result<Runtime, String> {
+        let backend = CudaBackend::new(0).map_err(|e| format!("no CUDA driver: {e}"))?;
+        let (ptx, cubin) = image()?;
         eprintln!("device: {}", backend.device_name());
         let mut rt = Runtime::new(backend, RuntimeConfig::default()).map_err(|e| e.to_string())?;
         rt.load_best(&ptx, cubin.as_deref()).map_err(|e| format!("load: {e}"))?;
@@ -235,9 +242,7 @@ mod gpu {
         echo_stress_body(&mut alone, grid, block); // warm-up
         let one = echo_stress_body(&mut alone, grid, block);
         drop(alone);
-        let path = std::env::var_os("HOSTCALL_TEST_PTX").expect("set: setup() succeeded");
-        let ptx = std::fs::read(&path).expect("read above");
-        let cubin = std::fs::read(std::path::Path::new(&path).with_extension("sm_90.cubin")).ok();
+        let (ptx, cubin) = image().expect("read by setup() above");
         let backends: Vec<CudaBackend> = (0..n).map(|d| CudaBackend::new(d).expect("a device counted")).collect();
         let mut devices = Devices::new(backends, RuntimeConfig::default()).expect("runtimes");
         devices.load_best(&ptx, cubin.as_deref()).expect("loaded on every device");
@@ -261,11 +266,10 @@ mod gpu {
             Ok(b) => b,
             Err(e) => return eprintln!("skipping gpu_two_runtimes_on_one_device: no CUDA driver: {e}"),
         };
-        let Some(path) = std::env::var_os("HOSTCALL_TEST_PTX") else {
-            return eprintln!("skipping gpu_two_runtimes_on_one_device: HOSTCALL_TEST_PTX is not set");
+        let (ptx, cubin) = match image() {
+            Ok(image) => image,
+            Err(why) => return eprintln!("skipping gpu_two_runtimes_on_one_device: {why}"),
         };
-        let ptx = std::fs::read(&path).expect("HOSTCALL_TEST_PTX");
-        let cubin = std::fs::read(std::path::Path::new(&path).with_extension("sm_90.cubin")).ok();
         let mut devices = Devices::new(backends, RuntimeConfig::default()).expect("runtimes");
         devices.load_best(&ptx, cubin.as_deref()).expect("loaded twice");
         // Half a full grid each, so that both kernels are resident at once.
