@@ -192,8 +192,6 @@ fn take_chunks(shift: u32, chunks: usize) -> Option<usize> {
     let bytes = chunks.checked_mul(CHUNK)?;
     let off = BUMP.fetch_add(bytes, Relaxed);
     if off.checked_add(bytes)? > USABLE {
-        // Once the GPU's memory has run out (a sweep ran), freed runs serve
-        // blocks of any size: the host has none to give.
         let any = SWEEPS.load(Relaxed) > 0;
         return if chunks == 1 || any { reuse_run(shift, chunks) } else { None };
     }
@@ -224,13 +222,21 @@ fn reuse_run(shift: u32, chunks: usize) -> Option<usize> {
     // The block is this thread's alone now: re-class its pieces, then
     // publish each (the push is a release).
     for k in need..have {
-        let rest = off + (CHUNK << (k - CHUNK_SHIFT));
-        CHUNK_CLASS.get(rest / CHUNK)?.store(k as u8, Release);
-        let s = if k > CHUNK_SHIFT { 0 } else { shard() };
-        push_list(FREE.get(k as usize)?.get(s)?, rest, rest);
+        list_run(off + (CHUNK << (k - CHUNK_SHIFT)), k, shard());
     }
     CHUNK_CLASS.get(off / CHUNK)?.store(shift as u8, Release);
     Some(off)
+}
+
+/// List the free block of whole chunks at `off` in class `shift` (64 KiB or
+/// more), its first chunk re-classed: on shard `s` of a 64 KiB class, on
+/// the one list of a larger class.
+fn list_run(off: usize, shift: u32, s: usize) {
+    let s = if shift > CHUNK_SHIFT { 0 } else { s };
+    if let (Some(class), Some(head)) = (CHUNK_CLASS.get(off / CHUNK), FREE.get(shift as usize).and_then(|h| h.get(s))) {
+        class.store(shift as u8, Release);
+        push_list(head, off, off);
+    }
 }
 
 /// The smallest free block of class `need` (at least 64 KiB) or larger,
@@ -408,16 +414,10 @@ fn sweep() {
         while k + CHUNK_SHIFT < MAX_SHIFT && chunk % (2 << k) == 0 && (chunk + (1 << k)..chunk + (2 << k)).all(whole) {
             k += 1;
         }
-        let (shift, off) = (k + CHUNK_SHIFT, chunk * CHUNK);
         for c in SWEEP_COUNT.get(chunk..chunk + (1 << k)).into_iter().flatten() {
             c.store(0, Relaxed);
         }
-        if let (Some(class), Some(heads)) = (CHUNK_CLASS.get(chunk), FREE.get(shift as usize)) {
-            class.store(shift as u8, Release);
-            if let Some(head) = heads.get(if k > 0 { 0 } else { chunk % SHARDS }) {
-                push_list(head, off, off);
-            }
-        }
+        list_run(chunk * CHUNK, k + CHUNK_SHIFT, chunk % SHARDS);
         chunk += 1 << k;
     }
 }
