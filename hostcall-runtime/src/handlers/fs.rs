@@ -211,10 +211,11 @@ fn read(cx: &mut HostCx<'_, HostState>, fd: i32, len: u64, at: Option<u64>, data
     };
     let mut pending = false;
     let done = region.stream_in(cx, len, &mut |state, buf, offset| {
-        if let Some(got) = read_split(state, fd, buf, at.map(|o| o + offset))? {
+        let at = at.map(|o| o + offset);
+        if let Some(got) = read_split(state, fd, buf, at)? {
             return Ok(Some(got));
         }
-        Ok(match read_once(state, fd, buf, at.map(|o| o + offset))? {
+        Ok(match read_once(state, fd, buf, at)? {
             Some(got) => Some(got),
             // Stdin with nothing more yet: a short read if we have some,
             // else wait for input.
