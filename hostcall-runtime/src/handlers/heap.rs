@@ -178,8 +178,9 @@ pub fn register(r: &mut Registry<HostState>) -> Result<(), Duplicate> {
     Ok(())
 }
 
-/// Out-of-memory lines printed per run at most: thousands of threads may
-/// fail at once, and their lines would bury the output.
+/// Out-of-memory lines printed per runtime at most (a command-line run is
+/// one runtime): thousands of threads may fail at once, and their lines
+/// would bury the output.
 const OOM_LINES: u64 = 8;
 
 /// Out of memory (the device gave up on an allocation): say so on stderr,
